@@ -1,0 +1,3 @@
+//! The Check path: CheckRequest -> input document -> decision -> CheckResponse.
+
+pub mod input;

@@ -1,0 +1,20 @@
+//! # Portcullis
+//!
+//! An external authorization sidecar for Envoy and Istio that is a drop-in replacement for the
+//! OPA-Envoy plugin: same command line, config block, input document, decision format and
+//! responses, with policies evaluated by the `regorus` Rego engine.
+//!
+//! # Layout
+//!
+//! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
+//! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
+//! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
+//! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
+//! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
+//! - [`grpc`]     the one place where domain errors become `tonic::Status`
+//! - [`telemetry`] logging set-up and the decision log sink
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod authz;
+pub mod policy;

@@ -1,0 +1,3 @@
+//! Policies: loading, the compiled snapshot, hot reload and the builtins regorus lacks.
+
+pub mod builtins;
