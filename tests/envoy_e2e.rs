@@ -259,12 +259,11 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(LINES)..].join("\n")
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    StdTcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+/// `N` distinct loopback ports that were free a moment ago (all bound at once, then released).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [StdTcpListener; N] =
+        std::array::from_fn(|_| StdTcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
+    listeners.map(|l| l.local_addr().expect("local addr").port())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -498,8 +497,7 @@ impl Stack {
         let (upstream, upstream_hits) = start_upstream().await;
 
         // Portcullis, with OPA-Envoy's command line.
-        let grpc_port = free_port();
-        let http_port = free_port();
+        let [grpc_port, http_port] = free_ports();
         let mut cmd = Command::new(portcullis_bin());
         cmd.args([
             "run".to_owned(),
@@ -517,11 +515,12 @@ impl Stack {
         wait_ready(&client, &health, &mut children, portcullis).await;
 
         // Envoy, on a rendered copy of the deploy config.
+        let [listener, admin] = free_ports();
         let ports = EnvoyPorts {
-            listener: free_port(),
+            listener,
             upstream,
             ext_authz: grpc_port,
-            admin: free_port(),
+            admin,
         };
         let template_path = repo_path(&format!("deploy/envoy/{config}"));
         let template = std::fs::read_to_string(&template_path)
