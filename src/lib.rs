@@ -14,7 +14,15 @@
 //! - [`grpc`]     the one place where domain errors become `tonic::Status`
 //! - [`telemetry`] logging set-up and the decision log sink
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod authz;
+pub mod config;
+pub mod grpc;
+pub mod http;
 pub mod policy;
+pub mod server;
+pub mod telemetry;
