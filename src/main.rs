@@ -186,8 +186,8 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         None
     };
     tracing::info!(
-        ext_authz = %ext.addr,
-        http = ?args.addr,
+        ext_authz = %listeners.ext_authz.describe(),
+        http = %listeners.http.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default(),
         revision = store.snapshot().revision(),
         ready_ms = started.elapsed().as_millis() as u64,
         "portcullis serving"

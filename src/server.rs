@@ -46,6 +46,21 @@ impl GrpcListener {
         }
     }
 
+    /// A printable form of the bound address.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "tcp".into()),
+            Self::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix://{}", p.display())))
+                .unwrap_or_else(|| "unix socket".into()),
+        }
+    }
+
     /// The TCP address, when bound to TCP.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {

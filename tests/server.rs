@@ -107,3 +107,174 @@ async fn undefined_decision_is_a_grpc_unknown_error() {
     );
     server.stop().await;
 }
+
+fn response_header(
+    resp: &envoy_types::pb::envoy::service::auth::v3::CheckResponse,
+    name: &str,
+) -> Option<String> {
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    match resp.http_response.as_ref()? {
+        HttpResponse::OkResponse(ok) => ok
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == name)
+            .map(|h| h.value.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_reload_swaps_atomically_under_concurrent_checks() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    let rev = |n: u32| {
+        format!(
+            "package envoy.authz\n\nallow := {{\"allowed\": true, \"headers\": {{\"x-rev\": \"{n}\"}}}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.rego");
+    std::fs::write(&file, rev(1)).unwrap();
+    let server = TestServer::start(Spec {
+        paths: vec![file.clone()],
+        ..Default::default()
+    })
+    .await;
+    let reloads = Arc::new(AtomicU64::new(0));
+    let rejected = Arc::new(AtomicU64::new(0));
+    let (r, j) = (reloads.clone(), rejected.clone());
+    let _watcher = portcullis::policy::watch::watch(server.store.clone(), move |res| match res {
+        Ok(_) => {
+            r.fetch_add(1, Ordering::SeqCst);
+        }
+        Err(_) => {
+            j.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let checks = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let mut client = server.client().await;
+        let (stop, failures, checks) = (stop.clone(), failures.clone(), checks.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client.check(CheckRequest::default()).await {
+                    Ok(resp) if resp.get_ref().status.as_ref().map(|s| s.code) == Some(0) => {}
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                checks.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Valid change, then a broken one that must be rejected while revision 2 keeps serving.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(&file, rev(2)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < deadline, "the change was not picked up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rejected_before = rejected.load(Ordering::SeqCst);
+    std::fs::write(&file, "package envoy.authz\n\nallow := {\n").unwrap();
+    while rejected.load(Ordering::SeqCst) <= rejected_before {
+        assert!(Instant::now() < deadline, "the broken change was not seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(checks.load(Ordering::Relaxed) > 10);
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no Check may fail during reloads"
+    );
+    let mut client = server.client().await;
+    let resp = client
+        .check(CheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response_header(&resp, "x-rev").as_deref(), Some("2"));
+    assert_eq!(server.store.snapshot().revision(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unix_and_abstract_sockets_serve_checks() {
+    use portcullis::config::ListenAddr;
+    use portcullis::server::GrpcListener;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("authz.sock");
+    // A stale socket file from a previous run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let name = format!("portcullis-test-{}", std::process::id());
+    for addr in [ListenAddr::Unix(sock.clone()), ListenAddr::Abstract(name)] {
+        let listener = GrpcListener::bind(&addr).await.unwrap();
+        let policy = dir.path().join("p.rego");
+        std::fs::write(&policy, "package envoy.authz\n\nallow := true\n").unwrap();
+        let store = std::sync::Arc::new(
+            portcullis::policy::PolicyStore::load(vec![policy], Default::default()).unwrap(),
+        );
+        let config = portcullis::config::Config::default();
+        let app = portcullis::server::App::from_config(&config, store, Default::default());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(portcullis::server::run(
+            app,
+            portcullis::server::Listeners {
+                ext_authz: listener,
+                http: None,
+                diagnostic: None,
+            },
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let addr2 = addr.clone();
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let addr = addr2.clone();
+                async move {
+                    let stream = match addr {
+                        ListenAddr::Unix(p) => tokio::net::UnixStream::connect(p).await?,
+                        ListenAddr::Abstract(n) => {
+                            use std::os::linux::net::SocketAddrExt;
+                            let sa =
+                                std::os::unix::net::SocketAddr::from_abstract_name(n.as_bytes())?;
+                            let s = std::os::unix::net::UnixStream::connect_addr(&sa)?;
+                            s.set_nonblocking(true)?;
+                            tokio::net::UnixStream::from_std(s)?
+                        }
+                        _ => unreachable!(),
+                    };
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut client =
+            envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+                channel,
+            );
+        let resp = client
+            .check(CheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.status.unwrap().code, 0, "{addr:?}");
+        let _ = tx.send(());
+        handle.await.unwrap().unwrap();
+    }
+}

@@ -3,6 +3,7 @@
 //! Events are debounced (a burst of writes from an editor or `kubectl cp` becomes one reload).
 //! A reload that fails is logged and the previous snapshot keeps serving.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,15 +32,32 @@ pub fn watch(
     on_reload: impl Fn(&Result<u64, super::PolicyError>) + Send + 'static,
 ) -> notify::Result<PolicyWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Files are watched through their directory, so that an editor's or Kubernetes'
+    // replace-by-rename is seen too; events for other files in that directory are ignored.
+    let roots: Vec<PathBuf> = store
+        .paths()
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let relevant = roots.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && (event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove())
+            && event
+                .paths
+                .iter()
+                .any(|p| relevant.iter().any(|root| p.starts_with(root)))
         {
             let _ = tx.send(());
         }
     })?;
-    for path in store.paths() {
-        watcher.watch(path, RecursiveMode::Recursive)?;
+    for root in &roots {
+        if root.is_dir() {
+            watcher.watch(root, RecursiveMode::Recursive)?;
+        } else {
+            let parent = root.parent().unwrap_or(root);
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
+        }
     }
     let task = tokio::spawn(async move {
         while rx.recv().await.is_some() {
