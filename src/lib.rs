@@ -17,4 +17,5 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod authz;
+pub mod client;
 pub mod policy;
