@@ -8,6 +8,7 @@
 //!
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
+//! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
 //! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
@@ -20,6 +21,7 @@
 )]
 
 pub mod authz;
+pub mod client;
 pub mod config;
 pub mod grpc;
 pub mod http;

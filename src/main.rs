@@ -29,6 +29,13 @@ struct Cli {
 enum Command {
     /// Start the sidecar (like `opa run --server` with the Envoy plugin).
     Run(RunArgs),
+    /// Send one CheckRequest to an ext_authz server and print the response as JSON.
+    Check(portcullis::client::check::CheckArgs),
+    /// Load tools: a Check load generator and a no-op floor server.
+    Bench {
+        #[command(subcommand)]
+        cmd: portcullis::client::bench::BenchCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -98,10 +105,24 @@ fn main() -> ExitCode {
             ..Default::default()
         }),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Check(args)) => client_command(portcullis::client::check::main(args)),
+        Some(Command::Bench { cmd }) => client_command(cmd.main()),
         Some(Command::Version) => {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// Runs a client command on a small runtime and maps its exit code.
+fn client_command(fut: impl std::future::Future<Output = i32>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => ExitCode::from(u8::try_from(rt.block_on(fut)).unwrap_or(1)),
+        Err(e) => fail(&format!("cannot start the runtime: {e}")),
     }
 }
 
