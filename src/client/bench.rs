@@ -60,6 +60,8 @@ pub enum BenchCommand {
     Check(BenchCheckArgs),
     /// Serve a no-op Check server (always OK), the floor to compare a real server with.
     Floor(FloorArgs),
+    /// Time policy evaluation per decision, like `opa bench`.
+    Eval(super::eval_bench::BenchEvalArgs),
 }
 
 impl BenchCommand {
@@ -74,6 +76,7 @@ impl BenchCommand {
                     e.exit_code()
                 }
             },
+            BenchCommand::Eval(args) => super::eval_bench::main(&args),
             BenchCommand::Floor(args) => match floor::run(args).await {
                 Ok(()) => 0,
                 Err(e) => {

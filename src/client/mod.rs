@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod eval_bench;
 pub mod floor;
 mod histogram;
 pub mod request;
