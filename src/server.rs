@@ -19,6 +19,9 @@ use crate::config::{Config, ListenAddr};
 use crate::policy::{PolicyOptions, PolicyStore};
 use crate::telemetry::decision_log::DecisionLog;
 
+/// Envoy's API descriptors (see build.rs), for gRPC reflection; empty when unavailable.
+const ENVOY_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
+
 /// A listener for a gRPC server.
 #[derive(Debug)]
 pub enum GrpcListener {
@@ -200,10 +203,23 @@ pub async fn run(
         .max_decoding_message_size(app.grpc.max_recv_msg_size)
         .max_encoding_message_size(app.grpc.max_send_msg_size);
     let reflection = if app.grpc.enable_reflection {
-        tonic_reflection::server::Builder::configure()
+        // Only the services this listener serves are advertised (Envoy's descriptor set
+        // describes its whole API).
+        let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .ok()
+            .with_service_name("grpc.health.v1.Health");
+        if !ENVOY_DESCRIPTORS.is_empty() {
+            builder = builder
+                .register_encoded_file_descriptor_set(ENVOY_DESCRIPTORS)
+                .with_service_name("envoy.service.auth.v3.Authorization");
+        }
+        match builder.build_v1() {
+            Ok(service) => Some(service),
+            Err(e) => {
+                tracing::warn!(error = %e, "gRPC reflection is unavailable");
+                None
+            }
+        }
     } else {
         None
     };

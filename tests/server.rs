@@ -278,3 +278,88 @@ async fn unix_and_abstract_sockets_serve_checks() {
         handle.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn reflection_describes_ext_authz_and_health() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let server = TestServer::start(Spec {
+        policies: vec![("p.rego", ALLOW_IF_X)],
+        sets: vec!["plugins.envoy_ext_authz_grpc.enable-reflection=true".into()],
+        ..Default::default()
+    })
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let ask = |m: MessageRequest| {
+        tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(m),
+        }])
+    };
+    let mut stream = client
+        .server_reflection_info(ask(MessageRequest::ListServices(String::new())))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"envoy.service.auth.v3.Authorization".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.len(),
+        2,
+        "only served services are advertised: {names:?}"
+    );
+    let mut stream = client
+        .server_reflection_info(ask(MessageRequest::FileContainingSymbol(
+            "envoy.service.auth.v3.CheckRequest".into(),
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap().message_response;
+    assert!(
+        matches!(resp, Some(MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+        "{resp:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_is_off_by_default() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    let server = TestServer::start(Spec {
+        policies: vec![("p.rego", ALLOW_IF_X)],
+        ..Default::default()
+    })
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let err = client
+        .server_reflection_info(tokio_stream::iter(vec![]))
+        .await
+        .expect_err("no reflection service");
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    server.stop().await;
+}
