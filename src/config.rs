@@ -59,6 +59,9 @@ pub struct Config {
     pub default_decision: Option<String>,
     #[serde(default)]
     pub default_authorization_decision: Option<String>,
+    /// Remote HTTP services (bundles, decision-log upload).
+    #[serde(default)]
+    pub services: crate::services::Services,
     /// Portcullis: the runtime that serves everything.
     #[serde(default)]
     pub runtime: Runtime,
@@ -191,7 +194,6 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "namespaces",
     "telemetry",
     "bundles",
-    "services",
 ];
 
 /// Where a listener binds.

@@ -11,6 +11,7 @@
 //! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
 //! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
+//! - [`services`] OPA's `services` config and the outbound HTTP client
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
 //! - [`grpc`]     the one place where domain errors become `tonic::Status`
 //! - [`telemetry`] logging set-up and the decision log sink
@@ -27,4 +28,5 @@ pub mod grpc;
 pub mod http;
 pub mod policy;
 pub mod server;
+pub mod services;
 pub mod telemetry;
