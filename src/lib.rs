@@ -8,13 +8,25 @@
 //!
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
+//! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
 //! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
+//! - [`services`] OPA's `services` config and the outbound HTTP client
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
 //! - [`grpc`]     the one place where domain errors become `tonic::Status`
 //! - [`telemetry`] logging set-up and the decision log sink
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod authz;
+pub mod client;
+pub mod config;
+pub mod grpc;
+pub mod http;
 pub mod policy;
+pub mod server;
+pub mod services;
+pub mod telemetry;

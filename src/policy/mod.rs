@@ -1,3 +1,505 @@
 //! Policies: loading, the compiled snapshot, hot reload and the builtins regorus lacks.
+//!
+//! A [`Snapshot`] is one immutable, compiled revision of the policies and data. The
+//! [`PolicyStore`] holds the current one behind an `ArcSwap`: the request path loads it without
+//! a lock, and a reload swaps in a new one atomically (or keeps the old one when the new
+//! policies do not compile).
+//!
+//! Evaluation needs a mutable regorus `Engine`. Each worker thread keeps its own clone of the
+//! snapshot's prepared engine, made once per thread and revision; the snapshot's prototype
+//! engine is only locked to make that clone, never on the per-request path.
 
 pub mod builtins;
+pub mod loader;
+pub mod watch;
+
+use std::cell::RefCell;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use regorus::{Engine, Value};
+
+pub use loader::Sources;
+
+/// Why policies could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Unsupported { path: PathBuf, message: String },
+    #[error("{path}: invalid data: {message}")]
+    Data { path: PathBuf, message: String },
+    /// A parse or compile error; the message starts with `file:line:col`.
+    #[error("{0}")]
+    Compile(String),
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// Why one evaluation failed. Each maps to a gRPC error on the Check path.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("policy evaluation exceeded the time limit of {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl EvalError {
+    /// A short, stable reason for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EvalError::Timeout(_) => "eval_timeout",
+            EvalError::Failed(_) => "envoyauth_eval_error",
+        }
+    }
+}
+
+/// How snapshots are built.
+#[derive(Debug, Clone)]
+pub struct PolicyOptions {
+    /// The decision path, e.g. `envoy/authz/allow`.
+    pub decision_path: String,
+    /// The longest a single evaluation may run.
+    pub eval_timeout: Duration,
+    /// Parse modules as Rego v0 (OPA's `--v0-compatible`).
+    pub rego_v0: bool,
+    /// File name patterns skipped when walking directories (OPA's `--ignore`).
+    pub ignore: Vec<String>,
+}
+
+impl Default for PolicyOptions {
+    fn default() -> Self {
+        Self {
+            decision_path: crate::config::DEFAULT_PATH.to_string(),
+            eval_timeout: Duration::from_millis(100),
+            rego_v0: false,
+            ignore: Vec::new(),
+        }
+    }
+}
+
+/// How the decision path is evaluated.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// A rule: the fast `eval_rule` path.
+    Rule(String),
+    /// A package or a document above rules: a query.
+    Query(String),
+    /// Nothing in the policies defines it: every decision is undefined.
+    Missing,
+}
+
+/// The result of one evaluation.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub value: Value,
+    /// Output of Rego `print()` calls.
+    pub prints: Vec<String>,
+    pub elapsed: Duration,
+}
+
+static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One compiled revision of the policies and data.
+pub struct Snapshot {
+    id: u64,
+    revision: u64,
+    entry: Entry,
+    prototype: Mutex<Engine>,
+    modules: Vec<(String, String)>,
+    loaded_at: std::time::SystemTime,
+    eval_timeout: Duration,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("revision", &self.revision)
+            .field("entry", &self.entry)
+            .field("modules", &self.modules.len())
+            .finish()
+    }
+}
+
+thread_local! {
+    /// This thread's engine for the snapshot it last evaluated.
+    static ENGINE: RefCell<Option<(u64, Engine)>> = const { RefCell::new(None) };
+}
+
+impl Snapshot {
+    /// Parses and compiles `sources`. Errors carry `file:line:col`.
+    pub fn build(
+        sources: &Sources,
+        opts: &PolicyOptions,
+        revision: u64,
+    ) -> Result<Self, PolicyError> {
+        let mut engine = Engine::new();
+        engine.set_rego_v0(opts.rego_v0);
+        engine.set_gather_prints(true);
+        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+            limit: opts.eval_timeout,
+            check_interval: NonZeroU32::MIN.saturating_add(63),
+        });
+        builtins::register(&mut engine).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        for (name, text) in &sources.modules {
+            engine
+                .add_policy(name.clone(), text.clone())
+                .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        }
+        engine
+            .add_data(sources.data_value())
+            .map_err(|e| PolicyError::Engine(format!("data: {e}")))?;
+        let entry = resolve_entry(&mut engine, &opts.decision_path)?;
+        Ok(Self {
+            id: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
+            revision,
+            entry,
+            prototype: Mutex::new(engine),
+            modules: sources.modules.clone(),
+            loaded_at: std::time::SystemTime::now(),
+            eval_timeout: opts.eval_timeout,
+        })
+    }
+
+    /// The revision number, counting loads from 1.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// When this snapshot was built.
+    pub fn loaded_at(&self) -> std::time::SystemTime {
+        self.loaded_at
+    }
+
+    /// The policy modules, as (name, text).
+    pub fn modules(&self) -> &[(String, String)] {
+        &self.modules
+    }
+
+    /// Whether the decision path names anything in the policies.
+    pub fn has_decision(&self) -> bool {
+        !matches!(self.entry, Entry::Missing)
+    }
+
+    /// Evaluates the decision path against `input`.
+    pub fn eval(&self, input: Value) -> Result<Evaluation, EvalError> {
+        let start = Instant::now();
+        let entry = self.entry.clone();
+        let (result, prints) = self.with_engine(|engine| {
+            engine.set_input(input);
+            let result = match &entry {
+                Entry::Rule(rule) => engine.eval_rule(rule.clone()),
+                Entry::Query(query) => engine
+                    .eval_query(query.clone(), false)
+                    .and_then(single_result),
+                Entry::Missing => Ok(Value::Undefined),
+            };
+            let prints = engine.take_prints().unwrap_or_default();
+            (result, prints)
+        })?;
+        let elapsed = start.elapsed();
+        let value = result.map_err(|e| classify(e, self))?;
+        Ok(Evaluation {
+            value,
+            prints,
+            elapsed,
+        })
+    }
+
+    /// Evaluates any `data` path (e.g. for the HTTP API), with an optional input.
+    pub fn eval_path(&self, path: &str, input: Option<Value>) -> Result<Value, EvalError> {
+        let query = data_ref(path);
+        let (result, _) = self.with_engine(|engine| {
+            engine.set_input(input.unwrap_or(Value::Undefined));
+            let r = engine.eval_query(query, false).and_then(single_result);
+            let prints = engine.take_prints().unwrap_or_default();
+            (r, prints)
+        })?;
+        result.map_err(|e| classify(e, self))
+    }
+
+    /// Evaluates an arbitrary Rego query and returns every result's bindings and expressions.
+    pub fn eval_query(
+        &self,
+        query: &str,
+        input: Option<Value>,
+    ) -> Result<regorus::QueryResults, EvalError> {
+        let (result, _) = self.with_engine(|engine| {
+            engine.set_input(input.unwrap_or(Value::Undefined));
+            let r = engine.eval_query(query.to_string(), false);
+            (r, Vec::new())
+        })?;
+        result.map_err(|e| classify(e, self))
+    }
+
+    fn with_engine<R>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> (anyhow::Result<R>, Vec<String>),
+    ) -> Result<(anyhow::Result<R>, Vec<String>), EvalError> {
+        ENGINE.with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                // Re-entered on this thread (not expected): evaluate on a private clone.
+                let mut engine = self.clone_prototype()?;
+                return Ok(f(&mut engine));
+            };
+            let fresh = match slot.as_ref() {
+                Some((id, _)) => *id != self.id,
+                None => true,
+            };
+            if fresh {
+                *slot = Some((self.id, self.clone_prototype()?));
+            }
+            match slot.as_mut() {
+                Some((_, engine)) => Ok(f(engine)),
+                None => Err(EvalError::Failed("no engine".into())),
+            }
+        })
+    }
+
+    fn clone_prototype(&self) -> Result<Engine, EvalError> {
+        self.prototype
+            .lock()
+            .map(|e| e.clone())
+            .map_err(|_| EvalError::Failed("policy engine unavailable".into()))
+    }
+}
+
+fn classify(e: anyhow::Error, snapshot: &Snapshot) -> EvalError {
+    if e.downcast_ref::<regorus::LimitError>().is_some() {
+        return EvalError::Timeout(snapshot.eval_timeout);
+    }
+    EvalError::Failed(e.to_string())
+}
+
+/// `envoy/authz/allow` -> `data.envoy.authz.allow`.
+pub fn data_ref(path: &str) -> String {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        return "data".to_string();
+    }
+    let mut out = String::from("data");
+    for part in trimmed.split('/') {
+        if part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !part.starts_with(|c: char| c.is_ascii_digit())
+        {
+            out.push('.');
+            out.push_str(part);
+        } else {
+            out.push_str("[\"");
+            out.push_str(&part.replace('\\', "\\\\").replace('"', "\\\""));
+            out.push_str("\"]");
+        }
+    }
+    out
+}
+
+fn single_result(results: regorus::QueryResults) -> anyhow::Result<Value> {
+    match results.result.len() {
+        0 => Ok(Value::Undefined),
+        1 => Ok(results
+            .result
+            .into_iter()
+            .next()
+            .and_then(|r| r.expressions.into_iter().next())
+            .map(|e| e.value)
+            .unwrap_or(Value::Undefined)),
+        _ => Err(anyhow::anyhow!("multiple evaluation results")),
+    }
+}
+
+/// Decides how the decision path is evaluated; compile errors surface here.
+fn resolve_entry(engine: &mut Engine, decision_path: &str) -> Result<Entry, PolicyError> {
+    let reference = data_ref(decision_path);
+    let packages = engine
+        .get_packages()
+        .map_err(|e| PolicyError::Compile(e.to_string()))?;
+    let is_document = packages
+        .iter()
+        .any(|p| p == &reference || p.starts_with(&format!("{reference}.")));
+    if is_document {
+        // Compile errors surface at load time even for query entries.
+        engine
+            .eval_query("true".to_string(), false)
+            .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        return Ok(Entry::Query(reference));
+    }
+    match engine.compile_with_entrypoint(&reference.as_str().into()) {
+        Ok(_) => Ok(Entry::Rule(reference)),
+        Err(e) if e.to_string().contains("not a valid rule path") => {
+            engine
+                .eval_query("true".to_string(), false)
+                .map_err(|e| PolicyError::Compile(e.to_string()))?;
+            Ok(Entry::Missing)
+        }
+        Err(e) => Err(PolicyError::Compile(e.to_string())),
+    }
+}
+
+/// The current snapshot and how to rebuild it.
+pub struct PolicyStore {
+    current: ArcSwap<Snapshot>,
+    paths: Vec<PathBuf>,
+    opts: PolicyOptions,
+    revision: AtomicU64,
+    reload_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyStore")
+            .field("paths", &self.paths)
+            .field("revision", &self.revision.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl PolicyStore {
+    /// Loads and compiles the policies under `paths`.
+    pub fn load(paths: Vec<PathBuf>, opts: PolicyOptions) -> Result<Self, PolicyError> {
+        let sources = Sources::read(&paths, &opts.ignore)?;
+        let snapshot = Snapshot::build(&sources, &opts, 1)?;
+        Ok(Self {
+            current: ArcSwap::from_pointee(snapshot),
+            paths,
+            opts,
+            revision: AtomicU64::new(1),
+            reload_lock: Mutex::new(()),
+        })
+    }
+
+    /// The current snapshot; no lock is taken.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The paths this store loads from.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// The options snapshots are built with.
+    pub fn options(&self) -> &PolicyOptions {
+        &self.opts
+    }
+
+    /// Re-reads and recompiles the paths. On error the current snapshot keeps serving.
+    pub fn reload(&self) -> Result<u64, PolicyError> {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let sources = Sources::read(&self.paths, &self.opts.ignore)?;
+        let revision = self.revision.load(Ordering::Relaxed) + 1;
+        let snapshot = Snapshot::build(&sources, &self.opts, revision)?;
+        self.revision.store(revision, Ordering::Relaxed);
+        self.current.store(Arc::new(snapshot));
+        Ok(revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(rego: &str, path: &str) -> Result<Snapshot, PolicyError> {
+        let mut s = Sources::default();
+        s.add_module("policy.rego".into(), rego.into());
+        Snapshot::build(
+            &s,
+            &PolicyOptions {
+                decision_path: path.into(),
+                ..Default::default()
+            },
+            1,
+        )
+    }
+
+    #[test]
+    fn data_refs() {
+        assert_eq!(data_ref("envoy/authz/allow"), "data.envoy.authz.allow");
+        assert_eq!(data_ref("/a/b-c/"), "data.a[\"b-c\"]");
+        assert_eq!(data_ref(""), "data");
+    }
+
+    #[test]
+    fn rule_and_package_entries() {
+        let rego = "package envoy.authz\nallow if input.x == 1\nresponse := {\"allowed\": allow}\n";
+        let s = snapshot(rego, "envoy/authz/allow").unwrap();
+        let input = Value::from_json_str(r#"{"x": 1}"#).unwrap();
+        assert_eq!(s.eval(input.clone()).unwrap().value, Value::from(true));
+        assert_eq!(s.eval(Value::new_object()).unwrap().value, Value::Undefined);
+        let s = snapshot(rego, "envoy/authz").unwrap();
+        let v = s.eval(input).unwrap().value;
+        assert_eq!(v["allow"], Value::from(true));
+    }
+
+    #[test]
+    fn missing_entry_is_undefined_not_an_error() {
+        let s = snapshot("package other\nx := 1\n", "envoy/authz/allow").unwrap();
+        assert!(!s.has_decision());
+        assert_eq!(s.eval(Value::new_object()).unwrap().value, Value::Undefined);
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_col() {
+        let err = snapshot("package p\nallow if {\n  input.x ==\n}\n", "p/allow")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("policy.rego:"), "{err}");
+    }
+
+    #[test]
+    fn conflicts_are_eval_errors() {
+        let s = snapshot("package p\nv := 1 if input.a\nv := 2 if input.b\n", "p/v").unwrap();
+        let input = Value::from_json_str(r#"{"a": true, "b": true}"#).unwrap();
+        assert!(matches!(s.eval(input), Err(EvalError::Failed(_))));
+    }
+
+    #[test]
+    fn prints_are_gathered() {
+        let s = snapshot(
+            "package p\nallow if { print(\"hello\", input.x); true }\n",
+            "p/allow",
+        )
+        .unwrap();
+        let ev = s
+            .eval(Value::from_json_str(r#"{"x": 7}"#).unwrap())
+            .unwrap();
+        assert_eq!(ev.value, Value::from(true));
+        assert!(
+            ev.prints.iter().any(|p| p.contains("hello")),
+            "{:?}",
+            ev.prints
+        );
+    }
+
+    #[test]
+    fn looping_policy_times_out() {
+        let mut s = Sources::default();
+        s.add_module(
+            "loop.rego".into(),
+            "package p\nallow if { count([1 | some x in numbers.range(1, 5000); some y in numbers.range(1, 5000)]) > 0 }\n"
+                .into(),
+        );
+        let snap = Snapshot::build(
+            &s,
+            &PolicyOptions {
+                decision_path: "p/allow".into(),
+                eval_timeout: Duration::from_millis(50),
+                ..Default::default()
+            },
+            1,
+        )
+        .unwrap();
+        let start = Instant::now();
+        let r = snap.eval(Value::new_object());
+        assert!(matches!(r, Err(EvalError::Timeout(_))), "{r:?}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

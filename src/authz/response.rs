@@ -1,0 +1,217 @@
+//! [`Decision`] -> `CheckResponse`, exactly as OPA-Envoy builds it.
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption, QueryParameter};
+use envoy_types::pb::envoy::service::auth::v3::{
+    CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response::HttpResponse,
+};
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use envoy_types::pb::google::rpc::Status;
+
+use super::decision::Decision;
+use super::input::InputError;
+
+/// gRPC status codes used in `CheckResponse.status`.
+const OK: i32 = 0;
+const PERMISSION_DENIED: i32 = 7;
+
+/// The prefix OPA-Envoy puts before a request-parse error.
+pub const REQUEST_PARSE_ERROR: &str = "request_parse_error";
+
+impl Decision {
+    /// Builds the Check response. With `dry_run`, a denial becomes an empty OK response (the
+    /// decision log keeps the truth). Every response carries `dynamic_metadata.decision_id`.
+    pub fn into_response(self, decision_id: &str, dry_run: bool) -> CheckResponse {
+        let allowed = self.allowed();
+        let mut resp = CheckResponse {
+            status: Some(status(if allowed { OK } else { PERMISSION_DENIED }, "")),
+            ..Default::default()
+        };
+        match self {
+            Decision::Bool(_) => {}
+            Decision::Allow(a) => {
+                resp.dynamic_metadata = a.dynamic_metadata;
+                resp.http_response = Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers: header_options(a.headers),
+                    headers_to_remove: a.request_headers_to_remove,
+                    response_headers_to_add: header_options(a.response_headers_to_add),
+                    query_parameters_to_set: a
+                        .query_parameters_to_set
+                        .into_iter()
+                        .map(|(key, value)| QueryParameter { key, value })
+                        .collect(),
+                    query_parameters_to_remove: a.query_parameters_to_remove,
+                    ..Default::default()
+                }));
+            }
+            Decision::Deny(d) => {
+                resp.dynamic_metadata = d.dynamic_metadata;
+                resp.http_response = Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: d.http_status as i32,
+                    }),
+                    headers: header_options(d.headers),
+                    body: d.body,
+                }));
+            }
+        }
+        if dry_run && !allowed {
+            resp.status = Some(status(OK, ""));
+            resp.http_response = Some(HttpResponse::OkResponse(OkHttpResponse::default()));
+        }
+        with_decision_id(resp, decision_id)
+    }
+}
+
+/// The answer to a request that cannot be turned into an input document: denied with HTTP 400
+/// and the body `request_parse_error: …`. As in OPA-Envoy this holds in dry-run mode too (the
+/// request never reached a policy). OPA-Envoy sends no `decision_id` here; Portcullis adds it so
+/// that every answer can be found in the logs.
+pub fn parse_error(err: &InputError, decision_id: &str) -> CheckResponse {
+    let message = format!("{REQUEST_PARSE_ERROR}: {err}");
+    let resp = CheckResponse {
+        status: Some(status(PERMISSION_DENIED, &message)),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: StatusCode::BadRequest as i32,
+            }),
+            headers: Vec::new(),
+            body: message,
+        })),
+        ..Default::default()
+    };
+    with_decision_id(resp, decision_id)
+}
+
+fn status(code: i32, message: &str) -> Status {
+    Status {
+        code,
+        message: message.to_string(),
+        details: Vec::new(),
+    }
+}
+
+fn header_options(headers: Vec<(String, String)>) -> Vec<HeaderValueOption> {
+    headers
+        .into_iter()
+        .map(|(key, value)| HeaderValueOption {
+            header: Some(HeaderValue {
+                key,
+                value,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn with_decision_id(mut resp: CheckResponse, decision_id: &str) -> CheckResponse {
+    resp.dynamic_metadata
+        .get_or_insert_with(Struct::default)
+        .fields
+        .insert(
+            "decision_id".to_string(),
+            PbValue {
+                kind: Some(Kind::StringValue(decision_id.to_string())),
+            },
+        );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regorus::Value;
+
+    fn resp(json: &str, dry_run: bool) -> CheckResponse {
+        Decision::try_from(&Value::from_json_str(json).unwrap())
+            .unwrap()
+            .into_response("id-1", dry_run)
+    }
+
+    fn decision_id(r: &CheckResponse) -> Option<String> {
+        match r
+            .dynamic_metadata
+            .as_ref()?
+            .fields
+            .get("decision_id")?
+            .kind
+            .as_ref()?
+        {
+            Kind::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn boolean_has_no_http_response() {
+        let r = resp("true", false);
+        assert_eq!(r.status.as_ref().unwrap().code, OK);
+        assert!(r.http_response.is_none());
+        assert_eq!(decision_id(&r).as_deref(), Some("id-1"));
+        let r = resp("false", false);
+        assert_eq!(r.status.as_ref().unwrap().code, PERMISSION_DENIED);
+        assert!(r.http_response.is_none());
+    }
+
+    #[test]
+    fn object_allow_and_deny() {
+        let r = resp(r#"{"allowed": true, "headers": {"x": "1"}}"#, false);
+        let Some(HttpResponse::OkResponse(ok)) = r.http_response else {
+            panic!("expected ok response")
+        };
+        assert_eq!(ok.headers[0].header.as_ref().unwrap().key, "x");
+        let r = resp(
+            r#"{"allowed": false, "body": "nope", "http_status": 401, "dynamic_metadata": {"a": "b"}}"#,
+            false,
+        );
+        assert_eq!(r.status.as_ref().unwrap().code, PERMISSION_DENIED);
+        assert_eq!(decision_id(&r).as_deref(), Some("id-1"));
+        assert!(
+            r.dynamic_metadata
+                .as_ref()
+                .unwrap()
+                .fields
+                .contains_key("a")
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = r.http_response else {
+            panic!("expected denied response")
+        };
+        assert_eq!(denied.body, "nope");
+        assert_eq!(denied.status.unwrap().code, 401);
+    }
+
+    #[test]
+    fn dry_run_turns_denials_into_empty_ok() {
+        let r = resp(r#"{"allowed": false, "body": "nope"}"#, true);
+        assert_eq!(r.status.as_ref().unwrap().code, OK);
+        assert_eq!(
+            r.http_response,
+            Some(HttpResponse::OkResponse(OkHttpResponse::default()))
+        );
+        let r = resp("false", true);
+        assert_eq!(r.status.as_ref().unwrap().code, OK);
+        // Allows are untouched.
+        let r = resp(r#"{"allowed": true, "headers": {"x": "1"}}"#, true);
+        let Some(HttpResponse::OkResponse(ok)) = r.http_response else {
+            panic!("expected ok response")
+        };
+        assert_eq!(ok.headers.len(), 1);
+    }
+
+    #[test]
+    fn parse_error_is_a_400_denial() {
+        let r = parse_error(&InputError("bad escape".into()), "id-2");
+        assert_eq!(r.status.as_ref().unwrap().code, PERMISSION_DENIED);
+        assert_eq!(
+            r.status.as_ref().unwrap().message,
+            "request_parse_error: bad escape"
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = &r.http_response else {
+            panic!("expected denied response")
+        };
+        assert_eq!(denied.status.as_ref().unwrap().code, 400);
+        assert_eq!(denied.body, "request_parse_error: bad escape");
+        assert_eq!(decision_id(&r).as_deref(), Some("id-2"));
+    }
+}

@@ -1,0 +1,3 @@
+//! gRPC plumbing shared by the services.
+
+pub mod status;

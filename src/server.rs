@@ -1,0 +1,301 @@
+//! Serving: [`run`] takes already-bound listeners and a shutdown future, so that tests bind
+//! `127.0.0.1:0`, read the address, and stop the server with a oneshot.
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic_health::ServingStatus;
+
+use crate::authz::input::{self, InputOptions};
+use crate::authz::service::{AuthzService, CheckSettings};
+use crate::config::{Config, ConfigError, ListenAddr};
+use crate::policy::{PolicyOptions, PolicyStore};
+use crate::telemetry::decision_log::DecisionLog;
+
+/// Envoy's API descriptors (see build.rs), for gRPC reflection; empty when unavailable.
+const ENVOY_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
+
+/// A listener for a gRPC server.
+#[derive(Debug)]
+pub enum GrpcListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl GrpcListener {
+    /// Binds an address in any of OPA's forms. A stale Unix socket file is removed first.
+    pub async fn bind(addr: &ListenAddr) -> io::Result<Self> {
+        match addr {
+            ListenAddr::Tcp(sa) => Ok(Self::Tcp(TcpListener::bind(sa).await?)),
+            ListenAddr::Host(hp) => Ok(Self::Tcp(TcpListener::bind(hp.as_str()).await?)),
+            ListenAddr::Unix(path) => {
+                remove_stale_socket(path)?;
+                Ok(Self::Unix(UnixListener::bind(path)?))
+            }
+            ListenAddr::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+                let std_listener = std::os::unix::net::UnixListener::bind_addr(&sa)?;
+                std_listener.set_nonblocking(true)?;
+                Ok(Self::Unix(UnixListener::from_std(std_listener)?))
+            }
+        }
+    }
+
+    /// A printable form of the bound address.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "tcp".into()),
+            Self::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix://{}", p.display())))
+                .unwrap_or_else(|| "unix socket".into()),
+        }
+    }
+
+    /// The TCP address, when bound to TCP.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Self::Tcp(l) => l.local_addr().ok(),
+            Self::Unix(_) => None,
+        }
+    }
+}
+
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Binds a TCP address for the HTTP API.
+pub async fn bind_tcp(addr: &ListenAddr) -> io::Result<TcpListener> {
+    match addr {
+        ListenAddr::Tcp(sa) => TcpListener::bind(sa).await,
+        ListenAddr::Host(hp) => TcpListener::bind(hp.as_str()).await,
+        ListenAddr::Unix(_) | ListenAddr::Abstract(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the HTTP API listens on TCP only",
+        )),
+    }
+}
+
+/// Every listener the server uses.
+#[derive(Debug)]
+pub struct Listeners {
+    pub ext_authz: GrpcListener,
+    /// The HTTP API (`--addr`).
+    pub http: Option<TcpListener>,
+    /// Health and metrics only (`--diagnostic-addr`).
+    pub diagnostic: Option<TcpListener>,
+}
+
+/// Everything the servers share.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub store: Arc<PolicyStore>,
+    pub authz: AuthzService,
+    pub grpc: GrpcSettings,
+}
+
+impl App {
+    /// Wires the Check service and gRPC settings from the config around a loaded store. Fails
+    /// when the configured `proto-descriptor` cannot be loaded.
+    pub fn from_config(
+        config: &Config,
+        store: Arc<PolicyStore>,
+        log: DecisionLog,
+    ) -> Result<Self, ConfigError> {
+        let ext = &config.plugins.envoy_ext_authz_grpc;
+        let proto_descriptors = match &ext.proto_descriptor {
+            None => None,
+            Some(path) => {
+                Some(
+                    input::load_descriptor_set(path).map_err(|e| ConfigError::Invalid {
+                        file: path.display().to_string(),
+                        key: "plugins.envoy_ext_authz_grpc.proto-descriptor".into(),
+                        message: e.to_string(),
+                    })?,
+                )
+            }
+        };
+        let authz = AuthzService::new(
+            store.clone(),
+            CheckSettings {
+                dry_run: ext.dry_run,
+                input: InputOptions {
+                    skip_body_parse: ext.skip_request_body_parse,
+                    proto_descriptors,
+                },
+                path: ext.decision_path().to_string(),
+            },
+            log,
+        );
+        Ok(Self {
+            store,
+            authz,
+            grpc: GrpcSettings {
+                max_recv_msg_size: ext.grpc_max_recv_msg_size,
+                max_send_msg_size: ext.grpc_max_send_msg_size,
+                enable_reflection: ext.enable_reflection,
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// The policy options the config asks for.
+pub fn policy_options(config: &Config) -> PolicyOptions {
+    let ext = &config.plugins.envoy_ext_authz_grpc;
+    PolicyOptions {
+        decision_path: ext.decision_path().to_string(),
+        eval_timeout: ext.eval_timeout(),
+        ..Default::default()
+    }
+}
+
+/// Settings of the ext_authz gRPC server.
+#[derive(Debug, Clone)]
+pub struct GrpcSettings {
+    pub max_recv_msg_size: usize,
+    pub max_send_msg_size: usize,
+    pub enable_reflection: bool,
+    /// How long in-flight Checks get to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            max_recv_msg_size: 4 * 1024 * 1024,
+            max_send_msg_size: i32::MAX as usize,
+            enable_reflection: false,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves every listener until `shutdown` resolves, then lets in-flight requests finish (up to
+/// the grace period).
+pub async fn run(
+    app: App,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorizationServer<AuthzService>>()
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(l) = listeners.http {
+        let router = crate::http::router(app.clone(), crate::http::Surface::Full);
+        tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
+    }
+    if let Some(l) = listeners.diagnostic {
+        let router = crate::http::router(app.clone(), crate::http::Surface::Diagnostic);
+        tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
+    }
+
+    let authz = AuthorizationServer::new(app.authz.clone())
+        .max_decoding_message_size(app.grpc.max_recv_msg_size)
+        .max_encoding_message_size(app.grpc.max_send_msg_size);
+    let reflection = if app.grpc.enable_reflection {
+        // Only the services this listener serves are advertised (Envoy's descriptor set
+        // describes its whole API).
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        if !ENVOY_DESCRIPTORS.is_empty() {
+            builder = builder
+                .register_encoded_file_descriptor_set(ENVOY_DESCRIPTORS)
+                .with_service_name("envoy.service.auth.v3.Authorization");
+        }
+        match builder.build_v1() {
+            Ok(service) => Some(service),
+            Err(e) => {
+                tracing::warn!(error = %e, "gRPC reflection is unavailable");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let router = tonic::transport::Server::builder()
+        .add_service(authz)
+        .add_service(health_service)
+        .add_optional_service(reflection);
+
+    let grace = app.grpc.shutdown_grace;
+    let grpc_stop = {
+        let health = health.clone();
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<AuthorizationServer<AuthzService>>()
+                .await;
+        }
+    };
+    let server = async move {
+        match listeners.ext_authz {
+            GrpcListener::Tcp(l) => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(l), grpc_stop)
+                    .await
+            }
+            GrpcListener::Unix(l) => {
+                router
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(l), grpc_stop)
+                    .await
+            }
+        }
+    };
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => {
+            let _ = stop_tx.send(true);
+            return r;
+        }
+        () = shutdown => {
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        }
+    }
+    let result = match tokio::time::timeout(grace, &mut server).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(grace = ?grace, "in-flight requests did not finish in time");
+            Ok(())
+        }
+    };
+    let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    result
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

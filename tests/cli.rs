@@ -1,0 +1,232 @@
+//! The `portcullis run` command line: config and policy errors stop start-up with a message that
+//! names the file and key; a running server shuts down gracefully on SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn run_fails(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run portcullis");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn unknown_config_key_names_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "config.yaml",
+        "plugins:\n  envoy_ext_authz_grpc:\n    adr: \":9191\"\n",
+    );
+    let (code, err) = run_fails(&["run", "--server", "--config-file", &cfg]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("config.yaml"), "{err}");
+    assert!(err.contains("plugins.envoy_ext_authz_grpc"), "{err}");
+    assert!(err.contains("adr"), "{err}");
+}
+
+#[test]
+fn bad_set_value_names_the_key() {
+    let (code, err) = run_fails(&[
+        "run",
+        "--server",
+        "--set=plugins.envoy_ext_authz_grpc.dry-run=perhaps",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("plugins.envoy_ext_authz_grpc.dry-run"),
+        "{err}"
+    );
+    let (code, err) = run_fails(&["run", "--server", "--set=decision_logs.consol=true"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("consol"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let (code, err) = run_fails(&["run", "--server", "--config-file", "/nonexistent/c.yaml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/c.yaml"), "{err}");
+}
+
+#[test]
+fn broken_policy_stops_startup_with_file_line_col() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "broken.rego",
+        "package envoy.authz\n\nallow if {\n  input.x ==\n}\n",
+    );
+    let (code, err) = run_fails(&[
+        "run",
+        "--server",
+        "--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:0",
+        "--addr=127.0.0.1:0",
+        &p,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("broken.rego:"), "{err}");
+    let missing = dir.path().join("missing.rego").display().to_string();
+    let (code, err) = run_fails(&["run", "--server", &missing]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("missing.rego"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _) = run_fails(&["run", "--no-such-flag"]);
+    assert_eq!(code, 2);
+}
+
+/// A running `portcullis` process, killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary and waits until its HTTP health answers.
+async fn start(args: &[String]) -> (Proc, SocketAddr) {
+    let grpc_port = free_port();
+    let http_port = free_port();
+    let mut all = vec![
+        "run".to_string(),
+        "--server".into(),
+        format!("--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:{grpc_port}"),
+        format!("--addr=127.0.0.1:{http_port}"),
+        "--log-level=warn".into(),
+    ];
+    all.extend_from_slice(args);
+    let child = Command::new(BIN)
+        .args(&all)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if tokio::net::TcpStream::connect(http).await.is_ok() {
+            let (status, _) = support::http(http, "GET", "/health", None).await;
+            if status == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not become healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (proc, format!("127.0.0.1:{grpc_port}").parse().unwrap())
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_checks_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    // About a few hundred milliseconds of work, well under the raised eval time limit.
+    let p = write(
+        dir.path(),
+        "slow.rego",
+        "package envoy.authz\n\nallow if {\n  count([1 | some x in numbers.range(1, 1500); some y in numbers.range(1, 1500)]) > 0\n}\n",
+    );
+    let (mut proc, grpc) = start(&[
+        "--set=plugins.envoy_ext_authz_grpc.eval-timeout-ms=20000".into(),
+        p,
+    ])
+    .await;
+    let mut client = AuthorizationClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    // Time one Check so the signal lands while the next is in flight.
+    let t = Instant::now();
+    client.check(CheckRequest::default()).await.unwrap();
+    let one = t.elapsed();
+    let pending = tokio::spawn(async move { client.check(CheckRequest::default()).await });
+    tokio::time::sleep(one / 3).await;
+    assert!(
+        !pending.is_finished(),
+        "the Check ({one:?}) finished before the signal; make the policy slower"
+    );
+    let pid = proc.0.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let resp = pending
+        .await
+        .unwrap()
+        .expect("in-flight Check must complete");
+    assert_eq!(resp.into_inner().status.unwrap().code, 0);
+    let exit = tokio::task::spawn_blocking(move || {
+        let code = proc.0.wait().unwrap();
+        std::mem::forget(proc);
+        code
+    })
+    .await
+    .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[tokio::test]
+async fn console_decision_logs_go_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.rego",
+        "package envoy.authz\n\nallow := true\n",
+    );
+    let (mut proc, grpc) = start(&["--set=decision_logs.console=true".into(), p]).await;
+    let mut client = AuthorizationClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let resp = client
+        .check(CheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let stdout = proc.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["path"], "envoy/authz/allow");
+    assert_eq!(event["result"], true);
+    let md = resp.dynamic_metadata.unwrap();
+    let id = match md.fields["decision_id"].kind.as_ref().unwrap() {
+        envoy_types::pb::google::protobuf::value::Kind::StringValue(s) => s.clone(),
+        other => panic!("decision_id is {other:?}"),
+    };
+    assert_eq!(event["decision_id"], id.as_str());
+}
