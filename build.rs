@@ -1,4 +1,9 @@
-//! Build script: makes Envoy's protobuf descriptors available for gRPC reflection.
+//! Build script: compiles the gateway's protobuf API and makes Envoy's protobuf descriptors
+//! available for gRPC reflection.
+//!
+//! `proto/portcullis/v1/*.proto` is parsed with `protox` (pure Rust, no system `protoc`) and
+//! turned into Rust by `tonic-prost-build`; its encoded `FileDescriptorSet` is written to
+//! `OUT_DIR/portcullis_descriptor.bin` for the gateway's reflection service.
 //!
 //! The `envoy-types` crate ships the encoded `FileDescriptorSet` of the Envoy API it was
 //! generated from (`src/generated/types.bin`) but does not export it. With
@@ -14,6 +19,12 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=Cargo.lock");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    if let Err(e) = compile_gateway_protos(&out) {
+        // The crate cannot build without its API: fail the build with the parser's message
+        // (file:line:col).
+        eprintln!("error: compiling proto/portcullis/v1: {e}");
+        std::process::exit(1);
+    }
     let dest = out.join("envoy_descriptors.bin");
     let bytes = envoy_descriptor_set().unwrap_or_else(|| {
         println!(
@@ -24,6 +35,35 @@ fn main() {
     if let Err(e) = std::fs::write(&dest, bytes) {
         println!("cargo:warning=cannot write {}: {e}", dest.display());
     }
+}
+
+/// Compiles every `.proto` under `proto/portcullis/v1` into `OUT_DIR/portcullis.v1.rs` and
+/// writes the descriptor set next to it.
+fn compile_gateway_protos(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let root = manifest_dir.join("proto");
+    let dir = root.join("portcullis/v1");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "proto"))
+        .collect();
+    files.sort();
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let fds = protox::compile(&files, [&root])?;
+    std::fs::write(
+        out.join("portcullis_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .out_dir(out)
+        .compile_fds(fds)?;
+    Ok(())
 }
 
 fn envoy_descriptor_set() -> Option<Vec<u8>> {
