@@ -11,6 +11,7 @@
 
 pub mod builtins;
 pub mod loader;
+pub mod overlay;
 pub mod watch;
 
 use std::cell::RefCell;
@@ -351,6 +352,10 @@ pub struct PolicyStore {
     opts: PolicyOptions,
     revision: AtomicU64,
     reload_lock: Mutex<()>,
+    /// The files as last read (what runtime writes are applied over).
+    files: Mutex<Sources>,
+    /// Runtime writes, applied over the files at every build (see [`overlay`]).
+    overlay: Mutex<overlay::Overlay>,
 }
 
 impl std::fmt::Debug for PolicyStore {
@@ -373,6 +378,8 @@ impl PolicyStore {
             opts,
             revision: AtomicU64::new(1),
             reload_lock: Mutex::new(()),
+            files: Mutex::new(sources),
+            overlay: Mutex::default(),
         })
     }
 
@@ -391,12 +398,15 @@ impl PolicyStore {
         &self.opts
     }
 
-    /// Re-reads and recompiles the paths. On error the current snapshot keeps serving.
+    /// Re-reads and recompiles the paths, with runtime writes applied over them. On error the
+    /// current snapshot keeps serving.
     pub fn reload(&self) -> Result<u64, PolicyError> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let sources = Sources::read(&self.paths, &self.opts.ignore)?;
+        let files = Sources::read(&self.paths, &self.opts.ignore)?;
+        let sources = self.lock_overlay().apply(&files);
         let revision = self.revision.load(Ordering::Relaxed) + 1;
         let snapshot = Snapshot::build(&sources, &self.opts, revision)?;
+        *self.lock_files() = files;
         self.revision.store(revision, Ordering::Relaxed);
         self.current.store(Arc::new(snapshot));
         Ok(revision)
