@@ -6,7 +6,7 @@
 //! the key instead of a silently ignored setting.
 //!
 //! Sections that this build does not implement yet (`authentication`, `internal_token`,
-//! `gateway`, `namespaces`, `bundles`, `services`) are refused with a clear error rather than
+//! `bundles`, `telemetry`) are refused with a clear error rather than
 //! accepted and ignored: a sidecar that silently skips an `authentication` block would let
 //! unauthenticated requests through.
 
@@ -65,6 +65,21 @@ pub struct Config {
     /// Portcullis: the runtime that serves everything.
     #[serde(default)]
     pub runtime: Runtime,
+    /// Portcullis: the gateway gRPC API; served only when this section is present.
+    #[serde(default)]
+    pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// Portcullis: namespaces besides the default one, each with its own paths.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+/// `namespaces.<name>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Policy and data files or directories, read like the PATH arguments.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
 }
 
 /// `plugins:` — only the Envoy plugin is known.
@@ -187,14 +202,7 @@ pub struct Runtime {
 }
 
 /// Sections that belong to the product but that this build refuses rather than ignores.
-const NOT_YET_SUPPORTED: &[&str] = &[
-    "authentication",
-    "internal_token",
-    "gateway",
-    "namespaces",
-    "telemetry",
-    "bundles",
-];
+const NOT_YET_SUPPORTED: &[&str] = &["authentication", "internal_token", "telemetry", "bundles"];
 
 /// Where a listener binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +349,19 @@ impl Config {
                 "plugins.envoy_ext_authz_grpc.eval-timeout-ms",
                 "must be greater than 0".into(),
             ));
+        }
+        if let Some(gateway) = &self.gateway {
+            gateway.validate().map_err(|(key, m)| invalid(&key, m))?;
+        }
+        for name in self.namespaces.keys() {
+            let key = format!("namespaces.{name}");
+            if name == crate::namespaces::DEFAULT_NAMESPACE {
+                return Err(invalid(
+                    &key,
+                    "the default namespace serves the PATH arguments; it has no paths here".into(),
+                ));
+            }
+            crate::namespaces::validate_name(name).map_err(|e| invalid(&key, e.to_string()))?;
         }
         if let Some(n) = self.runtime.worker_threads
             && n == 0
@@ -614,6 +635,36 @@ mod tests {
     fn unsupported_sections_are_refused_not_ignored() {
         let err = load_str("authentication:\n  policies: []\n", &[]).unwrap_err();
         assert!(err.to_string().contains("authentication"), "{err}");
+    }
+
+    #[test]
+    fn gateway_and_namespaces_sections() {
+        let c = load_str("", &[]).unwrap();
+        assert!(c.gateway.is_none());
+        let c = load_str(
+            "gateway:\n  cors_origins: [https://app.example.com]\nnamespaces:\n  acme:\n    paths: [/x]\n",
+            &["gateway.allow_open=true"],
+        )
+        .unwrap();
+        let g = c.gateway.unwrap();
+        assert_eq!(g.addr, "127.0.0.1:9292");
+        assert!(g.allow_open && g.enabled);
+        assert_eq!(c.namespaces["acme"].paths, vec![PathBuf::from("/x")]);
+        let c = load_str("", &["gateway.addr=127.0.0.1:1"]).unwrap();
+        assert_eq!(c.gateway.unwrap().addr, "127.0.0.1:1");
+        for (yaml, key) in [
+            (
+                "gateway:\n  cors_origins: ['*']\n",
+                "gateway.cors_origins[0]",
+            ),
+            ("gateway:\n  addr: unix:///x.sock\n", "gateway.addr"),
+            ("gateway:\n  nope: 1\n", "nope"),
+            ("namespaces:\n  'a b': {}\n", "namespaces.a b"),
+            ("namespaces:\n  default: {}\n", "namespaces.default"),
+        ] {
+            let err = load_str(yaml, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
 //! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
+//! - [`cli`]      the gateway's command line: `auth`, `decide`, `policy`, `data`, `logs`, `keys`, `status`
+//! - [`gateway`]  the gateway gRPC API (`portcullis.v1`), gRPC-Web, caller auth and scopes
+//! - [`namespaces`] isolated policy sets, each its own store; hierarchical names with `:`
 //! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
 //! - [`services`] OPA's `services` config and the outbound HTTP client
@@ -22,10 +25,13 @@
 )]
 
 pub mod authz;
+pub mod cli;
 pub mod client;
 pub mod config;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod namespaces;
 pub mod policy;
 pub mod server;
 pub mod services;

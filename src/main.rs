@@ -192,7 +192,7 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
     };
     app.grpc.shutdown_grace = Duration::from_secs(args.shutdown_grace_period);
 
-    let listeners = match bind(&config, &args).await {
+    let listeners = match bind(&config, &args, &app).await {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
@@ -209,9 +209,28 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
     } else {
         None
     };
+    let mut _namespace_watchers = Vec::new();
+    if args.watch {
+        for (name, ns_store) in app.namespaces.all().into_iter().skip(1) {
+            if ns_store.paths().is_empty() {
+                continue;
+            }
+            let ns = name.clone();
+            match portcullis::policy::watch::watch(ns_store, move |r| match r {
+                Ok(rev) => tracing::info!(namespace = %ns, revision = rev, "policies reloaded"),
+                Err(e) => {
+                    tracing::error!(namespace = %ns, error = %e, "policy reload rejected; previous policies keep serving")
+                }
+            }) {
+                Ok(w) => _namespace_watchers.push(w),
+                Err(e) => return fail(&format!("--watch: namespace {name}: {e}")),
+            }
+        }
+    }
     tracing::info!(
         ext_authz = %listeners.ext_authz.describe(),
         http = %listeners.http.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default(),
+        gateway = %listeners.gateway.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default(),
         revision = store.snapshot().revision(),
         ready_ms = started.elapsed().as_millis() as u64,
         "portcullis serving"
@@ -222,7 +241,7 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
     }
 }
 
-async fn bind(config: &Config, args: &RunArgs) -> Result<Listeners, String> {
+async fn bind(config: &Config, args: &RunArgs, app: &App) -> Result<Listeners, String> {
     let ext_addr_text = &config.plugins.envoy_ext_authz_grpc.addr;
     let ext_addr = ListenAddr::parse(ext_addr_text)
         .map_err(|e| format!("config: plugins.envoy_ext_authz_grpc.addr: {e}"))?;
@@ -249,10 +268,30 @@ async fn bind(config: &Config, args: &RunArgs) -> Result<Listeners, String> {
             )
         }
     };
+    let gateway = match (&config.gateway, &app.gateway) {
+        (Some(g), Some(gw)) => {
+            let addr = g
+                .socket_addr()
+                .map_err(|e| format!("config: gateway.addr: {e}"))?;
+            let listener = server::bind_tcp(&addr)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", g.addr))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| format!("gateway address: {e}"))?;
+            gw.authenticator()
+                .mode()
+                .check_bind(&bound, g.allow_open)
+                .map_err(|e| format!("gateway: {e}"))?;
+            Some(listener)
+        }
+        _ => None,
+    };
     Ok(Listeners {
         ext_authz,
         http: Some(http),
         diagnostic,
+        gateway,
     })
 }
 

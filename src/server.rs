@@ -16,6 +16,8 @@ use tonic_health::ServingStatus;
 use crate::authz::input::{self, InputOptions};
 use crate::authz::service::{AuthzService, CheckSettings};
 use crate::config::{Config, ConfigError, ListenAddr};
+use crate::gateway::{AuthMode, Authenticator, EnvSource, Gateway, ProcessEnv};
+use crate::namespaces::Namespaces;
 use crate::policy::{PolicyOptions, PolicyStore};
 use crate::telemetry::decision_log::DecisionLog;
 
@@ -106,23 +108,42 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
     /// Health and metrics only (`--diagnostic-addr`).
     pub diagnostic: Option<TcpListener>,
+    /// The gateway (`gateway.addr`); served when the app has a gateway.
+    pub gateway: Option<TcpListener>,
 }
 
 /// Everything the servers share.
 #[derive(Debug, Clone)]
 pub struct App {
+    /// The default namespace's store.
     pub store: Arc<PolicyStore>,
+    /// Every namespace, the default one included.
+    pub namespaces: Arc<Namespaces>,
     pub authz: AuthzService,
     pub grpc: GrpcSettings,
+    /// The gateway, when the config has a `gateway` section.
+    pub gateway: Option<Gateway>,
 }
 
 impl App {
     /// Wires the Check service and gRPC settings from the config around a loaded store. Fails
-    /// when the configured `proto-descriptor` cannot be loaded.
+    /// when the configured `proto-descriptor` cannot be loaded. The gateway's caller
+    /// authentication comes from the process environment.
     pub fn from_config(
         config: &Config,
         store: Arc<PolicyStore>,
         log: DecisionLog,
+    ) -> Result<Self, ConfigError> {
+        Self::from_config_with_env(config, store, log, &ProcessEnv)
+    }
+
+    /// [`App::from_config`] reading the gateway's `GATEWAY_*` variables from `env`. Also loads
+    /// the configured namespaces.
+    pub fn from_config_with_env(
+        config: &Config,
+        store: Arc<PolicyStore>,
+        log: DecisionLog,
+        env: &(impl EnvSource + ?Sized),
     ) -> Result<Self, ConfigError> {
         let ext = &config.plugins.envoy_ext_authz_grpc;
         let proto_descriptors = match &ext.proto_descriptor {
@@ -147,11 +168,45 @@ impl App {
                 },
                 path: ext.decision_path().to_string(),
             },
-            log,
+            log.clone(),
         );
+        let configured = config
+            .namespaces
+            .iter()
+            .map(|(name, ns)| (name.clone(), ns.paths.clone()))
+            .collect();
+        let namespaces = Arc::new(
+            Namespaces::with_configured(store.clone(), &configured).map_err(|e| {
+                ConfigError::Invalid {
+                    file: "config".into(),
+                    key: "namespaces".into(),
+                    message: e.to_string(),
+                }
+            })?,
+        );
+        let authz = authz.with_namespaces(namespaces.clone());
+        let gateway = match &config.gateway {
+            Some(g) if g.enabled => {
+                let mode = AuthMode::resolve(g, env).map_err(|message| ConfigError::Invalid {
+                    file: "environment".into(),
+                    key: "gateway".into(),
+                    message,
+                })?;
+                Some(Gateway::new(
+                    namespaces.clone(),
+                    Authenticator::new(mode, g.audience.clone()),
+                    log,
+                    ext.decision_path(),
+                    g,
+                ))
+            }
+            _ => None,
+        };
         Ok(Self {
             store,
+            namespaces,
             authz,
+            gateway,
             grpc: GrpcSettings {
                 max_recv_msg_size: ext.grpc_max_recv_msg_size,
                 max_send_msg_size: ext.grpc_max_send_msg_size,
@@ -215,6 +270,14 @@ pub async fn run(
     if let Some(l) = listeners.diagnostic {
         let router = crate::http::router(app.clone(), crate::http::Surface::Diagnostic);
         tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
+    }
+    if let (Some(gateway), Some(l)) = (app.gateway.clone(), listeners.gateway) {
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::gateway::serve(gateway, l, stop).await {
+                tracing::error!(error = %e, "gateway server failed");
+            }
+        });
     }
 
     let authz = AuthorizationServer::new(app.authz.clone())

@@ -36,3 +36,38 @@ impl From<CheckError> for Status {
         Status::new(Code::Unknown, format!("{}: {e}", e.reason()))
     }
 }
+
+/// Gateway errors: UNAUTHENTICATED and PERMISSION_DENIED carry generic messages only; a
+/// policy that does not compile is INVALID_ARGUMENT with its `file:line:col` message.
+impl From<crate::gateway::GatewayError> for Status {
+    fn from(e: crate::gateway::GatewayError) -> Self {
+        use crate::gateway::GatewayError as G;
+        use crate::gateway::caller::DelegationError as D;
+        use crate::namespaces::NamespaceError as N;
+        use crate::policy::overlay::WriteError as W;
+        match e {
+            G::Unauthenticated => Status::unauthenticated(crate::gateway::layer::UNAUTHENTICATED),
+            G::Denied(_) => Status::permission_denied("permission denied"),
+            G::Namespace(e @ N::InvalidName { .. }) => Status::invalid_argument(e.to_string()),
+            G::Namespace(e @ N::Unknown(_)) => Status::not_found(e.to_string()),
+            G::Namespace(e @ N::Limit) => Status::resource_exhausted(e.to_string()),
+            G::Namespace(e @ N::Load { .. }) => {
+                tracing::error!(error = %e, "namespace cannot be loaded");
+                Status::internal("namespace cannot be loaded")
+            }
+            G::Write(e @ W::NotFound(_)) => Status::not_found(e.to_string()),
+            G::Write(e @ W::FileOnly(_)) => Status::failed_precondition(e.to_string()),
+            G::Write(e @ W::Limit(_)) => Status::resource_exhausted(e.to_string()),
+            G::Write(e @ (W::Invalid(_) | W::Policy(_))) => Status::invalid_argument(e.to_string()),
+            G::Delegation(e @ D::NotJwt) => Status::failed_precondition(e.to_string()),
+            G::Delegation(e @ D::Invalid(_)) => Status::invalid_argument(e.to_string()),
+            G::Delegation(D::Widens(_)) => Status::permission_denied("permission denied"),
+            G::Invalid(m) => Status::invalid_argument(m),
+            G::Unimplemented(m) => Status::unimplemented(m),
+            G::Internal(m) => {
+                tracing::error!(error = %m, "gateway call failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -4,6 +4,11 @@
 //! handed to a background task through a bounded queue: the Check never waits for stdout, and
 //! when the queue is full the event is dropped and counted (see [`DecisionLog::dropped`]).
 //!
+//! [`DecisionLog::subscribe`] hands every recorded event to live subscribers too (the gateway's
+//! `StreamDecisions`), through a bounded broadcast: a subscriber that falls behind misses
+//! events rather than slowing the Check. While someone subscribes, events are built even when
+//! no sink is configured.
+//!
 //! Credentials never reach the log: the values of the `authorization`, `proxy-authorization`
 //! and `cookie` request headers are erased from the logged input (and listed under `erased`,
 //! as OPA's masking does), even without a mask policy.
@@ -79,6 +84,24 @@ impl DecisionEvent {
     pub fn json(&self) -> &Json {
         &self.0
     }
+
+    /// Records the namespace that decided.
+    pub fn with_namespace(mut self, namespace: &str) -> Self {
+        if let Json::Object(map) = &mut self.0 {
+            map.insert("namespace".into(), json!(namespace));
+        }
+        self
+    }
+
+    /// The decision id.
+    pub fn decision_id(&self) -> &str {
+        self.0["decision_id"].as_str().unwrap_or_default()
+    }
+
+    /// The namespace that decided, when known.
+    pub fn namespace(&self) -> Option<&str> {
+        self.0.get("namespace").and_then(Json::as_str)
+    }
 }
 
 fn erase_credentials(input: &mut Json, erased: &mut Vec<String>) {
@@ -95,10 +118,57 @@ fn erase_credentials(input: &mut Json, erased: &mut Vec<String>) {
     }
 }
 
-/// The decision log: disabled, or a queue to the console writer.
+/// How many events a slow subscriber may fall behind before it misses some.
+const BROADCAST: usize = 1024;
+
+/// The decision log: disabled, or a queue to the console writer; plus live subscribers.
 #[derive(Debug, Clone, Default)]
 pub struct DecisionLog {
     inner: Option<Arc<Inner>>,
+    hub: Arc<Hub>,
+}
+
+/// Live subscribers.
+#[derive(Debug)]
+struct Hub {
+    events: tokio::sync::broadcast::Sender<Arc<DecisionEvent>>,
+    subscribers: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            events: tokio::sync::broadcast::channel(BROADCAST).0,
+            subscribers: Arc::default(),
+        }
+    }
+}
+
+/// A subscription to recorded events: a broadcast receiver (deref) that keeps events being
+/// built while it lives. A receiver more than 1024 events behind gets `RecvError::Lagged`.
+#[derive(Debug)]
+pub struct DecisionSubscription {
+    rx: tokio::sync::broadcast::Receiver<Arc<DecisionEvent>>,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::ops::Deref for DecisionSubscription {
+    type Target = tokio::sync::broadcast::Receiver<Arc<DecisionEvent>>;
+    fn deref(&self) -> &Self::Target {
+        &self.rx
+    }
+}
+
+impl std::ops::DerefMut for DecisionSubscription {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.rx
+    }
+}
+
+impl Drop for DecisionSubscription {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -111,7 +181,7 @@ struct Inner {
 impl DecisionLog {
     /// A log that records nothing.
     pub fn disabled() -> Self {
-        Self { inner: None }
+        Self::default()
     }
 
     /// A log that writes JSON lines to stdout. Must be called inside a tokio runtime.
@@ -135,24 +205,43 @@ impl DecisionLog {
                 dropped: AtomicU64::new(0),
                 labels,
             })),
+            hub: Arc::default(),
         }
     }
 
-    /// Whether events are recorded at all (the Check skips building them when not).
+    /// Whether events are recorded at all (the Check skips building them when not): a sink
+    /// is configured or someone subscribes.
     pub fn enabled(&self) -> bool {
-        self.inner.is_some()
+        self.inner.is_some() || self.hub.subscribers.load(Ordering::Relaxed) > 0
     }
 
-    /// Queues an event; never blocks.
+    /// Queues an event and hands it to subscribers; never blocks.
     pub fn record(&self, mut event: DecisionEvent) {
+        if let Some(inner) = &self.inner
+            && let Json::Object(map) = &mut event.0
+        {
+            map.insert("labels".into(), inner.labels.clone());
+        }
+        if self.hub.subscribers.load(Ordering::Relaxed) > 0 {
+            let _ = self
+                .hub
+                .events
+                .send(Arc::new(DecisionEvent(event.0.clone())));
+        }
         let Some(inner) = &self.inner else {
             return;
         };
-        if let Json::Object(map) = &mut event.0 {
-            map.insert("labels".into(), inner.labels.clone());
-        }
         if inner.tx.try_send(event).is_err() {
             inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every event recorded from now on, for the gateway's `StreamDecisions`.
+    pub fn subscribe(&self) -> DecisionSubscription {
+        self.hub.subscribers.fetch_add(1, Ordering::Relaxed);
+        DecisionSubscription {
+            rx: self.hub.events.subscribe(),
+            count: self.hub.subscribers.clone(),
         }
     }
 

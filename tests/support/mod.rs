@@ -78,6 +78,7 @@ impl TestServer {
                 ext_authz: GrpcListener::Tcp(grpc),
                 http: Some(http),
                 diagnostic: None,
+                gateway: None,
             },
             async move {
                 let _ = rx.await;

@@ -1,0 +1,747 @@
+//! Who is calling: credentials → [`Caller`], gateway JWTs (claims, signing, verifying) and
+//! delegation ([`delegate`]: a token only ever narrows).
+//!
+//! | mode | credential | caller gets |
+//! |---|---|---|
+//! | `jwt` | `authorization: Bearer <HS256 JWT>` | the token's scope claims and grants |
+//! | `token` | `authorization: Bearer <GATEWAY_TOKEN>` | the fixed grant below |
+//! | `password` | `authorization: Basic base64(any-user:<GATEWAY_PASSWORD>)` | the fixed grant below |
+//! | `open` | none | the fixed grant below |
+//!
+//! The fixed grant of static-token, password and open callers is `readwrite` on every
+//! namespace with no delegation: they cannot mint tokens (only JWT callers can, and only
+//! narrower ones). In `jwt` mode nothing but a valid JWT is accepted: a Basic password or an
+//! opaque bearer never stands in for the secret, whatever its value. Secrets are compared in
+//! constant time.
+//!
+//! Gateway JWT claims: `sub`, `aud` (string or array; must hold the configured audience),
+//! `exp` (required), the scope claims `ns`, `agent`, `session`, `channel`, and `grants`
+//! `[{kind: read|readwrite, namespace?, agent?, session?, channel?}]`. A missing `grants`
+//! claim grants nothing. Empty strings in scope claims or grants make the token invalid
+//! (never "unrestricted"); so do unknown keys in a grant.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::config::AuthMode;
+use crate::namespaces::{covers, validate_name};
+
+/// The longest agent, session or channel value.
+pub const MAX_SCOPE_VALUE: usize = 256;
+/// The most grants one token may carry.
+pub const MAX_GRANTS: usize = 64;
+/// Leeway on `exp`, for clock differences between the minting and the verifying host.
+pub const EXP_LEEWAY_SECONDS: u64 = 5;
+
+/// What a grant allows. `ReadWrite` includes `Read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantKind {
+    Read,
+    #[serde(alias = "read_write")]
+    Readwrite,
+}
+
+/// Where something happens: a namespace and, below it, an agent, a session and a channel.
+/// As a restriction, `None` means "not restricted on that field".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ns")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// One entry of the `grants` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub kind: GrantKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+impl Grant {
+    /// An unrestricted grant of `kind`.
+    pub fn all(kind: GrantKind) -> Self {
+        Self {
+            kind,
+            namespace: None,
+            agent: None,
+            session: None,
+            channel: None,
+        }
+    }
+
+    /// The grant's restrictions as a scope.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            namespace: self.namespace.clone(),
+            agent: self.agent.clone(),
+            session: self.session.clone(),
+            channel: self.channel.clone(),
+        }
+    }
+}
+
+impl Scope {
+    /// Whether `target` lies within this restriction. A field the target leaves out never
+    /// satisfies a restriction on it: omitting the narrower field does not escape it.
+    pub fn contains(&self, target: &Scope) -> bool {
+        fn field(restriction: &Option<String>, value: &Option<String>, hierarchical: bool) -> bool {
+            match (restriction, value) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(r), Some(v)) if hierarchical => covers(r, v),
+                (Some(r), Some(v)) => r == v,
+            }
+        }
+        field(&self.namespace, &target.namespace, true)
+            && field(&self.agent, &target.agent, false)
+            && field(&self.session, &target.session, false)
+            && field(&self.channel, &target.channel, false)
+    }
+
+    /// Checks every present field: names valid, values non-empty and short.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(ns) = &self.namespace {
+            validate_name(ns).map_err(|e| e.to_string())?;
+        }
+        for (name, value) in [
+            ("agent", &self.agent),
+            ("session", &self.session),
+            ("channel", &self.channel),
+        ] {
+            if let Some(v) = value {
+                if v.is_empty() {
+                    return Err(format!("{name} is empty"));
+                }
+                if v.len() > MAX_SCOPE_VALUE || v.chars().any(char::is_control) {
+                    return Err(format!(
+                        "{name} is longer than {MAX_SCOPE_VALUE} bytes or has control characters"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The claims of a gateway JWT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(default)]
+    pub sub: String,
+    pub aud: Audience,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(flatten)]
+    pub scope: ScopeClaims,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<Grant>>,
+}
+
+/// The scope claims at the top level of a token (`ns`, `agent`, `session`, `channel`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeClaims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+impl From<&ScopeClaims> for Scope {
+    fn from(c: &ScopeClaims) -> Self {
+        Scope {
+            namespace: c.ns.clone(),
+            agent: c.agent.clone(),
+            session: c.session.clone(),
+            channel: c.channel.clone(),
+        }
+    }
+}
+
+impl From<&Scope> for ScopeClaims {
+    fn from(s: &Scope) -> Self {
+        ScopeClaims {
+            ns: s.namespace.clone(),
+            agent: s.agent.clone(),
+            session: s.session.clone(),
+            channel: s.channel.clone(),
+        }
+    }
+}
+
+/// `aud`: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, aud: &str) -> bool {
+        match self {
+            Audience::One(a) => a == aud,
+            Audience::Many(list) => list.iter().any(|a| a == aud),
+        }
+    }
+}
+
+/// How a caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Jwt,
+    Token,
+    Password,
+    Open,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Jwt => "jwt",
+            Method::Token => "token",
+            Method::Password => "password",
+            Method::Open => "open",
+        }
+    }
+}
+
+/// An authenticated caller. Inserted into each request's extensions by the auth layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub method: Method,
+    pub subject: String,
+    /// The token's own scope claims: nothing outside them, whatever the grants say.
+    pub scope: Scope,
+    pub grants: Vec<Grant>,
+    /// `exp` of the token (JWT callers).
+    pub expires_at: Option<u64>,
+}
+
+impl Caller {
+    /// The fixed caller of static-token, password and open modes.
+    fn fixed(method: Method) -> Self {
+        Self {
+            method,
+            subject: format!("gateway-{}", method.name()),
+            scope: Scope::default(),
+            grants: vec![Grant::all(GrantKind::Readwrite)],
+            expires_at: None,
+        }
+    }
+
+    /// Whether the caller may act on `target` with `needed`: the target is inside the
+    /// token's scope and inside one grant of at least that kind.
+    pub fn allows(&self, needed: GrantKind, target: &Scope) -> bool {
+        self.scope.contains(target)
+            && self
+                .grants
+                .iter()
+                .any(|g| g.kind >= needed && g.scope().contains(target))
+    }
+}
+
+/// Why a credential was refused. Never shown to the caller (who sees a generic message);
+/// logged without the credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials")]
+    Missing,
+    #[error("credentials of the wrong kind for this gateway's mode")]
+    WrongKind,
+    #[error("credentials do not match")]
+    Mismatch,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+}
+
+/// Checks credentials against the mode.
+#[derive(Clone)]
+pub struct Authenticator {
+    mode: AuthMode,
+    audience: String,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mode", &self.mode.name())
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    pub fn new(mode: AuthMode, audience: impl Into<String>) -> Self {
+        Self {
+            mode,
+            audience: audience.into(),
+        }
+    }
+
+    pub fn mode(&self) -> &AuthMode {
+        &self.mode
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// The caller from an `authorization` header value (`None`: no header).
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AuthError> {
+        if self.mode == AuthMode::Open {
+            return Ok(Caller::fixed(Method::Open));
+        }
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let header = std::str::from_utf8(header).map_err(|_| AuthError::WrongKind)?;
+        let (scheme, value) = header.trim().split_once(' ').ok_or(AuthError::WrongKind)?;
+        let value = value.trim();
+        match &self.mode {
+            AuthMode::Jwt(secret) if scheme.eq_ignore_ascii_case("bearer") => {
+                let claims = verify(value, secret, &self.audience, now())?;
+                caller_from_claims(claims)
+            }
+            AuthMode::Token(token) if scheme.eq_ignore_ascii_case("bearer") => {
+                if ct_eq(value.as_bytes(), token.as_bytes()) {
+                    Ok(Caller::fixed(Method::Token))
+                } else {
+                    Err(AuthError::Mismatch)
+                }
+            }
+            AuthMode::Password(password) if scheme.eq_ignore_ascii_case("basic") => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(value)
+                    .map_err(|_| AuthError::WrongKind)?;
+                let pos = decoded
+                    .iter()
+                    .position(|b| *b == b':')
+                    .ok_or(AuthError::WrongKind)?;
+                if ct_eq(&decoded[pos + 1..], password.as_bytes()) {
+                    Ok(Caller::fixed(Method::Password))
+                } else {
+                    Err(AuthError::Mismatch)
+                }
+            }
+            _ => Err(AuthError::WrongKind),
+        }
+    }
+
+    /// Signs claims with the JWT secret (`None` outside JWT mode).
+    pub fn sign(&self, claims: &Claims) -> Option<Result<String, String>> {
+        match &self.mode {
+            AuthMode::Jwt(secret) => Some(sign(claims, secret)),
+            _ => None,
+        }
+    }
+}
+
+/// Constant-time comparison (the length is not secret).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Signs gateway claims with HS256.
+pub fn sign(claims: &Claims, secret: &[u8]) -> Result<String, String> {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Verifies an HS256 gateway JWT: signature, `exp` (required), `aud`, then the claims' shape.
+pub fn verify(token: &str, secret: &[u8], audience: &str, now: u64) -> Result<Claims, AuthError> {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "aud"]);
+    // Checked below, against our own clock, so that tests can pass `now`.
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<Claims>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(secret),
+        &validation,
+    )
+    .map_err(|e| AuthError::InvalidToken(e.kind_name()))?;
+    let claims = data.claims;
+    if claims.exp.saturating_add(EXP_LEEWAY_SECONDS) <= now {
+        return Err(AuthError::InvalidToken("expired".into()));
+    }
+    if !claims.aud.contains(audience) {
+        return Err(AuthError::InvalidToken("wrong audience".into()));
+    }
+    Ok(claims)
+}
+
+trait KindName {
+    fn kind_name(&self) -> String;
+}
+
+impl KindName for jsonwebtoken::errors::Error {
+    fn kind_name(&self) -> String {
+        // The kind only: never the token or the key.
+        format!("{:?}", self.kind())
+            .split(['(', ' '])
+            .next()
+            .unwrap_or("error")
+            .to_string()
+    }
+}
+
+/// A caller from verified claims; empty or malformed scope values make the token invalid.
+pub fn caller_from_claims(claims: Claims) -> Result<Caller, AuthError> {
+    let invalid = |m: String| AuthError::InvalidToken(m);
+    if claims.sub.is_empty() {
+        return Err(invalid("sub is empty".into()));
+    }
+    let scope = Scope::from(&claims.scope);
+    scope.validate().map_err(invalid)?;
+    let grants = claims.grants.unwrap_or_default();
+    if grants.len() > MAX_GRANTS {
+        return Err(invalid(format!("more than {MAX_GRANTS} grants")));
+    }
+    for g in &grants {
+        g.scope()
+            .validate()
+            .map_err(|m| invalid(format!("grant: {m}")))?;
+    }
+    Ok(Caller {
+        method: Method::Jwt,
+        subject: claims.sub,
+        scope,
+        grants,
+        expires_at: Some(claims.exp),
+    })
+}
+
+/// Why a delegation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DelegationError {
+    /// Only JWT callers delegate.
+    #[error("MintAccessToken needs a JWT caller and GATEWAY_JWT_SECRET")]
+    NotJwt,
+    /// A malformed request.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request would widen the caller's access.
+    #[error("{0}")]
+    Widens(String),
+}
+
+/// Claims for a token narrower than `parent`'s: the scope and grants are inherited where the
+/// request leaves them out and must lie within the parent's otherwise; `exp` is
+/// `now + ttl` capped by `max_ttl` and by the parent's own `exp`.
+pub fn delegate(
+    parent: &Caller,
+    requested: &Scope,
+    grants: &[Grant],
+    ttl: u64,
+    max_ttl: u64,
+    audience: &str,
+    now: u64,
+) -> Result<Claims, DelegationError> {
+    let (Method::Jwt, Some(parent_exp)) = (parent.method, parent.expires_at) else {
+        return Err(DelegationError::NotJwt);
+    };
+    requested.validate().map_err(DelegationError::Invalid)?;
+    let pick =
+        |asked: &Option<String>, held: &Option<String>| asked.clone().or_else(|| held.clone());
+    let scope = Scope {
+        namespace: pick(&requested.namespace, &parent.scope.namespace),
+        agent: pick(&requested.agent, &parent.scope.agent),
+        session: pick(&requested.session, &parent.scope.session),
+        channel: pick(&requested.channel, &parent.scope.channel),
+    };
+    if !within(&parent.scope, &scope) {
+        return Err(DelegationError::Widens(
+            "the requested scope is outside the caller's".into(),
+        ));
+    }
+    let grants = if grants.is_empty() {
+        parent.grants.clone()
+    } else {
+        if grants.len() > MAX_GRANTS {
+            return Err(DelegationError::Invalid(format!(
+                "more than {MAX_GRANTS} grants"
+            )));
+        }
+        for g in grants {
+            g.scope().validate().map_err(DelegationError::Invalid)?;
+            let covered = parent
+                .grants
+                .iter()
+                .any(|p| g.kind <= p.kind && within(&p.scope(), &g.scope()));
+            if !covered {
+                return Err(DelegationError::Widens(
+                    "a requested grant is not within the caller's grants".into(),
+                ));
+            }
+        }
+        grants.to_vec()
+    };
+    let ttl = if ttl == 0 { 300 } else { ttl }.min(max_ttl);
+    let exp = now.saturating_add(ttl).min(parent_exp);
+    Ok(Claims {
+        sub: parent.subject.clone(),
+        aud: Audience::One(audience.to_string()),
+        exp,
+        iat: Some(now),
+        scope: ScopeClaims::from(&scope),
+        grants: Some(grants),
+    })
+}
+
+/// Whether restriction `inner` is at least as narrow as `outer` on every field.
+fn within(outer: &Scope, inner: &Scope) -> bool {
+    outer.contains(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const AUD: &str = "portcullis-gateway";
+
+    fn claims(json: serde_json::Value) -> Claims {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn jwt_caller(json: serde_json::Value) -> Result<Caller, AuthError> {
+        let token = sign(&claims(json), SECRET).unwrap();
+        let auth = Authenticator::new(AuthMode::Jwt(SECRET.to_vec()), AUD);
+        auth.authenticate(Some(format!("Bearer {token}").as_bytes()))
+    }
+
+    fn ns(n: &str) -> Scope {
+        Scope {
+            namespace: Some(n.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn namespace_scope_covers_children_never_siblings() {
+        let c = jwt_caller(serde_json::json!({
+            "sub": "a", "aud": AUD, "exp": now() + 60, "ns": "acme",
+            "grants": [{"kind": "readwrite"}]
+        }))
+        .unwrap();
+        assert!(c.allows(GrantKind::Readwrite, &ns("acme")));
+        assert!(c.allows(GrantKind::Readwrite, &ns("acme:payments")));
+        assert!(!c.allows(GrantKind::Read, &ns("acme2")));
+        assert!(!c.allows(GrantKind::Read, &Scope::default()));
+    }
+
+    #[test]
+    fn agent_token_cannot_act_at_namespace_level() {
+        let c = jwt_caller(serde_json::json!({
+            "sub": "a", "aud": [AUD, "other"], "exp": now() + 60, "ns": "acme", "agent": "bot",
+            "grants": [{"kind": "readwrite"}]
+        }))
+        .unwrap();
+        assert!(!c.allows(GrantKind::Readwrite, &ns("acme")));
+        let mut own = ns("acme");
+        own.agent = Some("bot".into());
+        assert!(c.allows(GrantKind::Readwrite, &own));
+        own.agent = Some("other".into());
+        assert!(!c.allows(GrantKind::Read, &own));
+    }
+
+    #[test]
+    fn read_grant_never_passes_a_write() {
+        let c = jwt_caller(serde_json::json!({
+            "sub": "a", "aud": AUD, "exp": now() + 60,
+            "grants": [{"kind": "read"}, {"kind": "readwrite", "namespace": "scratch"}]
+        }))
+        .unwrap();
+        assert!(c.allows(GrantKind::Read, &ns("acme")));
+        assert!(!c.allows(GrantKind::Readwrite, &ns("acme")));
+        assert!(c.allows(GrantKind::Readwrite, &ns("scratch:x")));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        for bad in [
+            serde_json::json!({"sub": "a", "aud": AUD, "exp": now() + 60, "ns": ""}),
+            serde_json::json!({"sub": "a", "aud": AUD, "exp": now() + 60, "agent": ""}),
+            serde_json::json!({"sub": "a", "aud": AUD, "exp": now() + 60,
+                "grants": [{"kind": "read", "namespace": ""}]}),
+            serde_json::json!({"sub": "a", "aud": AUD, "exp": now() + 60,
+                "grants": [{"kind": "read", "nmespace": "x"}]}),
+            serde_json::json!({"sub": "a", "aud": AUD, "exp": now() + 60,
+                "grants": [{"kind": "admin"}]}),
+            serde_json::json!({"sub": "a", "aud": AUD, "exp": now() - 3600}),
+            serde_json::json!({"sub": "a", "aud": "someone-else", "exp": now() + 60}),
+            serde_json::json!({"sub": "", "aud": AUD, "exp": now() + 60}),
+            serde_json::json!({"sub": "a", "aud": AUD, "exp": now() + 60, "ns": "a::b"}),
+        ] {
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &bad,
+                &jsonwebtoken::EncodingKey::from_secret(SECRET),
+            )
+            .unwrap();
+            let auth = Authenticator::new(AuthMode::Jwt(SECRET.to_vec()), AUD);
+            assert!(
+                auth.authenticate(Some(format!("Bearer {token}").as_bytes()))
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        // Signed with another key; no `exp`; alg none.
+        let other = sign(
+            &claims(serde_json::json!({"sub": "a", "aud": AUD, "exp": now() + 60})),
+            b"another-secret-another-secret-xx",
+        )
+        .unwrap();
+        let auth = Authenticator::new(AuthMode::Jwt(SECRET.to_vec()), AUD);
+        assert!(
+            auth.authenticate(Some(format!("Bearer {other}").as_bytes()))
+                .is_err()
+        );
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none"}"#),
+            b64(&format!(
+                r#"{{"sub":"a","aud":"{AUD}","exp":{}}}"#,
+                now() + 60
+            ))
+        );
+        assert!(
+            auth.authenticate(Some(format!("Bearer {none}").as_bytes()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn other_credentials_never_stand_in_for_the_secret() {
+        let auth = Authenticator::new(AuthMode::Jwt(SECRET.to_vec()), AUD);
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode([b"root:".as_slice(), SECRET].concat());
+        assert_eq!(
+            auth.authenticate(Some(format!("Basic {basic}").as_bytes())),
+            Err(AuthError::WrongKind)
+        );
+        let raw = format!("Bearer {}", String::from_utf8_lossy(SECRET));
+        assert!(auth.authenticate(Some(raw.as_bytes())).is_err());
+        assert_eq!(auth.authenticate(None), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn static_token_and_password_get_the_fixed_grant() {
+        let t = Authenticator::new(AuthMode::Token("tok".into()), AUD);
+        let c = t.authenticate(Some(b"Bearer tok")).unwrap();
+        assert_eq!(c.method, Method::Token);
+        assert_eq!(c.grants, vec![Grant::all(GrantKind::Readwrite)]);
+        assert!(t.authenticate(Some(b"Bearer tok2")).is_err());
+        assert!(t.authenticate(Some(b"Basic dG9r")).is_err());
+        let p = Authenticator::new(AuthMode::Password("pw".into()), AUD);
+        let ok = base64::engine::general_purpose::STANDARD.encode("anyone:pw");
+        assert_eq!(
+            p.authenticate(Some(format!("Basic {ok}").as_bytes()))
+                .unwrap()
+                .method,
+            Method::Password
+        );
+        let bad = base64::engine::general_purpose::STANDARD.encode("anyone:pw2");
+        assert!(
+            p.authenticate(Some(format!("Basic {bad}").as_bytes()))
+                .is_err()
+        );
+        assert!(p.authenticate(Some(b"Bearer pw")).is_err());
+        assert!(
+            t.sign(&claims(serde_json::json!({"aud": AUD, "exp": 1})))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn delegation_only_narrows() {
+        let parent = jwt_caller(serde_json::json!({
+            "sub": "op", "aud": AUD, "exp": now() + 600, "ns": "acme",
+            "grants": [{"kind": "read"}, {"kind": "readwrite", "namespace": "acme:dev"}]
+        }))
+        .unwrap();
+        let t = now();
+        // Inherits; exp capped by the parent's.
+        let c = delegate(&parent, &Scope::default(), &[], 10_000, 86_400, AUD, t).unwrap();
+        assert_eq!(c.scope.ns.as_deref(), Some("acme"));
+        assert_eq!(c.exp, parent.expires_at.unwrap());
+        // A sub-namespace with a subset of grants.
+        let g = Grant {
+            namespace: Some("acme:dev:x".into()),
+            ..Grant::all(GrantKind::Readwrite)
+        };
+        let c = delegate(
+            &parent,
+            &ns("acme:dev"),
+            std::slice::from_ref(&g),
+            60,
+            86_400,
+            AUD,
+            t,
+        )
+        .unwrap();
+        assert_eq!(c.exp, t + 60);
+        assert_eq!(c.grants, Some(vec![g]));
+        // Widening: a sibling namespace, a readwrite grant outside acme:dev, an unrestricted one.
+        assert!(matches!(
+            delegate(&parent, &ns("acme2"), &[], 60, 86_400, AUD, t),
+            Err(DelegationError::Widens(_))
+        ));
+        assert!(matches!(
+            delegate(
+                &parent,
+                &ns("acme:prod"),
+                &[Grant::all(GrantKind::Readwrite)],
+                60,
+                86_400,
+                AUD,
+                t
+            ),
+            Err(DelegationError::Widens(_))
+        ));
+        let fixed = Caller::fixed(Method::Password);
+        assert_eq!(
+            delegate(&fixed, &Scope::default(), &[], 60, 86_400, AUD, t),
+            Err(DelegationError::NotJwt)
+        );
+        let mut empty = Scope::default();
+        empty.agent = Some(String::new());
+        assert!(matches!(
+            delegate(&parent, &empty, &[], 60, 86_400, AUD, t),
+            Err(DelegationError::Invalid(_))
+        ));
+    }
+}
