@@ -12,6 +12,7 @@
 //! - [`cli`]      the gateway's command line: `auth`, `decide`, `policy`, `data`, `logs`, `keys`, `status`
 //! - [`gateway`]  the gateway gRPC API (`portcullis.v1`), gRPC-Web, caller auth and scopes
 //! - [`namespaces`] isolated policy sets, each its own store; hierarchical names with `:`
+//! - [`offline`]  `portcullis eval` and `portcullis test`, like OPA's
 //! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
 //! - [`services`] OPA's `services` config and the outbound HTTP client
@@ -32,6 +33,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod namespaces;
+pub mod offline;
 pub mod policy;
 pub mod server;
 pub mod services;
