@@ -237,6 +237,7 @@ async fn unix_and_abstract_sockets_serve_checks() {
                 ext_authz: listener,
                 http: None,
                 diagnostic: None,
+                gateway: None,
             },
             async move {
                 let _ = rx.await;
