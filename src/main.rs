@@ -40,6 +40,35 @@ enum Command {
         #[command(subcommand)]
         cmd: portcullis::client::bench::BenchCommand,
     },
+    /// Mint a gateway token locally with the gateway's JWT secret.
+    Auth {
+        #[command(subcommand)]
+        cmd: portcullis::cli::auth::AuthCommand,
+    },
+    /// Ask the gateway for a decision (exit 1 unless it is an allow).
+    Decide(portcullis::cli::commands::DecideArgs),
+    /// List, read, write and remove a namespace's policies through the gateway.
+    Policy {
+        #[command(subcommand)]
+        cmd: portcullis::cli::commands::PolicyCommand,
+    },
+    /// Read, write and remove a namespace's data through the gateway.
+    Data {
+        #[command(subcommand)]
+        cmd: portcullis::cli::commands::DataCommand,
+    },
+    /// Follow the decision log through the gateway.
+    Logs {
+        #[command(subcommand)]
+        cmd: portcullis::cli::commands::LogsCommand,
+    },
+    /// Manage API keys through the gateway.
+    Keys {
+        #[command(subcommand)]
+        cmd: portcullis::cli::commands::KeysCommand,
+    },
+    /// Show what the gateway serves.
+    Status(portcullis::cli::commands::StatusArgs),
     /// Print the version.
     Version,
 }
@@ -113,6 +142,34 @@ fn main() -> ExitCode {
         Some(Command::Test(args)) => exit(portcullis::offline::test::main(&args)),
         Some(Command::Check(args)) => client_command(portcullis::client::check::main(args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),
+        Some(Command::Auth { cmd }) => {
+            let code = match cmd.run(&portcullis::gateway::ProcessEnv) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    e.exit_code()
+                }
+            };
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Some(Command::Decide(args)) => client_command(portcullis::cli::finish(
+            portcullis::cli::commands::decide(args),
+        )),
+        Some(Command::Policy { cmd }) => client_command(portcullis::cli::finish(
+            portcullis::cli::commands::policy(cmd),
+        )),
+        Some(Command::Data { cmd }) => client_command(portcullis::cli::finish(
+            portcullis::cli::commands::data(cmd),
+        )),
+        Some(Command::Logs { cmd }) => client_command(portcullis::cli::finish(
+            portcullis::cli::commands::logs(cmd),
+        )),
+        Some(Command::Keys { cmd }) => client_command(portcullis::cli::finish(
+            portcullis::cli::commands::keys(cmd),
+        )),
+        Some(Command::Status(args)) => client_command(portcullis::cli::finish(
+            portcullis::cli::commands::status(args),
+        )),
         Some(Command::Version) => {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -1,1 +1,52 @@
-//! The gateway command line.
+//! The gateway's command line: `portcullis auth …` mints gateway tokens locally; `decide`,
+//! `policy`, `data`, `logs`, `keys` and `status` call a running gateway.
+//!
+//! - [`auth`]     `auth root-token|namespace-token|agent-token|session-token|channel-token`
+//! - [`commands`] the gateway client commands
+//! - [`connect`]  flags shared by the client commands, the transport (gRPC or gRPC-Web) and
+//!   the caller's credentials
+//! - [`output`]   JSON (default when stdout is not a terminal) or readable tables
+//!
+//! Exit codes: 0 success, 1 denied or failed (an RPC error, a `decide` that is not an allow),
+//! 2 usage (a bad flag or argument).
+
+pub mod auth;
+pub mod commands;
+pub mod connect;
+pub mod output;
+
+/// A command that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A bad flag or argument.
+    #[error("{0}")]
+    Usage(String),
+    /// The call failed (unreachable, refused, an error answer).
+    #[error("{0}")]
+    Failed(String),
+    /// The answer was printed and is a denial.
+    #[error("denied")]
+    Denied,
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) | CliError::Denied => 1,
+        }
+    }
+}
+
+/// Runs a command's future and turns its outcome into an exit code, printing errors.
+pub async fn finish(fut: impl std::future::Future<Output = Result<(), CliError>>) -> i32 {
+    match fut.await {
+        Ok(()) => 0,
+        Err(CliError::Denied) => 1,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}

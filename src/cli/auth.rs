@@ -1,0 +1,248 @@
+//! `portcullis auth root-token|namespace-token|agent-token|session-token|channel-token`:
+//! mints a gateway JWT locally with the gateway's HS256 secret.
+//!
+//! The secret comes from `--jwt-secret`, else `PORTCULLIS_JWT_SECRET`, else
+//! `GATEWAY_JWT_SECRET`. Each kind needs its scope flags (`namespace-token --namespace`,
+//! `agent-token --namespace --agent`, `session-token --namespace --agent --session`,
+//! `channel-token --namespace --channel [--agent]`) and refuses the ones that would widen it.
+//! The token carries one grant, `--grant` (`readwrite` by default for `root-token`, `read`
+//! for the others), and expires after `--ttl` (default 1h).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::CliError;
+use super::output::{self, Format};
+use crate::client::parse_duration;
+use crate::gateway::EnvSource;
+use crate::gateway::caller::{Audience, Claims, Grant, GrantKind, Scope, ScopeClaims, now, sign};
+use crate::gateway::config::{DEFAULT_AUDIENCE, MIN_JWT_SECRET_BYTES};
+
+/// The token kinds.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AuthCommand {
+    /// A token for every namespace.
+    RootToken(TokenArgs),
+    /// A token for one namespace and its children (--namespace).
+    NamespaceToken(TokenArgs),
+    /// A token for one agent of a namespace (--namespace --agent).
+    AgentToken(TokenArgs),
+    /// A token for one session of an agent (--namespace --agent --session).
+    SessionToken(TokenArgs),
+    /// A token for one channel of a namespace (--namespace --channel [--agent]).
+    ChannelToken(TokenArgs),
+}
+
+/// Flags of every `auth` command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    #[arg(long)]
+    pub namespace: Option<String>,
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub session: Option<String>,
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// The grant [default: readwrite for root-token, read otherwise].
+    #[arg(long, value_enum)]
+    pub grant: Option<GrantArg>,
+    /// Lifetime, e.g. 30m, 1h.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// The token's subject.
+    #[arg(long, default_value = "portcullis-cli")]
+    pub subject: String,
+    /// The token's audience (the gateway's `gateway.audience`).
+    #[arg(long, default_value = DEFAULT_AUDIENCE)]
+    pub audience: String,
+    /// The gateway's HS256 secret [env: PORTCULLIS_JWT_SECRET, then GATEWAY_JWT_SECRET].
+    #[arg(long = "jwt-secret")]
+    pub jwt_secret: Option<String>,
+    /// Output format [default: json when stdout is not a terminal, else the bare token].
+    #[arg(long, short = 'o', value_enum)]
+    pub output: Option<Format>,
+}
+
+/// `--grant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GrantArg {
+    Read,
+    Readwrite,
+}
+
+impl AuthCommand {
+    fn parts(&self) -> (&'static str, &TokenArgs) {
+        match self {
+            AuthCommand::RootToken(a) => ("root-token", a),
+            AuthCommand::NamespaceToken(a) => ("namespace-token", a),
+            AuthCommand::AgentToken(a) => ("agent-token", a),
+            AuthCommand::SessionToken(a) => ("session-token", a),
+            AuthCommand::ChannelToken(a) => ("channel-token", a),
+        }
+    }
+
+    /// The claims this command mints, checked against its kind.
+    pub fn claims(&self, issued_at: u64) -> Result<Claims, CliError> {
+        let (kind, a) = self.parts();
+        let has = |v: &Option<String>| v.is_some();
+        // (required, allowed) per scope field: namespace, agent, session, channel.
+        let rules: [(bool, bool); 4] = match self {
+            AuthCommand::RootToken(_) => [(false, false); 4],
+            AuthCommand::NamespaceToken(_) => {
+                [(true, true), (false, false), (false, false), (false, false)]
+            }
+            AuthCommand::AgentToken(_) => {
+                [(true, true), (true, true), (false, false), (false, false)]
+            }
+            AuthCommand::SessionToken(_) => {
+                [(true, true), (true, true), (true, true), (false, false)]
+            }
+            AuthCommand::ChannelToken(_) => {
+                [(true, true), (false, true), (false, false), (true, true)]
+            }
+        };
+        let fields = [
+            ("--namespace", has(&a.namespace)),
+            ("--agent", has(&a.agent)),
+            ("--session", has(&a.session)),
+            ("--channel", has(&a.channel)),
+        ];
+        for ((flag, given), (required, allowed)) in fields.iter().zip(rules) {
+            if required && !given {
+                return Err(CliError::Usage(format!("{kind} needs {flag}")));
+            }
+            if *given && !allowed {
+                return Err(CliError::Usage(format!("{kind} does not take {flag}")));
+            }
+        }
+        let scope = Scope {
+            namespace: a.namespace.clone(),
+            agent: a.agent.clone(),
+            session: a.session.clone(),
+            channel: a.channel.clone(),
+        };
+        scope.validate().map_err(CliError::Usage)?;
+        if a.subject.is_empty() {
+            return Err(CliError::Usage("--subject must not be empty".into()));
+        }
+        if a.ttl.is_zero() {
+            return Err(CliError::Usage("--ttl must be more than 0".into()));
+        }
+        let grant = match a.grant {
+            Some(GrantArg::Read) => GrantKind::Read,
+            Some(GrantArg::Readwrite) => GrantKind::Readwrite,
+            None if matches!(self, AuthCommand::RootToken(_)) => GrantKind::Readwrite,
+            None => GrantKind::Read,
+        };
+        Ok(Claims {
+            sub: a.subject.clone(),
+            aud: Audience::One(a.audience.clone()),
+            exp: issued_at.saturating_add(a.ttl.as_secs().max(1)),
+            iat: Some(issued_at),
+            scope: ScopeClaims::from(&scope),
+            grants: Some(vec![Grant::all(grant)]),
+        })
+    }
+
+    /// Mints and prints the token.
+    pub fn run(&self, env: &dyn EnvSource) -> Result<(), CliError> {
+        let (_, a) = self.parts();
+        let secret = a
+            .jwt_secret
+            .clone()
+            .or_else(|| env.get("PORTCULLIS_JWT_SECRET"))
+            .or_else(|| env.get("GATEWAY_JWT_SECRET"))
+            .ok_or_else(|| {
+                CliError::Usage(
+                    "no secret: pass --jwt-secret or set PORTCULLIS_JWT_SECRET or GATEWAY_JWT_SECRET"
+                        .into(),
+                )
+            })?;
+        if secret.len() < MIN_JWT_SECRET_BYTES {
+            return Err(CliError::Usage(format!(
+                "the JWT secret must be at least {MIN_JWT_SECRET_BYTES} bytes"
+            )));
+        }
+        let claims = self.claims(now())?;
+        let token = sign(&claims, secret.as_bytes()).map_err(CliError::Failed)?;
+        match Format::resolve(a.output) {
+            Format::Table => output::text(&token),
+            Format::Json => output::json_line(&json!({
+                "token": token,
+                "expires_at": claims.exp,
+                "claims": claims,
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(subcommand)]
+        cmd: AuthCommand,
+    }
+
+    fn claims(args: &[&str]) -> Result<Claims, CliError> {
+        let t = T::try_parse_from(std::iter::once("auth").chain(args.iter().copied()))
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        t.cmd.claims(1000)
+    }
+
+    #[test]
+    fn kinds_need_and_refuse_their_flags() {
+        let c = claims(&["root-token"]).unwrap();
+        assert_eq!(c.grants, Some(vec![Grant::all(GrantKind::Readwrite)]));
+        assert_eq!(c.exp, 1000 + 3600);
+        assert!(claims(&["root-token", "--namespace", "a"]).is_err());
+        assert!(claims(&["namespace-token"]).is_err());
+        let c = claims(&[
+            "agent-token",
+            "--namespace",
+            "a",
+            "--agent",
+            "b",
+            "--ttl",
+            "5m",
+        ])
+        .unwrap();
+        assert_eq!(c.scope.agent.as_deref(), Some("b"));
+        assert_eq!(c.grants, Some(vec![Grant::all(GrantKind::Read)]));
+        assert_eq!(c.exp, 1300);
+        assert!(claims(&["agent-token", "--namespace", "a"]).is_err());
+        assert!(claims(&["session-token", "--namespace", "a", "--agent", "b"]).is_err());
+        assert!(
+            claims(&[
+                "channel-token",
+                "--namespace",
+                "a",
+                "--channel",
+                "c",
+                "--agent",
+                "x"
+            ])
+            .is_ok()
+        );
+        assert!(
+            claims(&[
+                "channel-token",
+                "--namespace",
+                "a",
+                "--channel",
+                "c",
+                "--session",
+                "s"
+            ])
+            .is_err()
+        );
+        assert!(claims(&["namespace-token", "--namespace", ""]).is_err());
+        assert!(claims(&["namespace-token", "--namespace", "a::b"]).is_err());
+        assert!(claims(&["root-token", "--grant", "admin"]).is_err());
+    }
+}
