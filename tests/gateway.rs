@@ -372,7 +372,9 @@ fn expected(rpc: portcullis::gateway::access::Rpc, mode: &str) -> Code {
 #[tokio::test]
 async fn every_rpc_under_every_auth_mode() {
     use portcullis::gateway::access::{Access, Rpc};
-    let modes: [(&str, Vec<(&str, &str)>, Auth, Vec<Auth>); 4] = [
+    /// (mode, environment, a good credential, bad credentials)
+    type Mode<'a> = (&'a str, Vec<(&'a str, &'a str)>, Auth, Vec<Auth>);
+    let modes: [Mode; 4] = [
         (
             "jwt",
             vec![("GATEWAY_JWT_SECRET", SECRET), ("GATEWAY_PASSWORD", "pw")],

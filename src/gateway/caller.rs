@@ -737,8 +737,10 @@ mod tests {
             delegate(&fixed, &Scope::default(), &[], 60, 86_400, AUD, t),
             Err(DelegationError::NotJwt)
         );
-        let mut empty = Scope::default();
-        empty.agent = Some(String::new());
+        let empty = Scope {
+            agent: Some(String::new()),
+            ..Default::default()
+        };
         assert!(matches!(
             delegate(&parent, &empty, &[], 60, 86_400, AUD, t),
             Err(DelegationError::Invalid(_))
