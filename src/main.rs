@@ -256,7 +256,10 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
     } else {
         DecisionLog::disabled()
     };
-    let mut app = App::from_config(&config, store.clone(), log);
+    let mut app = match App::from_config(&config, store.clone(), log) {
+        Ok(app) => app,
+        Err(e) => return fail(&format!("config: {e}")),
+    };
     app.grpc.shutdown_grace = Duration::from_secs(args.shutdown_grace_period);
 
     let listeners = match bind(&config, &args).await {
