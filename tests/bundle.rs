@@ -264,6 +264,39 @@ async fn download_activates_then_304_then_new_revision() {
 }
 
 #[tokio::test]
+async fn an_unchanged_download_without_etag_is_not_recompiled() {
+    let bundles = BundleServer::start().await;
+    bundles.state.lock().unwrap().no_etag = true;
+    bundles.put(
+        "bundles/authz.tar.gz",
+        tar_gz(&as_refs(&authz_bundle("r1", true))),
+        "ignored",
+    );
+    let sc = sidecar("", &bundles.url()).await;
+    assert!(matches!(
+        sc.downloader.poll_once().await.unwrap(),
+        PollOutcome::Activated { .. }
+    ));
+    let before = sc.store.snapshot().revision();
+    assert_eq!(
+        sc.downloader.poll_once().await.unwrap(),
+        PollOutcome::NotModified
+    );
+    assert_eq!(sc.store.snapshot().revision(), before, "not recompiled");
+    assert_eq!(bundles.requests().last().unwrap().2, 200, "a full download");
+    bundles.put(
+        "bundles/authz.tar.gz",
+        tar_gz(&as_refs(&authz_bundle("r2", true))),
+        "ignored",
+    );
+    assert!(matches!(
+        sc.downloader.poll_once().await.unwrap(),
+        PollOutcome::Activated { ref revision, .. } if revision == "r2"
+    ));
+    sc.server.stop().await;
+}
+
+#[tokio::test]
 async fn broken_bundles_are_refused_while_the_old_revision_keeps_serving() {
     let bundles = BundleServer::start().await;
     bundles.put(

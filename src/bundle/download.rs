@@ -4,7 +4,8 @@
 //! `services.<service>.url` + `/` + `resource` with the service's headers and bearer token, and
 //! `If-None-Match` with the ETag of the last activated download:
 //!
-//! - `304 Not Modified`: nothing changes;
+//! - `304 Not Modified`, or a `200` whose body is byte-for-byte the active archive (servers
+//!   without ETags, such as `python3 -m http.server`): nothing changes, nothing recompiles;
 //! - `200`: the body (at most `size_limit_bytes`) is parsed, verified and activated as a whole;
 //!   on success its ETag is kept, and with `persist: true` the archive is written to
 //!   `<persistence_directory>/bundles/<name>/bundle.tar.gz` (atomically, by rename);
@@ -106,6 +107,8 @@ pub struct Downloader {
     store: Arc<PolicyStore>,
     status: StatusBoard,
     etag: Arc<Mutex<Option<String>>>,
+    /// SHA-256 of the active archive.
+    active_digest: Arc<Mutex<Option<[u8; 32]>>>,
 }
 
 /// One downloader per `bundles.<name>`.
@@ -147,6 +150,7 @@ pub fn downloaders(config: &Config, store: Arc<PolicyStore>) -> Result<Vec<Downl
             store: store.clone(),
             status: status.clone(),
             etag: Arc::new(Mutex::new(None)),
+            active_digest: Arc::new(Mutex::new(None)),
         });
     }
     Ok(out)
@@ -263,6 +267,17 @@ impl Downloader {
             }
             body.extend_from_slice(&chunk);
         }
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&body).into();
+        let unchanged = self
+            .active_digest
+            .lock()
+            .is_ok_and(|d| d.as_ref() == Some(&digest));
+        if unchanged {
+            if let Ok(mut slot) = self.etag.lock() {
+                *slot = new_etag;
+            }
+            return Ok(PollOutcome::NotModified);
+        }
         let outcome = self.activate_bytes(body.clone(), new_etag.clone()).await?;
         if let Ok(mut slot) = self.etag.lock() {
             *slot = new_etag;
@@ -286,6 +301,7 @@ impl Downloader {
         let store = self.store.clone();
         // Decompression, verification and compilation are CPU work: off the async workers.
         let joined = tokio::task::spawn_blocking(move || {
+            let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
             let mut bundle = Bundle::from_tar_gz(&name, &bytes, verification.as_ref(), &limits)
                 .map_err(DownloadError::Bundle)?;
             bundle.etag = etag;
@@ -293,10 +309,15 @@ impl Downloader {
             let snapshot = store
                 .activate(bundle)
                 .map_err(|e| DownloadError::Activate(e.to_string()))?;
-            Ok(PollOutcome::Activated { revision, snapshot })
+            Ok((PollOutcome::Activated { revision, snapshot }, digest))
         })
         .await;
-        joined.unwrap_or_else(|e| Err(DownloadError::Activate(e.to_string())))
+        let (outcome, digest) =
+            joined.unwrap_or_else(|e| Err(DownloadError::Activate(e.to_string())))?;
+        if let Ok(mut slot) = self.active_digest.lock() {
+            *slot = Some(digest);
+        }
+        Ok(outcome)
     }
 
     /// Polls until the task is dropped or aborted: the persisted copy first, then downloads on

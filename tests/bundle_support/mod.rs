@@ -114,6 +114,8 @@ pub struct ServerState {
     pub required_auth: Option<String>,
     /// When set, every request gets this status.
     pub fail_with: Option<u16>,
+    /// Behave like a plain file server: no ETag, `If-None-Match` ignored.
+    pub no_etag: bool,
     /// (path, if-none-match, status answered)
     pub requests: Vec<(String, Option<String>, u16)>,
 }
@@ -201,6 +203,7 @@ async fn serve(
     } else {
         match s.bundles.get(&path) {
             None => StatusCode::NOT_FOUND.into_response(),
+            Some((body, _)) if s.no_etag => (StatusCode::OK, body.clone()).into_response(),
             Some((_, etag)) if inm.as_deref() == Some(etag.as_str()) => {
                 (StatusCode::NOT_MODIFIED, [(header::ETAG, etag.clone())]).into_response()
             }
