@@ -3,7 +3,8 @@
 //! `/health` answers 200 `{}` while the server runs. With `?bundles` (readiness with bundles) or
 //! `?plugins`, it answers 200 only once every configured bundle has been activated at least
 //! once, and 500 `{"error": ...}` naming the pending bundles (and their last download error)
-//! before that, as OPA does.
+//! before that, as OPA does. Once ready, `?bundles` answers `{"bundles": {name: {"revision"}}}`
+//! (OPA answers `{}`; probes only read the status).
 //!
 //! `POST /v1/data/{path}` with `{"input": ...}` answers `{"result": ...}` (or `{}` when the
 //! document is undefined), so a policy can be tried against the same input the Check path
@@ -95,6 +96,19 @@ async fn health(State(app): State<App>, uri: axum::http::Uri) -> Response {
             axum::Json(json!({ "error": error })),
         )
             .into_response();
+    }
+    if wants("bundles") {
+        // Portcullis: the active revision of each bundle (OPA answers `{}`).
+        let bundles: serde_json::Map<String, Json> = app
+            .store
+            .snapshot()
+            .bundles()
+            .iter()
+            .map(|b| (b.name.clone(), json!({ "revision": b.revision })))
+            .collect();
+        if !bundles.is_empty() {
+            return (StatusCode::OK, axum::Json(json!({ "bundles": bundles }))).into_response();
+        }
     }
     (StatusCode::OK, axum::Json(json!({}))).into_response()
 }

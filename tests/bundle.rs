@@ -233,6 +233,11 @@ async fn download_activates_then_304_then_new_revision() {
         "gRPC health turns SERVING"
     );
     let (status, body) = http(sc.server.http_addr, "GET", "/health?bundles", None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"bundles":{"authz":{"revision":"r1"}}}"#)
+    );
+    let (status, body) = http(sc.server.http_addr, "GET", "/health?plugins", None).await;
     assert_eq!((status, body.as_str()), (200, "{}"));
 
     // Unchanged: a conditional GET answered 304, nothing recompiled.
