@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! - [`archive`]  reading tarballs and directories safely (limits, links, path traversal), writing
+//! - [`config`]   `bundles.<name>` and `keys` in the config file
 //! - [`manifest`] the `.manifest` file and root arithmetic
 //! - [`signing`]  `.signatures.json`: verification and signing
 //! - [`download`] the `bundles.<name>` poller: ETag, backoff, persistence, activation
@@ -19,6 +20,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod config;
 pub mod download;
 pub mod manifest;
 pub mod signing;

@@ -18,6 +18,7 @@
 
 pub mod builtins;
 pub mod loader;
+mod roots;
 pub mod watch;
 
 use std::cell::RefCell;
@@ -201,7 +202,7 @@ impl Snapshot {
             .iter()
             .chain(remote.iter().map(|b| b.as_ref()))
             .collect();
-        check_roots(sources, &bundles)?;
+        roots::check(sources, &bundles)?;
         let mut engine = Engine::new();
         engine.set_rego_v0(opts.rego_v0);
         engine.set_gather_prints(true);
@@ -456,60 +457,6 @@ fn resolve_entry(engine: &mut Engine, decision_path: &str) -> Result<Entry, Poli
         }
         Err(e) => Err(PolicyError::Compile(e.to_string())),
     }
-}
-
-/// Bundles' roots must not overlap, and local files must not write under any of them.
-fn check_roots(sources: &Sources, bundles: &[&Bundle]) -> Result<(), PolicyError> {
-    for (i, a) in bundles.iter().enumerate() {
-        for b in &bundles[i + 1..] {
-            if a.name == b.name {
-                return Err(PolicyError::bundle(&a.name, "two bundles have this name"));
-            }
-            for ra in a.roots() {
-                for rb in b.roots() {
-                    if bundle::manifest::roots_overlap(&ra, &rb) {
-                        return Err(PolicyError::bundle(
-                            &b.name,
-                            format!("its root {rb:?} overlaps root {ra:?} of bundle {}", a.name),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    for b in bundles {
-        let roots = b.roots();
-        let mut trail = Vec::new();
-        if let Some(path) = leaf_under_roots(&sources.data, &roots, &mut trail) {
-            return Err(PolicyError::bundle(
-                &b.name,
-                format!("local data sets data.{path}, which lies within the bundle's roots"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The first path in local data that lies within one of `roots`.
-fn leaf_under_roots(
-    data: &serde_json::Map<String, serde_json::Value>,
-    roots: &[String],
-    trail: &mut Vec<String>,
-) -> Option<String> {
-    for (k, v) in data {
-        trail.push(k.clone());
-        let path = trail.join("/");
-        if bundle::manifest::roots_contain(roots, &path) {
-            return Some(trail.join("."));
-        }
-        if let serde_json::Value::Object(inner) = v
-            && let Some(found) = leaf_under_roots(inner, roots, trail)
-        {
-            return Some(found);
-        }
-        trail.pop();
-    }
-    None
 }
 
 /// What a store loads: local PATHs, `--bundle` PATHs, and the names of configured bundles that
