@@ -6,7 +6,7 @@
 //! the key instead of a silently ignored setting.
 //!
 //! Sections that this build does not implement yet (`authentication`, `internal_token`,
-//! `bundles`, `telemetry`) are refused with a clear error rather than
+//! `telemetry`) are refused with a clear error rather than
 //! accepted and ignored: a sidecar that silently skips an `authentication` block would let
 //! unauthenticated requests through.
 
@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value as Json;
+
+pub use crate::bundle::config::{BundleConfig, KeyConfig, Polling, Signing};
 
 /// A configuration error. Every variant names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,16 @@ pub struct Config {
     /// Remote HTTP services (bundles, decision-log upload).
     #[serde(default)]
     pub services: crate::services::Services,
+    /// OPA bundles to download and activate, by name.
+    #[serde(default)]
+    pub bundles: BTreeMap<String, BundleConfig>,
+    /// Keys that verify bundle signatures, by key id.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyConfig>,
+    /// Where downloaded bundles with `persist: true` are kept (OPA's default: `.opa` in the
+    /// working directory).
+    #[serde(default)]
+    pub persistence_directory: Option<PathBuf>,
     /// Portcullis: the runtime that serves everything.
     #[serde(default)]
     pub runtime: Runtime,
@@ -202,7 +214,7 @@ pub struct Runtime {
 }
 
 /// Sections that belong to the product but that this build refuses rather than ignores.
-const NOT_YET_SUPPORTED: &[&str] = &["authentication", "internal_token", "telemetry", "bundles"];
+const NOT_YET_SUPPORTED: &[&str] = &["authentication", "internal_token", "telemetry"];
 
 /// Where a listener binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,6 +375,7 @@ impl Config {
             }
             crate::namespaces::validate_name(name).map_err(|e| invalid(&key, e.to_string()))?;
         }
+        self.validate_bundles(source)?;
         if let Some(n) = self.runtime.worker_threads
             && n == 0
         {

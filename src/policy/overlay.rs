@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Map, Value as Json};
 
-use super::{PolicyError, PolicyStore, Snapshot, Sources};
+use super::{Bundle, PolicyError, PolicyStore, Snapshot, Sources};
 
 /// The most modules the overlay of one store may hold.
 pub const MAX_MODULES: usize = 1024;
@@ -252,10 +252,12 @@ impl PolicyStore {
         })
     }
 
-    /// The modules of the current overlay and files, with where each comes from.
+    /// The modules of the current overlay and files, with where each comes from (modules of
+    /// downloaded bundles are not listed).
     pub fn module_infos(&self) -> Vec<ModuleInfo> {
+        let loaded = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let overlay = self.lock_overlay().clone();
-        let files = self.lock_files();
+        let files = &loaded.local;
         let mut out: Vec<ModuleInfo> = files
             .modules
             .iter()
@@ -284,24 +286,22 @@ impl PolicyStore {
         &self,
         change: impl FnOnce(&mut Overlay, &Sources) -> Result<(), WriteError>,
     ) -> Result<u64, WriteError> {
-        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let files = self.lock_files().clone();
+        let loaded = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = self.lock_overlay().clone();
-        change(&mut next, &files)?;
+        change(&mut next, &loaded.local)?;
+        let remote: Vec<Arc<Bundle>> = loaded.remote.values().cloned().collect();
         let revision = self.revision.load(Ordering::Relaxed) + 1;
-        let snapshot = Snapshot::build(&next.apply(&files), &self.opts, revision)?;
+        let snapshot =
+            Snapshot::build_with(&next.apply(&loaded.local), &remote, &self.opts, revision)?;
         *self.lock_overlay() = next;
         self.revision.store(revision, Ordering::Relaxed);
         self.current.store(Arc::new(snapshot));
         Ok(revision)
     }
 
+    /// The overlay; taken after `reload_lock` whenever both are held.
     pub(super) fn lock_overlay(&self) -> std::sync::MutexGuard<'_, Overlay> {
         self.overlay.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(super) fn lock_files(&self) -> std::sync::MutexGuard<'_, Sources> {
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
