@@ -56,7 +56,24 @@ struct Gw {
 
 impl Gw {
     async fn start(env: &[(&str, &str)], gateway_yaml: &str) -> Self {
+        Self::start_with(env, gateway_yaml, false).await
+    }
+
+    /// With `bundle`, a bundle directory (revision `r7`, root `bundled`) is served too.
+    async fn start_with(env: &[(&str, &str)], gateway_yaml: &str, bundle: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let mut bundle_paths = Vec::new();
+        if bundle {
+            let b = dir.path().join("bundle");
+            std::fs::create_dir_all(&b).unwrap();
+            std::fs::write(
+                b.join(".manifest"),
+                r#"{"revision": "r7", "roots": ["bundled"]}"#,
+            )
+            .unwrap();
+            std::fs::write(b.join("data.json"), r#"{"bundled": {"x": 1}}"#).unwrap();
+            bundle_paths.push(b);
+        }
         std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
         std::fs::write(
             dir.path().join("data.json"),
@@ -67,8 +84,12 @@ impl Gw {
         std::fs::write(&cfg, format!("gateway:\n{gateway_yaml}")).unwrap();
         let config = Config::load(Some(&cfg), &[]).unwrap();
         let store = Arc::new(
-            PolicyStore::load(
-                vec![dir.path().join("policy.rego"), dir.path().join("data.json")],
+            PolicyStore::load_with(
+                portcullis::policy::LoadSpec {
+                    paths: vec![dir.path().join("policy.rego"), dir.path().join("data.json")],
+                    bundle_paths,
+                    ..Default::default()
+                },
                 server::policy_options(&config),
             )
             .unwrap(),
@@ -1204,11 +1225,48 @@ async fn grpc_web_over_http1_with_cors() {
 }
 
 #[tokio::test]
-async fn health_and_reflection_on_the_gateway() {
+async fn health_reflection_and_status_on_the_gateway() {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
-    let gw = Gw::start(&[("GATEWAY_TOKEN", "t")], "  addr: 127.0.0.1:0\n").await;
+    let gw = Gw::start_with(&[("GATEWAY_TOKEN", "t")], "  addr: 127.0.0.1:0\n", true).await;
     let ch = gw.channel().await;
+    let status = StatusServiceClient::new(ch.clone())
+        .get_status(req(pb::GetStatusRequest::default(), &Auth::bearer("t")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        gw.store.snapshot().bundles().len(),
+        1,
+        "{:?}",
+        gw.store.snapshot()
+    );
+    assert_eq!(status.bundle_revisions.values().collect::<Vec<_>>(), ["r7"]);
+    assert_eq!(status.policy_revision, gw.store.snapshot().revision());
+    // A write next to a bundle keeps the bundle.
+    DataServiceClient::new(ch.clone())
+        .put_data(req(
+            pb::PutDataRequest {
+                namespace: String::new(),
+                path: "extra".into(),
+                value: Some(pb::json_to_value(&json!(2))),
+            },
+            &Auth::bearer("t"),
+        ))
+        .await
+        .unwrap();
+    let got = DataServiceClient::new(ch.clone())
+        .get_data(req(
+            pb::GetDataRequest {
+                namespace: String::new(),
+                path: "bundled/x".into(),
+            },
+            &Auth::bearer("t"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pb::value_to_json(&got.value.unwrap()).unwrap(), json!(1));
     let mut health = HealthClient::new(ch.clone());
     for service in [
         "",

@@ -51,11 +51,23 @@ impl pb::status_service_server::StatusService for Service {
                 .authorize(&caller, &own)
                 .map_err(GatewayError::from)?;
         }
+        let default = self.0.namespaces().default_store().snapshot();
+        // Bundles feed the default namespace: shown to callers that may read it.
+        let bundle_revisions =
+            if caller.allows(GrantKind::Read, &namespace_target(DEFAULT_NAMESPACE)) {
+                default
+                    .bundles()
+                    .iter()
+                    .map(|b| (b.name.clone(), b.revision.clone()))
+                    .collect()
+            } else {
+                Default::default()
+            };
         Ok(Response::new(GetStatusResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: self.0.uptime().as_secs(),
-            policy_revision: self.0.namespaces().default_store().snapshot().revision(),
-            bundle_revisions: Default::default(),
+            policy_revision: default.revision(),
+            bundle_revisions,
             namespaces,
             default_namespace: DEFAULT_NAMESPACE.to_string(),
             auth_mode: self.0.authenticator().mode().name().to_string(),
