@@ -1,0 +1,270 @@
+//! Shared by the gateway tests: a real server (ext_authz, HTTP API and gateway on loopback
+//! port 0, stopped by a oneshot), credentials, tokens and request helpers.
+#![allow(dead_code, unused_imports)]
+
+pub use std::collections::HashMap;
+pub use std::net::SocketAddr;
+pub use std::sync::Arc;
+
+pub use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+pub use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+pub use portcullis::config::Config;
+pub use portcullis::gateway::caller::{Claims, now, sign};
+pub use portcullis::gateway::pb;
+pub use portcullis::gateway::pb::auth_service_client::AuthServiceClient;
+pub use portcullis::gateway::pb::data_service_client::DataServiceClient;
+pub use portcullis::gateway::pb::decision_log_service_client::DecisionLogServiceClient;
+pub use portcullis::gateway::pb::decision_service_client::DecisionServiceClient;
+pub use portcullis::gateway::pb::policy_service_client::PolicyServiceClient;
+pub use portcullis::gateway::pb::status_service_client::StatusServiceClient;
+pub use portcullis::policy::PolicyStore;
+pub use portcullis::server::{self, App, GrpcListener, Listeners};
+pub use portcullis::telemetry::decision_log::DecisionLog;
+pub use serde_json::json;
+pub use tokio::net::TcpListener;
+pub use tokio::sync::oneshot;
+pub use tonic::Code;
+pub use tonic::transport::Channel;
+
+pub const SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
+pub const AUD: &str = "portcullis-gateway";
+
+/// The default namespace's policy: allow when `input.user` is in `data.users`; the whole
+/// caller document is echoed by `echo`.
+pub const POLICY: &str = r#"package envoy.authz
+
+default allow := false
+
+allow if data.users[input.user]
+
+allow if input.attributes.request.http.headers["x-allow"] == "yes"
+
+echo := input.caller
+"#;
+
+pub struct Gw {
+    pub grpc: SocketAddr,
+    pub gateway: SocketAddr,
+    pub http: SocketAddr,
+    pub store: Arc<PolicyStore>,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Gw {
+    pub async fn start(env: &[(&str, &str)], gateway_yaml: &str) -> Self {
+        Self::start_with(env, gateway_yaml, false).await
+    }
+
+    /// With `bundle`, a bundle directory (revision `r7`, root `bundled`) is served too.
+    pub async fn start_with(env: &[(&str, &str)], gateway_yaml: &str, bundle: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bundle_paths = Vec::new();
+        if bundle {
+            let b = dir.path().join("bundle");
+            std::fs::create_dir_all(&b).unwrap();
+            std::fs::write(
+                b.join(".manifest"),
+                r#"{"revision": "r7", "roots": ["bundled"]}"#,
+            )
+            .unwrap();
+            std::fs::write(b.join("data.json"), r#"{"bundled": {"x": 1}}"#).unwrap();
+            bundle_paths.push(b);
+        }
+        std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
+        std::fs::write(
+            dir.path().join("data.json"),
+            json!({"users": {"alice": true}}).to_string(),
+        )
+        .unwrap();
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, format!("gateway:\n{gateway_yaml}")).unwrap();
+        let config = Config::load(Some(&cfg), &[]).unwrap();
+        let store = Arc::new(
+            PolicyStore::load_with(
+                portcullis::policy::LoadSpec {
+                    paths: vec![dir.path().join("policy.rego"), dir.path().join("data.json")],
+                    bundle_paths,
+                    ..Default::default()
+                },
+                server::policy_options(&config),
+            )
+            .unwrap(),
+        );
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let log = DecisionLog::to_writer(json!({}), std::io::sink());
+        let app = App::from_config_with_env(&config, store.clone(), log, &env).unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = (
+            grpc.local_addr().unwrap(),
+            gateway.local_addr().unwrap(),
+            http.local_addr().unwrap(),
+        );
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::run(
+            app,
+            Listeners {
+                ext_authz: GrpcListener::Tcp(grpc),
+                http: Some(http),
+                diagnostic: None,
+                gateway: Some(gateway),
+            },
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            grpc: addrs.0,
+            gateway: addrs.1,
+            http: addrs.2,
+            store,
+            _dir: dir,
+            stop: Some(tx),
+            handle,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.gateway))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// A credential to send.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    Header(String),
+}
+
+impl Auth {
+    pub fn bearer(t: &str) -> Self {
+        Auth::Header(format!("Bearer {t}"))
+    }
+    pub fn basic(user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        Auth::Header(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        ))
+    }
+}
+
+pub fn req<T>(msg: T, auth: &Auth) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Auth::Header(h) = auth {
+        r.metadata_mut().insert("authorization", h.parse().unwrap());
+    }
+    r
+}
+
+pub fn token(claims: serde_json::Value) -> String {
+    let claims: Claims = serde_json::from_value(claims).unwrap();
+    sign(&claims, SECRET.as_bytes()).unwrap()
+}
+
+pub fn root_token() -> String {
+    token(json!({"sub": "root", "aud": AUD, "exp": now() + 600, "grants": [{"kind": "readwrite"}]}))
+}
+
+pub fn scoped(extra: serde_json::Value) -> String {
+    let mut c =
+        json!({"sub": "t", "aud": AUD, "exp": now() + 600, "grants": [{"kind": "readwrite"}]});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    token(c)
+}
+
+pub fn code<T>(r: Result<T, tonic::Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+pub async fn put_policy(
+    ch: &Channel,
+    auth: &Auth,
+    ns: &str,
+    id: &str,
+    rego: &str,
+) -> Result<u64, tonic::Status> {
+    PolicyServiceClient::new(ch.clone())
+        .put_policy(req(
+            pb::PutPolicyRequest {
+                namespace: ns.into(),
+                id: id.into(),
+                rego: rego.into(),
+            },
+            auth,
+        ))
+        .await
+        .map(|r| r.into_inner().revision)
+}
+
+pub async fn decide(
+    ch: &Channel,
+    auth: &Auth,
+    r: pb::DecideRequest,
+) -> Result<pb::DecideResponse, tonic::Status> {
+    DecisionServiceClient::new(ch.clone())
+        .decide(req(r, auth))
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub fn check_request(namespace: Option<&str>, allow: bool) -> CheckRequest {
+    let mut attrs = AttributeContext::default();
+    let mut http = envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        ..Default::default()
+    };
+    if allow {
+        http.headers.insert("x-allow".into(), "yes".into());
+    }
+    attrs.request = Some(
+        envoy_types::pb::envoy::service::auth::v3::attribute_context::Request {
+            http: Some(http),
+            ..Default::default()
+        },
+    );
+    if let Some(ns) = namespace {
+        attrs
+            .context_extensions
+            .insert("namespace".into(), ns.into());
+    }
+    CheckRequest {
+        attributes: Some(attrs),
+    }
+}
+
+pub fn decision_id(resp: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> String {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    match resp
+        .dynamic_metadata
+        .as_ref()
+        .and_then(|m| m.fields.get("decision_id"))
+        .and_then(|v| v.kind.as_ref())
+    {
+        Some(Kind::StringValue(s)) => s.clone(),
+        other => panic!("no decision_id: {other:?}"),
+    }
+}
