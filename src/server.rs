@@ -17,6 +17,7 @@ use crate::authz::input::InputOptions;
 use crate::authz::service::{AuthzService, CheckSettings};
 use crate::config::{Config, ListenAddr};
 use crate::policy::{PolicyOptions, PolicyStore};
+use crate::telemetry::Metrics;
 use crate::telemetry::decision_log::DecisionLog;
 
 /// Envoy's API descriptors (see build.rs), for gRPC reflection; empty when unavailable.
@@ -114,12 +115,21 @@ pub struct App {
     pub store: Arc<PolicyStore>,
     pub authz: AuthzService,
     pub grpc: GrpcSettings,
+    /// Every metric; served on `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl App {
     /// Wires the Check service and gRPC settings from the config around a loaded store.
     pub fn from_config(config: &Config, store: Arc<PolicyStore>, log: DecisionLog) -> Self {
         let ext = &config.plugins.envoy_ext_authz_grpc;
+        let metrics = Metrics::new(
+            ext.grpc_request_duration_seconds_buckets
+                .as_deref()
+                .unwrap_or(crate::telemetry::metrics::OPA_ENVOY_BUCKETS),
+            log.stats(),
+        );
+        metrics.policy_revision(store.snapshot().revision());
         let authz = AuthzService::new(
             store.clone(),
             CheckSettings {
@@ -130,10 +140,12 @@ impl App {
                 path: ext.decision_path().to_string(),
             },
             log,
+            metrics.clone(),
         );
         Self {
             store,
             authz,
+            metrics,
             grpc: GrpcSettings {
                 max_recv_msg_size: ext.grpc_max_recv_msg_size,
                 max_send_msg_size: ext.grpc_max_send_msg_size,
