@@ -208,7 +208,10 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         Ok(log) => log,
         Err(e) => return fail(&format!("decision_logs: {e}")),
     };
-    let mut app = App::from_config(&config, store.clone(), log.clone());
+    let mut app = match App::from_config(&config, store.clone(), log.clone()) {
+        Ok(app) => app,
+        Err(e) => return fail(&format!("config: {e}")),
+    };
     let metrics = app.metrics.clone();
     app.grpc.shutdown_grace = Duration::from_secs(args.shutdown_grace_period);
 

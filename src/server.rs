@@ -13,9 +13,9 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic_health::ServingStatus;
 
-use crate::authz::input::InputOptions;
+use crate::authz::input::{self, InputOptions};
 use crate::authz::service::{AuthzService, CheckSettings};
-use crate::config::{Config, ListenAddr};
+use crate::config::{Config, ConfigError, ListenAddr};
 use crate::policy::{PolicyOptions, PolicyStore};
 use crate::telemetry::Metrics;
 use crate::telemetry::decision_log::DecisionLog;
@@ -120,8 +120,13 @@ pub struct App {
 }
 
 impl App {
-    /// Wires the Check service and gRPC settings from the config around a loaded store.
-    pub fn from_config(config: &Config, store: Arc<PolicyStore>, log: DecisionLog) -> Self {
+    /// Wires the Check service and gRPC settings from the config around a loaded store. Fails
+    /// when the configured `proto-descriptor` cannot be loaded.
+    pub fn from_config(
+        config: &Config,
+        store: Arc<PolicyStore>,
+        log: DecisionLog,
+    ) -> Result<Self, ConfigError> {
         let ext = &config.plugins.envoy_ext_authz_grpc;
         let metrics = Metrics::new(
             ext.grpc_request_duration_seconds_buckets
@@ -130,19 +135,32 @@ impl App {
             log.stats(),
         );
         metrics.policy_revision(store.snapshot().revision());
+        let proto_descriptors = match &ext.proto_descriptor {
+            None => None,
+            Some(path) => {
+                Some(
+                    input::load_descriptor_set(path).map_err(|e| ConfigError::Invalid {
+                        file: path.display().to_string(),
+                        key: "plugins.envoy_ext_authz_grpc.proto-descriptor".into(),
+                        message: e.to_string(),
+                    })?,
+                )
+            }
+        };
         let authz = AuthzService::new(
             store.clone(),
             CheckSettings {
                 dry_run: ext.dry_run,
                 input: InputOptions {
                     skip_body_parse: ext.skip_request_body_parse,
+                    proto_descriptors,
                 },
                 path: ext.decision_path().to_string(),
             },
             log,
             metrics.clone(),
         );
-        Self {
+        Ok(Self {
             store,
             authz,
             metrics,
@@ -152,7 +170,7 @@ impl App {
                 enable_reflection: ext.enable_reflection,
                 ..Default::default()
             },
-        }
+        })
     }
 }
 
