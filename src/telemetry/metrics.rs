@@ -200,7 +200,7 @@ impl Metrics {
                 .iter()
                 .map(|r| vec![("reason", *r)])
                 .collect(),
-            || Count::untyped(),
+            Count::untyped,
         );
         registry.register(
             "error_counter",
