@@ -444,6 +444,14 @@ impl Config {
                 "must be greater than 0".into(),
             ));
         }
+        if let Some(b) = &ext.grpc_request_duration_seconds_buckets
+            && (b.is_empty() || b.iter().any(|x| !x.is_finite() || *x <= 0.0))
+        {
+            return Err(invalid(
+                "plugins.envoy_ext_authz_grpc.grpc-request-duration-seconds-buckets",
+                "expected a non-empty list of positive numbers".into(),
+            ));
+        }
         self.validate_decision_logs(source)?;
         self.validate_tracing(source)?;
         if let Some(n) = self.runtime.worker_threads
@@ -866,6 +874,66 @@ mod tests {
     fn unsupported_sections_are_refused_not_ignored() {
         let err = load_str("authentication:\n  policies: []\n", &[]).unwrap_err();
         assert!(err.to_string().contains("authentication"), "{err}");
+    }
+
+    #[test]
+    fn observability_sections_are_checked() {
+        let c = load_str(
+            "services: {logs: {url: http://127.0.0.1:1}}\n\
+             decision_logs:\n  service: logs\n  reporting: {min_delay_seconds: 0.5, max_delay_seconds: 1}\n  \
+             file: {path: /tmp/d.log}\n\
+             distributed_tracing: {type: grpc, address: 'otel:4317', sample_percentage: 10}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.decision_logs.resource(), "/logs");
+        assert_eq!(c.decision_logs.file.unwrap().max_backups, 3);
+        for (yaml, key) in [
+            ("decision_logs: {service: nope}", "decision_logs.service"),
+            (
+                "decision_logs: {reporting: {min_delay_seconds: 5}}",
+                "decision_logs.reporting",
+            ),
+            (
+                "decision_logs: {reporting: {min_delay_seconds: 5, max_delay_seconds: 1}}",
+                "decision_logs.reporting.max_delay_seconds",
+            ),
+            (
+                "decision_logs: {reporting: {trigger: manual}}",
+                "decision_logs.reporting.trigger",
+            ),
+            (
+                "decision_logs: {reporting: {upload_size_limit_bytes: 0}}",
+                "decision_logs.reporting.upload_size_limit_bytes",
+            ),
+            (
+                "decision_logs: {mask_decision: 'a//b'}",
+                "decision_logs.mask_decision",
+            ),
+            (
+                "decision_logs: {file: {path: x, max_size_bytes: 0}}",
+                "decision_logs.file.max_size_bytes",
+            ),
+            (
+                "distributed_tracing: {type: http}",
+                "distributed_tracing.type",
+            ),
+            (
+                "distributed_tracing: {sample_percentage: 101}",
+                "distributed_tracing.sample_percentage",
+            ),
+            (
+                "distributed_tracing: {encryption: tls}",
+                "distributed_tracing.encryption",
+            ),
+            (
+                "plugins: {envoy_ext_authz_grpc: {grpc-request-duration-seconds-buckets: []}}",
+                "grpc-request-duration-seconds-buckets",
+            ),
+        ] {
+            let err = load_str(yaml, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 
     #[test]
