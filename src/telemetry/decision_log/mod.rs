@@ -406,10 +406,17 @@ impl DecisionLog {
         }
     }
 
-    /// Flushes, giving up after `timeout` (for shutdown).
+    /// Flushes, giving up after `timeout` (for shutdown). Events still buffered for upload
+    /// afterwards are lost with the process: they are counted (`shutdown`) and logged.
     pub async fn shutdown(&self, timeout: Duration) {
         if tokio::time::timeout(timeout, self.flush()).await.is_err() {
             tracing::warn!("decision log flush did not finish before shutdown");
+        }
+        let left = self.shared.stats.buffer_events();
+        if left > 0 {
+            self.shared.stats.dropped[DropReason::Shutdown.index()]
+                .fetch_add(left, Ordering::Relaxed);
+            tracing::warn!(events = left, "decision log events not uploaded at shutdown");
         }
     }
 
