@@ -416,7 +416,10 @@ impl DecisionLog {
         if left > 0 {
             self.shared.stats.dropped[DropReason::Shutdown.index()]
                 .fetch_add(left, Ordering::Relaxed);
-            tracing::warn!(events = left, "decision log events not uploaded at shutdown");
+            tracing::warn!(
+                events = left,
+                "decision log events not uploaded at shutdown"
+            );
         }
     }
 
