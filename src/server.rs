@@ -10,7 +10,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::authz::input::{self, InputOptions};
@@ -275,8 +275,11 @@ pub async fn run(
     let server = async move {
         match listeners.ext_authz {
             GrpcListener::Tcp(l) => {
+                // Envoy sends small unary requests: no Nagle delay on the answers.
+                let incoming = tonic::transport::server::TcpIncoming::from(l)
+                    .with_nodelay(Some(true));
                 router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(l), grpc_stop)
+                    .serve_with_incoming_shutdown(incoming, grpc_stop)
                     .await
             }
             GrpcListener::Unix(l) => {
