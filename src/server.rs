@@ -276,8 +276,8 @@ pub async fn run(
         match listeners.ext_authz {
             GrpcListener::Tcp(l) => {
                 // Envoy sends small unary requests: no Nagle delay on the answers.
-                let incoming = tonic::transport::server::TcpIncoming::from(l)
-                    .with_nodelay(Some(true));
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
                 router
                     .serve_with_incoming_shutdown(incoming, grpc_stop)
                     .await

@@ -35,6 +35,9 @@ use crate::config::{Config, DecisionLogFile};
 /// How many records may wait for the writer by default.
 pub const DEFAULT_QUEUE: usize = 8192;
 
+/// How long the writer lets records gather while they keep coming.
+const BATCH_WAIT: Duration = Duration::from_millis(2);
+
 /// How many events a slow subscriber may fall behind before it misses some.
 const BROADCAST_CAPACITY: usize = 1024;
 
@@ -478,13 +481,25 @@ struct Writer {
 }
 
 impl Writer {
+    /// Waits for records, then works in batches: while records keep coming it drains the
+    /// queue every [`BATCH_WAIT`] instead of being woken for each one (a wake-up costs the
+    /// Check a system call and the writer a context switch); when a batch finds the queue
+    /// empty it goes back to waiting.
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         while let Some(msg) = rx.blocking_recv() {
             self.handle(msg);
-            while let Ok(msg) = rx.try_recv() {
-                self.handle(msg);
+            loop {
+                let mut handled = 0usize;
+                while let Ok(msg) = rx.try_recv() {
+                    self.handle(msg);
+                    handled += 1;
+                }
+                self.flush_sinks();
+                if handled == 0 {
+                    break;
+                }
+                std::thread::sleep(BATCH_WAIT);
             }
-            self.flush_sinks();
         }
         self.flush_sinks();
         // Dropping `flush` ends the uploader after a last attempt.
