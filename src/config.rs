@@ -6,7 +6,7 @@
 //! the key instead of a silently ignored setting.
 //!
 //! Sections that this build does not implement yet (`authentication`, `internal_token`,
-//! `gateway`, `namespaces`, `bundles`, `services`) are refused with a clear error rather than
+//! `gateway`, `namespaces`) are refused with a clear error rather than
 //! accepted and ignored: a sidecar that silently skips an `authentication` block would let
 //! unauthenticated requests through.
 
@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value as Json;
+
+pub use crate::bundle::config::{BundleConfig, KeyConfig, Polling, Signing};
 
 /// A configuration error. Every variant names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,16 @@ pub struct Config {
     /// Remote HTTP services (bundles, decision-log upload).
     #[serde(default)]
     pub services: crate::services::Services,
+    /// OPA bundles to download and activate, by name.
+    #[serde(default)]
+    pub bundles: BTreeMap<String, BundleConfig>,
+    /// Keys that verify bundle signatures, by key id.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyConfig>,
+    /// Where downloaded bundles with `persist: true` are kept (OPA's default: `.opa` in the
+    /// working directory).
+    #[serde(default)]
+    pub persistence_directory: Option<PathBuf>,
     /// Portcullis: the runtime that serves everything.
     #[serde(default)]
     pub runtime: Runtime,
@@ -295,7 +307,6 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "gateway",
     "namespaces",
     "telemetry",
-    "bundles",
 ];
 
 /// Where a listener binds.
@@ -454,6 +465,7 @@ impl Config {
         }
         self.validate_decision_logs(source)?;
         self.validate_tracing(source)?;
+        self.validate_bundles(source)?;
         if let Some(n) = self.runtime.worker_threads
             && n == 0
         {

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`bundle`]   OPA bundles: safe archive reading, manifest and roots, signatures, download
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
 //! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
@@ -23,6 +24,7 @@
 )]
 
 pub mod authz;
+pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod grpc;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use portcullis::config::{Config, ListenAddr};
-use portcullis::policy::{PolicyOptions, PolicyStore};
+use portcullis::policy::{LoadSpec, PolicyOptions, PolicyStore};
 use portcullis::server::{self, App, GrpcListener, Listeners};
 use portcullis::telemetry::decision_log::{DecisionLog, LogSettings};
 use portcullis::telemetry::trace::{Tracer, TracingSettings};
@@ -42,8 +42,19 @@ enum Command {
         #[command(subcommand)]
         cmd: portcullis::client::bench::BenchCommand,
     },
+    /// OPA bundles: `bundle build DIR -o bundle.tar.gz`.
+    Bundle {
+        #[command(subcommand)]
+        cmd: BundleCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Package a policy directory as an OPA bundle (optionally signed).
+    Build(portcullis::bundle::build::BuildArgs),
 }
 
 /// `portcullis run`: OPA's flags. Flags that only concern OPA's own services are accepted and
@@ -84,6 +95,29 @@ struct RunArgs {
     /// Seconds to wait for in-flight requests at shutdown.
     #[arg(long = "shutdown-grace-period", default_value_t = 10)]
     shutdown_grace_period: u64,
+    /// Load this path (directory or .tar.gz) as an OPA bundle; may be repeated. Like OPA's
+    /// `--bundle`, this makes every PATH argument a bundle too.
+    #[arg(short = 'b', long = "bundle")]
+    bundle: bool,
+    /// PEM public key file (or HMAC secret) that verifies signed bundles given on the command
+    /// line.
+    #[arg(long = "verification-key")]
+    verification_key: Option<String>,
+    /// The id of `--verification-key`.
+    #[arg(long = "verification-key-id", default_value = "default")]
+    verification_key_id: String,
+    /// The algorithm of `--verification-key`.
+    #[arg(long = "signing-alg", default_value = "RS256")]
+    signing_alg: String,
+    /// The scope signed bundles must carry.
+    #[arg(long = "scope")]
+    scope: Option<String>,
+    /// Globs of bundle files left out of signature verification.
+    #[arg(long = "exclude-files-verify")]
+    exclude_files_verify: Vec<String>,
+    /// Load signed bundles given on the command line without verifying their signatures.
+    #[arg(long = "skip-verify")]
+    skip_verify: bool,
     /// Accepted for compatibility with OPA; Portcullis never phones home.
     #[arg(long = "skip-version-check", hide = true)]
     skip_version_check: bool,
@@ -115,6 +149,9 @@ fn main() -> ExitCode {
         Some(Command::Test(args)) => exit(portcullis::offline::test::main(&args)),
         Some(Command::Check(args)) => client_command(portcullis::client::check::main(args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),
+        Some(Command::Bundle {
+            cmd: BundleCommand::Build(args),
+        }) => ExitCode::from(u8::try_from(portcullis::bundle::build::main(args)).unwrap_or(1)),
         Some(Command::Version) => {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -155,7 +192,7 @@ fn run(mut args: RunArgs) -> ExitCode {
             return fail(&format!("config: {e}"));
         }
     };
-    if args.paths.is_empty() && args.config_file.is_none() {
+    if args.paths.is_empty() && args.config_file.is_none() && config.bundles.is_empty() {
         args.paths.push(default_policy_dir());
     }
     let threads = config
@@ -198,17 +235,50 @@ fn run(mut args: RunArgs) -> ExitCode {
 
 async fn serve(config: Config, args: RunArgs) -> ExitCode {
     let ext = &config.plugins.envoy_ext_authz_grpc;
+    let verification = match local_verification(&args) {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
     let opts = PolicyOptions {
         rego_v0: args.v0_compatible,
         ignore: args.ignore.clone(),
+        verification,
+        skip_verify: args.skip_verify,
         ..server::policy_options(&config)
     };
     let started = std::time::Instant::now();
-    let store = match PolicyStore::load(args.paths.clone(), opts) {
+    // OPA's --bundle: every PATH is read as a bundle (directory or archive).
+    let (paths, bundle_paths) = if args.bundle {
+        (Vec::new(), args.paths.clone())
+    } else {
+        (args.paths.clone(), Vec::new())
+    };
+    let spec = LoadSpec {
+        paths,
+        bundle_paths,
+        remote_bundles: config.bundles.keys().cloned().collect(),
+    };
+    let store = match PolicyStore::load_with(spec, opts) {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(&format!("policy: {e}")),
     };
-    if !store.snapshot().has_decision() {
+    let downloaders = match portcullis::bundle::download::downloaders(&config, store.clone()) {
+        Ok(d) => d,
+        Err(e) => return fail(&format!("config: {e}")),
+    };
+    let _bundle_tasks: Vec<AbortOnDrop> = downloaders
+        .into_iter()
+        .map(|d| {
+            tracing::info!(bundle = d.name(), url = d.url(), "downloading bundle");
+            AbortOnDrop(tokio::spawn(d.run()))
+        })
+        .collect();
+    if !store.is_ready() {
+        tracing::info!(
+            pending = ?store.pending_bundles(),
+            "waiting for bundles: Checks fail as undefined and gRPC health is NOT_SERVING until each is activated"
+        );
+    } else if !store.snapshot().has_decision() {
         tracing::warn!(
             path = ext.decision_path(),
             "no policy defines the decision path; every Check will fail as undefined"
@@ -258,6 +328,45 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server: {e}")),
     }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// OPA's `--verification-key` flags, for bundles given on the command line.
+fn local_verification(args: &RunArgs) -> Result<Option<portcullis::bundle::Verification>, String> {
+    let Some(key) = &args.verification_key else {
+        return Ok(None);
+    };
+    // As in OPA, the flag takes a PEM file path, or the key (or HMAC secret) itself.
+    let key = match std::fs::read_to_string(key) {
+        Ok(text) => text,
+        Err(_) => key.clone(),
+    };
+    portcullis::bundle::signing::algorithm(&args.signing_alg)
+        .map_err(|e| format!("--signing-alg: {e}"))?;
+    let mut keys = std::collections::BTreeMap::new();
+    keys.insert(
+        args.verification_key_id.clone(),
+        portcullis::config::KeyConfig {
+            algorithm: args.signing_alg.clone(),
+            key: Some(key),
+            private_key: None,
+            scope: args.scope.clone(),
+        },
+    );
+    Ok(Some(portcullis::bundle::Verification {
+        keys,
+        key_id: Some(args.verification_key_id.clone()),
+        scope: args.scope.clone(),
+        exclude_files: args.exclude_files_verify.clone(),
+    }))
 }
 
 async fn bind(config: &Config, args: &RunArgs) -> Result<Listeners, String> {

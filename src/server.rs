@@ -214,10 +214,32 @@ pub async fn run(
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
+    // SERVING only once the policies, configured bundles included, are loaded.
+    let mut ready = app.store.subscribe_ready();
+    let status = if app.store.is_ready() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
     health
-        .set_serving::<AuthorizationServer<AuthzService>>()
+        .set_service_status(
+            <AuthorizationServer<AuthzService> as tonic::server::NamedService>::NAME,
+            status,
+        )
         .await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    let health_ready = {
+        let health = health.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() && !*stop.borrow() {
+                health.set_service_status("", ServingStatus::Serving).await;
+                health
+                    .set_serving::<AuthorizationServer<AuthzService>>()
+                    .await;
+            }
+        })
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(l) = listeners.http {
@@ -264,6 +286,7 @@ pub async fn run(
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
+            health_ready.abort();
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
