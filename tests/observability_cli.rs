@@ -83,11 +83,17 @@ async fn diagnostic_metrics_watch_reloads_and_file_log_flushed_on_sigterm() {
     let text = metrics_until(diag, "portcullis_checks_total{outcome=\"allow\"} 3").await;
     assert!(text.contains("grpc_request_duration_seconds_count{handler=\"check\"} 3\n"));
 
-    // A change that compiles, then one that does not.
-    std::fs::write(&policy, "package envoy.authz\n\nallow := false\n").unwrap();
+    // A change that compiles, then one that does not; each replaces the file in one step
+    // (as editors and Kubernetes do), so that no half-written file is ever reloaded.
+    let replace = |text: &str| {
+        let tmp = dir.path().join("p.rego.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &policy).unwrap();
+    };
+    replace("package envoy.authz\n\nallow := false\n");
     metrics_until(diag, "portcullis_policy_reloads_total 1").await;
     metrics_until(diag, "portcullis_policy_revision 2").await;
-    std::fs::write(&policy, "package envoy.authz\n\nallow if {\n").unwrap();
+    replace("package envoy.authz\n\nallow if {\n");
     metrics_until(diag, "portcullis_policy_reload_errors_total 1").await;
     client.check(CheckRequest::default()).await.unwrap();
     metrics_until(diag, "portcullis_checks_total{outcome=\"deny\"} 1").await;
