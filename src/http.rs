@@ -1,4 +1,4 @@
-//! The HTTP API: OPA's `/health` and `/v1/data/{path}`.
+//! The HTTP API: OPA's `/health`, `/metrics` and `/v1/data/{path}`.
 //!
 //! `/health` answers 200 `{}` while the server runs. With `?bundles` (readiness with bundles) or
 //! `?plugins`, it answers 200 only once every configured bundle has been activated at least
@@ -28,15 +28,17 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
-    /// `--addr`: health and the data API.
+    /// `--addr`: health, metrics and the data API.
     Full,
-    /// `--diagnostic-addr`: health only.
+    /// `--diagnostic-addr`: health and metrics only.
     Diagnostic,
 }
 
 /// Builds the router for a surface.
 pub fn router(app: App, surface: Surface) -> Router {
-    let mut router = Router::new().route("/health", get(health));
+    let mut router = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics));
     if surface == Surface::Full {
         router = router
             .route("/v1/data", get(get_root).post(post_root))
@@ -111,6 +113,18 @@ async fn health(State(app): State<App>, uri: axum::http::Uri) -> Response {
         }
     }
     (StatusCode::OK, axum::Json(json!({}))).into_response()
+}
+
+/// `GET /metrics`: Prometheus' text exposition (OpenMetrics).
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::telemetry::metrics::CONTENT_TYPE,
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]

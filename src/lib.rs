@@ -19,7 +19,7 @@
 //! - [`services`] OPA's `services` config and the outbound HTTP client
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
 //! - [`grpc`]     the one place where domain errors become `tonic::Status`
-//! - [`telemetry`] logging set-up and the decision log sink
+//! - [`telemetry`] logging, Prometheus metrics, OpenTelemetry traces, OPA-format decision logs
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),

@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use portcullis::config::{Config, ListenAddr};
 use portcullis::policy::{LoadSpec, PolicyOptions, PolicyStore};
 use portcullis::server::{self, App, GrpcListener, Listeners};
-use portcullis::telemetry::{self, LogFormat, decision_log::DecisionLog};
+use portcullis::telemetry::decision_log::{DecisionLog, LogSettings};
+use portcullis::telemetry::trace::{Tracer, TracingSettings};
+use portcullis::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,7 +103,7 @@ struct RunArgs {
     /// HTTP API address.
     #[arg(short = 'a', long = "addr", default_value = "localhost:8181")]
     addr: Vec<String>,
-    /// Address serving only /health (off unless set).
+    /// Address serving only /health and /metrics (off unless set).
     #[arg(long = "diagnostic-addr")]
     diagnostic_addr: Option<String>,
     /// Reload policies and data when a file changes.
@@ -240,10 +242,12 @@ fn default_policy_dir() -> PathBuf {
 }
 
 fn run(mut args: RunArgs) -> ExitCode {
-    telemetry::init(&args.log_level, args.log_format);
     let config = match Config::load(args.config_file.as_deref(), &args.set) {
         Ok(c) => c,
-        Err(e) => return fail(&format!("config: {e}")),
+        Err(e) => {
+            telemetry::init(&args.log_level, args.log_format);
+            return fail(&format!("config: {e}"));
+        }
     };
     if args.paths.is_empty() && args.config_file.is_none() && config.bundles.is_empty() {
         args.paths.push(default_policy_dir());
@@ -260,7 +264,30 @@ fn run(mut args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(serve(config, args))
+    runtime.block_on(async move {
+        // The OTLP exporter's gRPC channel lives on this runtime.
+        let tracing = TracingSettings::resolve(config.distributed_tracing.as_ref(), &|k| {
+            std::env::var(k).ok()
+        });
+        let tracer = match tracing.as_ref().map(Tracer::start).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                telemetry::init(&args.log_level, args.log_format);
+                return fail(&e.to_string());
+            }
+        };
+        if let Err(e) = telemetry::init_with_tracing(&args.log_level, args.log_format, tracer.as_ref()) {
+            eprintln!("warning: logging: {e}");
+        }
+        if let Some(t) = &tracing {
+            tracing::info!(endpoint = %t.endpoint, sample_ratio = t.sample_ratio, "distributed tracing on");
+        }
+        let code = serve(config, args).await;
+        if let Some(tracer) = tracer {
+            let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+        }
+        code
+    })
 }
 
 async fn serve(config: Config, args: RunArgs) -> ExitCode {
@@ -314,19 +341,15 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
             "no policy defines the decision path; every Check will fail as undefined"
         );
     }
-    let log = if config.decision_logs.console {
-        DecisionLog::console(serde_json::json!({
-            "id": uuid::Uuid::new_v4().to_string(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "labels": config.labels,
-        }))
-    } else {
-        DecisionLog::disabled()
+    let log = match DecisionLog::start(LogSettings::from_config(&config), None) {
+        Ok(log) => log,
+        Err(e) => return fail(&format!("decision_logs: {e}")),
     };
-    let mut app = match App::from_config(&config, store.clone(), log) {
+    let mut app = match App::from_config(&config, store.clone(), log.clone()) {
         Ok(app) => app,
         Err(e) => return fail(&format!("config: {e}")),
     };
+    let metrics = app.metrics.clone();
     app.grpc.shutdown_grace = Duration::from_secs(args.shutdown_grace_period);
 
     let listeners = match bind(&config, &args, &app).await {
@@ -334,10 +357,13 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let _watcher = if args.watch {
-        match portcullis::policy::watch::watch(store.clone(), |r| match r {
-            Ok(rev) => tracing::info!(revision = rev, "policies reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "policy reload rejected; previous policies keep serving")
+        match portcullis::policy::watch::watch(store.clone(), move |r| {
+            metrics.policy_reload(r);
+            match r {
+                Ok(rev) => tracing::info!(revision = rev, "policies reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "policy reload rejected; previous policies keep serving")
+                }
             }
         }) {
             Ok(w) => Some(w),
@@ -372,7 +398,9 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         ready_ms = started.elapsed().as_millis() as u64,
         "portcullis serving"
     );
-    match server::run(app, listeners, shutdown_signal()).await {
+    let result = server::run(app, listeners, shutdown_signal()).await;
+    log.shutdown(Duration::from_secs(5)).await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server: {e}")),
     }

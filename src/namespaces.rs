@@ -11,7 +11,10 @@
 //! - A gateway write to a namespace that does not exist yet **creates** it, empty but for that
 //!   write (at most [`MAX_NAMESPACES`] in all). Runtime namespaces live in memory.
 //!
-//! Lookups on the Check path load an `ArcSwap`ped map: no lock.
+//! The Check path selects a namespace only when namespaces are in use (configured, or the
+//! gateway is on: [`Namespaces::selecting`]); otherwise it always uses the default namespace and
+//! a `namespace` context extension means nothing, exactly as with OPA-Envoy. Lookups load an
+//! `ArcSwap`ped map: no lock.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -91,6 +94,7 @@ pub struct Namespaces {
     others: ArcSwap<BTreeMap<String, Arc<PolicyStore>>>,
     opts: PolicyOptions,
     create_lock: Mutex<()>,
+    selecting: bool,
 }
 
 impl Namespaces {
@@ -102,7 +106,19 @@ impl Namespaces {
             others: ArcSwap::from_pointee(BTreeMap::new()),
             opts,
             create_lock: Mutex::new(()),
+            selecting: false,
         }
+    }
+
+    /// Whether the Check path selects namespaces by the `namespace` context extension.
+    pub fn selecting(&self) -> bool {
+        self.selecting
+    }
+
+    /// Makes the Check path select namespaces (or not).
+    pub fn with_selection(mut self, selecting: bool) -> Self {
+        self.selecting = selecting;
+        self
     }
 
     /// The default namespace plus the configured ones, each loaded from its paths.

@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError, ListenAddr};
 use crate::gateway::{AuthMode, Authenticator, EnvSource, Gateway, ProcessEnv};
 use crate::namespaces::Namespaces;
 use crate::policy::{PolicyOptions, PolicyStore};
+use crate::telemetry::Metrics;
 use crate::telemetry::decision_log::DecisionLog;
 
 /// Envoy's API descriptors (see build.rs), for gRPC reflection; empty when unavailable.
@@ -123,6 +124,8 @@ pub struct App {
     pub grpc: GrpcSettings,
     /// The gateway, when the config has a `gateway` section.
     pub gateway: Option<Gateway>,
+    /// Every metric; served on `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -146,6 +149,13 @@ impl App {
         env: &(impl EnvSource + ?Sized),
     ) -> Result<Self, ConfigError> {
         let ext = &config.plugins.envoy_ext_authz_grpc;
+        let metrics = Metrics::new(
+            ext.grpc_request_duration_seconds_buckets
+                .as_deref()
+                .unwrap_or(crate::telemetry::metrics::OPA_ENVOY_BUCKETS),
+            log.stats(),
+        );
+        metrics.policy_revision(store.snapshot().revision());
         let proto_descriptors = match &ext.proto_descriptor {
             None => None,
             Some(path) => {
@@ -169,6 +179,7 @@ impl App {
                 path: ext.decision_path().to_string(),
             },
             log.clone(),
+            metrics.clone(),
         );
         let configured = config
             .namespaces
@@ -176,13 +187,16 @@ impl App {
             .map(|(name, ns)| (name.clone(), ns.paths.clone()))
             .collect();
         let namespaces = Arc::new(
-            Namespaces::with_configured(store.clone(), &configured).map_err(|e| {
-                ConfigError::Invalid {
+            Namespaces::with_configured(store.clone(), &configured)
+                .map_err(|e| ConfigError::Invalid {
                     file: "config".into(),
                     key: "namespaces".into(),
                     message: e.to_string(),
-                }
-            })?,
+                })?
+                .with_selection(
+                    !config.namespaces.is_empty()
+                        || config.gateway.as_ref().is_some_and(|g| g.enabled),
+                ),
         );
         let authz = authz.with_namespaces(namespaces.clone());
         let gateway = match &config.gateway {
@@ -207,6 +221,7 @@ impl App {
             namespaces,
             authz,
             gateway,
+            metrics,
             grpc: GrpcSettings {
                 max_recv_msg_size: ext.grpc_max_recv_msg_size,
                 max_send_msg_size: ext.grpc_max_send_msg_size,

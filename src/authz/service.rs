@@ -1,19 +1,23 @@
 //! The `envoy.service.auth.v3.Authorization` gRPC service: a thin handler that chains
-//! [`input::build`], [`Snapshot::eval`], [`Decision::try_from`] and [`Decision::into_response`].
+//! [`input::build`], [`Snapshot::eval`], [`Decision::try_from`] and [`Decision::into_response`],
+//! then records the outcome (metrics always; the decision log when enabled).
 //!
-//! **Namespaces.** The Check is decided by the namespace named in the request's `namespace`
-//! context extension (Envoy's `context_extensions`), else by the default namespace. A
+//! **Namespaces.** When namespaces are in use (`namespaces:` configured or the gateway on),
+//! the Check is decided by the namespace named in the request's `namespace` context extension
+//! (Envoy's `context_extensions`), else by the default namespace; otherwise the extension means
+//! nothing, as in OPA-Envoy. A
 //! namespace that does not exist (or an empty or malformed name) is *denied*: a
 //! PERMISSION_DENIED CheckResponse with HTTP 403, not a gRPC error, so that Envoy's
-//! `failure_mode_allow` cannot turn a typo into an allow. The decision log records it with the
-//! error code `unknown_namespace`; `dry-run` applies to it like to any denial.
+//! `failure_mode_allow` cannot turn a typo into an allow. It is counted and logged with the
+//! reason `unknown_namespace`; `dry-run` applies to it like to any denial.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
+use tracing::field::Empty;
 
 use super::decision::{Decision, Deny};
 use super::input::{self, InputOptions};
@@ -21,7 +25,10 @@ use super::response;
 use crate::grpc::status::CheckError;
 use crate::namespaces::{DEFAULT_NAMESPACE, Namespaces};
 use crate::policy::{PolicyStore, Snapshot};
-use crate::telemetry::decision_log::{DecisionEvent, DecisionLog};
+use crate::telemetry::Metrics;
+use crate::telemetry::decision_log::{DecisionLog, DecisionRecord};
+use crate::telemetry::metrics::CheckOutcome;
+use crate::telemetry::trace;
 
 /// Settings of the Check path that do not change at run time.
 #[derive(Debug, Clone, Default)]
@@ -39,18 +46,25 @@ pub struct AuthzService {
     namespaces: Arc<Namespaces>,
     settings: Arc<CheckSettings>,
     log: DecisionLog,
+    metrics: Metrics,
 }
 
 /// The context extension that names the namespace deciding a Check.
 pub const NAMESPACE_EXTENSION: &str = "namespace";
 
 impl AuthzService {
-    pub fn new(store: Arc<PolicyStore>, settings: CheckSettings, log: DecisionLog) -> Self {
+    pub fn new(
+        store: Arc<PolicyStore>,
+        settings: CheckSettings,
+        log: DecisionLog,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             namespaces: Arc::new(Namespaces::new(store.clone())),
             store,
             settings: Arc::new(settings),
             log,
+            metrics,
         }
     }
 
@@ -66,6 +80,7 @@ impl AuthzService {
         let named = req
             .attributes
             .as_ref()
+            .filter(|_| self.namespaces.selecting())
             .and_then(|a| a.context_extensions.get(NAMESPACE_EXTENSION));
         match named {
             None => Ok((DEFAULT_NAMESPACE, self.store.clone())),
@@ -79,20 +94,17 @@ impl AuthzService {
     /// The denial of a Check that names an unknown namespace.
     fn unknown_namespace(&self, name: &str, decision_id: &str, start: Instant) -> CheckResponse {
         tracing::info!(decision.id = %decision_id, namespace = %name.chars().take(64).collect::<String>(), "Check names an unknown namespace: denied");
+        self.metrics.check(
+            CheckOutcome::Error("unknown_namespace"),
+            start.elapsed(),
+            None,
+        );
         if self.log.enabled() {
-            self.log.record(
-                DecisionEvent::new(
-                    decision_id,
-                    &self.settings.path,
-                    None,
-                    None,
-                    Some(("unknown_namespace", "unknown namespace".to_string())),
-                    0,
-                    std::time::Duration::ZERO,
-                    start.elapsed(),
-                )
-                .with_namespace(name),
-            );
+            let mut record = DecisionRecord::new(decision_id);
+            record.error = Some(("unknown_namespace", "unknown namespace".to_string()));
+            record.namespace = Some(name.to_string());
+            record.handler = start.elapsed();
+            self.log.record(record);
         }
         Decision::Deny(Deny {
             headers: Vec::new(),
@@ -105,32 +117,58 @@ impl AuthzService {
 
     /// Answers one Check. Errors are those OPA-Envoy answers with a gRPC error.
     pub fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CheckError> {
+        self.check_in(req, &tracing::Span::none())
+    }
+
+    /// Answers one Check inside `span` (the `ext_authz.check` span, usually disabled).
+    fn check_in(
+        &self,
+        req: &CheckRequest,
+        span: &tracing::Span,
+    ) -> Result<CheckResponse, CheckError> {
         let start = Instant::now();
         let decision_id = uuid::Uuid::new_v4().to_string();
+        span.record("decision.id", decision_id.as_str());
         let (namespace, store) = match self.select(req) {
             Ok(selected) => selected,
             Err(name) => return Ok(self.unknown_namespace(name, &decision_id, start)),
         };
         let snapshot = store.snapshot();
-        let mut outcome = Outcome::default();
-        let result = self.decide(req, &decision_id, &snapshot, &mut outcome);
-        if self.log.enabled() {
-            let error = result.as_ref().err().map(|e| (e.reason(), e.to_string()));
-            self.log.record(
-                DecisionEvent::new(
-                    &decision_id,
-                    &self.settings.path,
-                    outcome.input.as_ref(),
-                    outcome.result.as_ref(),
-                    error,
-                    snapshot.revision(),
-                    outcome.eval,
-                    start.elapsed(),
-                )
-                .with_namespace(namespace),
-            );
+        let mut record = self
+            .log
+            .enabled()
+            .then(|| DecisionRecord::new(&decision_id));
+        let mut eval = None;
+        let result = self.decide(req, &decision_id, &snapshot, &mut record, &mut eval);
+        let handler = start.elapsed();
+        let outcome = match &result {
+            Ok((_, outcome)) => *outcome,
+            Err(e) => CheckOutcome::Error(e.reason()),
+        };
+        self.metrics.check(outcome, handler, eval);
+        if !span.is_disabled() {
+            match outcome {
+                CheckOutcome::Allow => span.record("decision.outcome", "allow"),
+                CheckOutcome::Deny => span.record("decision.outcome", "deny"),
+                CheckOutcome::Error(reason) => {
+                    span.record("decision.outcome", "error");
+                    span.record("error.reason", reason);
+                    span.record("otel.status_code", "error")
+                }
+            };
         }
-        result
+        if let Some(mut record) = record {
+            if let Err(e) = &result {
+                record.error = Some((e.reason(), e.to_string()));
+            }
+            record.snapshot = Some(snapshot);
+            record.namespace = Some(namespace.to_string());
+            record.eval = eval;
+            record.handler = handler;
+            record.trace = trace::span_ids(span);
+            self.log.record(record);
+        }
+        result.map(|(response, _)| response)
     }
 
     fn decide(
@@ -138,49 +176,60 @@ impl AuthzService {
         req: &CheckRequest,
         decision_id: &str,
         snapshot: &Snapshot,
-        outcome: &mut Outcome,
-    ) -> Result<CheckResponse, CheckError> {
+        record: &mut Option<DecisionRecord>,
+        eval: &mut Option<Duration>,
+    ) -> Result<(CheckResponse, CheckOutcome), CheckError> {
         let input = match input::build(req, &self.settings.input) {
             Ok(input) => input,
             Err(e) => {
                 tracing::info!(decision.id = %decision_id, error = %e, "request parse error");
-                return Ok(response::parse_error(&e, decision_id));
+                if let Some(r) = record {
+                    r.error = Some(("request_parse_error", e.to_string()));
+                }
+                return Ok((
+                    response::parse_error(&e, decision_id),
+                    CheckOutcome::Error("request_parse_error"),
+                ));
             }
         };
-        if self.log.enabled() {
-            outcome.input = Some(input.clone());
+        if let Some(r) = record {
+            r.input = Some(input.clone());
         }
-        let evaluation = snapshot.eval(input).map_err(|e| {
-            tracing::warn!(decision.id = %decision_id, error = %e, "policy evaluation failed");
-            CheckError::Eval(e)
-        })?;
-        outcome.eval = evaluation.elapsed;
+        let evaluation = {
+            let _span = tracing::debug_span!("policy.eval", policy.revision = snapshot.revision())
+                .entered();
+            snapshot.eval(input).map_err(|e| {
+                tracing::warn!(decision.id = %decision_id, error = %e, "policy evaluation failed");
+                CheckError::Eval(e)
+            })?
+        };
+        *eval = Some(evaluation.elapsed);
         for line in &evaluation.prints {
             tracing::info!(decision.id = %decision_id, "{line}");
+        }
+        if let Some(r) = record {
+            r.result = Some(evaluation.value.clone());
         }
         let decision = Decision::try_from(&evaluation.value).map_err(|e| {
             tracing::warn!(decision.id = %decision_id, error = %e, "invalid decision");
             CheckError::Decision(e)
         })?;
-        if self.log.enabled() {
-            outcome.result = Some(evaluation.value);
-        }
         tracing::debug!(
             decision.id = %decision_id,
             decision.allowed = decision.allowed(),
-            eval.ns = outcome.eval.as_nanos() as u64,
+            eval.ns = evaluation.elapsed.as_nanos() as u64,
             "decision"
         );
-        Ok(decision.into_response(decision_id, self.settings.dry_run))
+        let outcome = if decision.allowed() {
+            CheckOutcome::Allow
+        } else {
+            CheckOutcome::Deny
+        };
+        Ok((
+            decision.into_response(decision_id, self.settings.dry_run),
+            outcome,
+        ))
     }
-}
-
-/// What the decision log needs to know about one Check.
-#[derive(Debug, Default)]
-struct Outcome {
-    input: Option<regorus::Value>,
-    result: Option<regorus::Value>,
-    eval: std::time::Duration,
 }
 
 #[tonic::async_trait]
@@ -189,7 +238,29 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        AuthzService::check(self, request.get_ref())
+        let req = request.get_ref();
+        let span = tracing::debug_span!(
+            "ext_authz.check",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "envoy.service.auth.v3.Authorization",
+            rpc.method = "Check",
+            decision.id = Empty,
+            decision.outcome = Empty,
+            error.reason = Empty,
+            otel.status_code = Empty,
+        );
+        if !span.is_disabled()
+            && let Some(http) = req
+                .attributes
+                .as_ref()
+                .and_then(|a| a.request.as_ref())
+                .and_then(|r| r.http.as_ref())
+        {
+            trace::set_remote_parent(&span, &http.headers);
+        }
+        let _entered = span.enter();
+        self.check_in(req, &span)
             .map(Response::new)
             .map_err(Status::from)
     }

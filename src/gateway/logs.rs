@@ -22,7 +22,7 @@ use super::pb::{self, DecisionEntry, Outcome, StreamDecisionsRequest};
 use super::{Gateway, GatewayError, caller_of};
 use crate::namespaces::{DEFAULT_NAMESPACE, covers};
 use crate::policy::EvalError;
-use crate::telemetry::decision_log::{DecisionEvent, DecisionLog};
+use crate::telemetry::decision_log::{DecisionEvent, DecisionLog, DecisionRecord};
 
 /// How many entries may wait for a slow client before the stream skips events.
 const STREAM_BUFFER: usize = 256;
@@ -158,7 +158,7 @@ pub(super) struct Decided<'a> {
     pub path: &'a str,
     pub input: &'a regorus::Value,
     pub result: &'a Result<regorus::Value, EvalError>,
-    pub revision: u64,
+    pub snapshot: Arc<crate::policy::Snapshot>,
     pub eval: Duration,
     pub handler: Duration,
 }
@@ -168,21 +168,16 @@ pub(super) fn record(log: &DecisionLog, d: Decided<'_>) {
     if !log.enabled() {
         return;
     }
-    let (result, error) = match d.result {
-        Ok(v) => (Some(v), None),
-        Err(e) => (None, Some((e.reason(), e.to_string()))),
-    };
-    log.record(
-        DecisionEvent::new(
-            d.decision_id,
-            d.path,
-            Some(d.input),
-            result,
-            error,
-            d.revision,
-            d.eval,
-            d.handler,
-        )
-        .with_namespace(d.namespace),
-    );
+    let mut record = DecisionRecord::new(d.decision_id);
+    record.input = Some(d.input.clone());
+    match d.result {
+        Ok(v) => record.result = Some(v.clone()),
+        Err(e) => record.error = Some((e.reason(), e.to_string())),
+    }
+    record.snapshot = Some(d.snapshot);
+    record.eval = Some(d.eval);
+    record.handler = d.handler;
+    record.namespace = Some(d.namespace.to_string());
+    record.path = Some(d.path.to_string());
+    log.record(record);
 }
