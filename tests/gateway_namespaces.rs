@@ -205,3 +205,50 @@ async fn broken_policy_is_refused_with_position_and_writes_survive_reload() {
     assert_eq!((status, body.as_str()), (200, r#"{"result":true}"#));
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn configured_namespaces_load_their_own_files() {
+    let ns_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ns_dir.path().join("p.rego"),
+        "package envoy.authz\n\nallow := true\n",
+    )
+    .unwrap();
+    let gw = Gw::start(
+        &[("GATEWAY_TOKEN", "t")],
+        &format!(
+            "  addr: 127.0.0.1:0\nnamespaces:\n  \"files:a\":\n    paths: [\"{}\"]\n",
+            ns_dir.path().display()
+        ),
+    )
+    .await;
+    let mut check = AuthorizationClient::connect(format!("http://{}", gw.grpc))
+        .await
+        .unwrap();
+    let r = check
+        .check(check_request(Some("files:a"), false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status.unwrap().code, 0, "files:a allows everything");
+    let r = check
+        .check(check_request(None, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status.unwrap().code, Code::PermissionDenied as i32);
+    let listed = PolicyServiceClient::new(gw.channel().await)
+        .list_policies(req(
+            pb::ListPoliciesRequest {
+                namespace: "files:a".into(),
+            },
+            &Auth::bearer("t"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.policies.len(), 1);
+    assert_eq!(listed.policies[0].source, pb::PolicySource::File as i32);
+    assert_eq!(listed.policies[0].package, "envoy.authz");
+    gw.stop().await;
+}

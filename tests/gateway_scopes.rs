@@ -65,6 +65,34 @@ async fn scoped_tokens_cannot_escape_their_scope() {
     .await;
     assert_eq!(code(other), Code::PermissionDenied);
 
+    // A batch is authorized item by item before anything is evaluated: one item outside the
+    // scope refuses the whole batch.
+    let batch = |agents: &[&str]| pb::DecideBatchRequest {
+        requests: agents
+            .iter()
+            .map(|a| pb::DecideRequest {
+                path: "app/echo".into(),
+                agent: a.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let mut decisions = DecisionServiceClient::new(ch.clone());
+    let ok = decisions
+        .decide_batch(req(batch(&["bot", ""]), &agent))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.responses.len(), 2);
+    assert_eq!(
+        code(
+            decisions
+                .decide_batch(req(batch(&["bot", "other"]), &agent))
+                .await
+        ),
+        Code::PermissionDenied
+    );
+
     // Namespace token: children yes, a sibling sharing the prefix no.
     let acme = Auth::bearer(&scoped(json!({"ns": "acme"})));
     put_policy(&ch, &acme, "acme:team", "t.rego", "package t\n")

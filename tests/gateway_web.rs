@@ -120,6 +120,7 @@ async fn stream_decisions_receives_concurrent_checks() {
     let e = elsewhere.message().await.unwrap().expect("stream open");
     assert_eq!(e.decision_id, d.decision_id);
     assert_eq!(e.namespace, "elsewhere");
+    assert_eq!(e.path, "p/allow", "the path the Decide named");
     gw.stop().await;
 }
 
