@@ -34,8 +34,8 @@ pub enum AuthCommand {
     ChannelToken(TokenArgs),
 }
 
-/// Flags of every `auth` command.
-#[derive(Debug, Clone, clap::Args)]
+/// Flags of every `auth` command. `Debug` never shows the secret.
+#[derive(Clone, clap::Args)]
 pub struct TokenArgs {
     #[arg(long)]
     pub namespace: Option<String>,
@@ -63,6 +63,23 @@ pub struct TokenArgs {
     /// Output format [default: json when stdout is not a terminal, else the bare token].
     #[arg(long, short = 'o', value_enum)]
     pub output: Option<Format>,
+}
+
+impl std::fmt::Debug for TokenArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenArgs")
+            .field("namespace", &self.namespace)
+            .field("agent", &self.agent)
+            .field("session", &self.session)
+            .field("channel", &self.channel)
+            .field("grant", &self.grant)
+            .field("ttl", &self.ttl)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// `--grant`.
@@ -193,6 +210,13 @@ mod tests {
         let t = T::try_parse_from(std::iter::once("auth").chain(args.iter().copied()))
             .map_err(|e| CliError::Usage(e.to_string()))?;
         t.cmd.claims(1000)
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let t = T::try_parse_from(["auth", "root-token", "--jwt-secret", "s3cr3t-value"]).unwrap();
+        let text = format!("{:?}", t.cmd);
+        assert!(!text.contains("s3cr3t-value"), "{text}");
     }
 
     #[test]

@@ -17,8 +17,8 @@ use crate::gateway::config::DEFAULT_AUDIENCE;
 /// The gateway address the client commands use by default.
 pub const DEFAULT_GATEWAY: &str = "127.0.0.1:9292";
 
-/// Flags of every gateway client command.
-#[derive(Debug, Clone, clap::Args)]
+/// Flags of every gateway client command. `Debug` never shows the credentials.
+#[derive(Clone, clap::Args)]
 pub struct GatewayArgs {
     /// Gateway address: HOST:PORT or http://HOST:PORT.
     #[arg(long, global = true, env = "PORTCULLIS_GATEWAY", default_value = DEFAULT_GATEWAY, value_name = "H:P")]
@@ -59,6 +59,20 @@ pub struct GatewayArgs {
     /// Connect timeout, and then the time allowed for each answer (not for `logs tail`).
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for GatewayArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("GatewayArgs")
+            .field("gateway", &self.gateway)
+            .field("token", &set(&self.token))
+            .field("password", &set(&self.password))
+            .field("user", &self.user)
+            .field("jwt_secret", &set(&self.jwt_secret))
+            .field("grpc_web", &self.grpc_web)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The transport behind every generated client.

@@ -51,10 +51,16 @@ impl pb::decision_service_server::DecisionService for Service {
             .into_iter()
             .map(|r| authorize(&caller, Rpc::DecideBatch, r))
             .collect::<Result<Vec<_>, _>>()?;
-        let responses = asked
-            .into_iter()
-            .map(|a| decide(&self.0, &caller, a))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Up to MAX_BATCH evaluations: off the async workers.
+        let gw = self.0.clone();
+        let responses = tokio::task::spawn_blocking(move || {
+            asked
+                .into_iter()
+                .map(|a| decide(&gw, &caller, a))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(format!("batch task: {e}")))??;
         Ok(Response::new(DecideBatchResponse { responses }))
     }
 }
