@@ -162,7 +162,10 @@ impl AuthzService {
                 record.error = Some((e.reason(), e.to_string()));
             }
             record.snapshot = Some(snapshot);
-            record.namespace = Some(namespace.to_string());
+            if self.namespaces.selecting() {
+                // Otherwise the log labels the event with the context extension, if any.
+                record.namespace = Some(namespace.to_string());
+            }
             record.eval = eval;
             record.handler = handler;
             record.trace = trace::span_ids(span);
