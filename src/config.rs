@@ -5,8 +5,8 @@
 //! then deserialized into typed structs that reject unknown keys, so a typo is an error naming
 //! the key instead of a silently ignored setting.
 //!
-//! Sections that this build does not implement yet (`authentication`, `internal_token`,
-//! `gateway`, `namespaces`, `bundles`, `services`) are refused with a clear error rather than
+//! Sections that this build does not implement yet (`gateway`, `namespaces`, `telemetry`,
+//! `bundles`) are refused with a clear error rather than
 //! accepted and ignored: a sidecar that silently skips an `authentication` block would let
 //! unauthenticated requests through.
 
@@ -65,6 +65,12 @@ pub struct Config {
     /// Portcullis: the runtime that serves everything.
     #[serde(default)]
     pub runtime: Runtime,
+    /// Portcullis: authentication before Rego (DESIGN §5).
+    #[serde(default)]
+    pub authentication: Option<crate::authn::config::Authentication>,
+    /// Portcullis: the internal token minted on allow (DESIGN §6).
+    #[serde(default)]
+    pub internal_token: Option<crate::token::config::InternalToken>,
 }
 
 /// `plugins:` — only the Envoy plugin is known.
@@ -187,14 +193,7 @@ pub struct Runtime {
 }
 
 /// Sections that belong to the product but that this build refuses rather than ignores.
-const NOT_YET_SUPPORTED: &[&str] = &[
-    "authentication",
-    "internal_token",
-    "gateway",
-    "namespaces",
-    "telemetry",
-    "bundles",
-];
+const NOT_YET_SUPPORTED: &[&str] = &["gateway", "namespaces", "telemetry", "bundles"];
 
 /// Where a listener binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +340,12 @@ impl Config {
                 "plugins.envoy_ext_authz_grpc.eval-timeout-ms",
                 "must be greater than 0".into(),
             ));
+        }
+        if let Some(authn) = &self.authentication {
+            authn.validate().map_err(|(key, m)| invalid(&key, m))?;
+        }
+        if let Some(token) = &self.internal_token {
+            token.validate().map_err(|(key, m)| invalid(&key, m))?;
         }
         if let Some(n) = self.runtime.worker_threads
             && n == 0
@@ -612,8 +617,8 @@ mod tests {
 
     #[test]
     fn unsupported_sections_are_refused_not_ignored() {
-        let err = load_str("authentication:\n  policies: []\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("authentication"), "{err}");
+        let err = load_str("gateway:\n  addr: x\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("gateway"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
+//! - [`authn`]    authentication before Rego: JWT, API keys, Basic, trusted OIDC issuers, audit log
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
 //! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
 //! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
@@ -21,6 +22,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod authn;
 pub mod authz;
 pub mod client;
 pub mod config;
@@ -30,3 +32,4 @@ pub mod policy;
 pub mod server;
 pub mod services;
 pub mod telemetry;
+pub mod token;

@@ -41,8 +41,8 @@
 //! compiler does not know host extensions and rejects policies that call them.
 
 mod crypto;
-mod jwt;
-mod keys;
+pub(crate) mod jwt;
+pub(crate) mod keys;
 #[cfg(test)]
 mod tests;
 

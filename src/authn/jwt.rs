@@ -1,0 +1,291 @@
+//! JWT (JWS compact) verification for authentication.
+//!
+//! Checks, in order: size; exactly three non-empty base64url segments without padding; a JSON
+//! object header whose `alg` is on the allow-list (`none` never is) and that has no `crit`; a
+//! `kid`, when present, that is a non-empty string of at most 256 bytes; a signature that
+//! verifies with a key of the algorithm's type (an HMAC secret only for HS*, and only a
+//! configured one); then the claims: `exp` required and numeric, `nbf` and `iat` numeric when
+//! present, both compared with `clock_skew_seconds` of leeway; `iss` equal to the configured
+//! issuer; `aud` (a string or an array of strings) naming a configured audience; a non-empty
+//! subject. Header parameters that point at keys (`jwk`, `jku`, `x5u`, `x5c`) are never read.
+
+use base64::Engine as _;
+use serde_json::{Map, Value as Json};
+
+use super::config::{ClaimsMap, Grant, Method};
+use super::identity::Identity;
+use super::jwks::{KeySource, Keys, MAX_KID_BYTES};
+use crate::policy::builtins::jwt::{Alg, verify_signature};
+
+/// Why a token was refused. The `Display` text is for logs only; the caller gets [`code`].
+///
+/// [`code`]: JwtError::code
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    #[error("header: {0}")]
+    Header(String),
+    #[error("signature: {0}")]
+    Signature(&'static str),
+    #[error("claims: {0}")]
+    Claims(String),
+}
+
+impl JwtError {
+    /// `invalid_signature` or `invalid_token`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JwtError::Signature(_) => "invalid_signature",
+            _ => "invalid_token",
+        }
+    }
+}
+
+/// Email rules of a trusted OIDC issuer.
+#[derive(Debug, Clone, Default)]
+pub struct EmailRule {
+    pub domains: Vec<String>,
+    pub emails: Vec<String>,
+}
+
+/// One verifier: an issuer's rules and keys.
+#[derive(Debug)]
+pub struct JwtVerifier {
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub(crate) algorithms: Vec<Alg>,
+    pub keys: KeySource,
+    pub skew: i64,
+    pub claims: ClaimsMap,
+    pub max_token_bytes: usize,
+    pub email_rule: Option<EmailRule>,
+    pub grants: Vec<Grant>,
+}
+
+/// A token whose signature and claims checked out.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub claims: Map<String, Json>,
+    pub exp: i64,
+}
+
+fn b64(segment: &str) -> Result<Vec<u8>, JwtError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| JwtError::Malformed("a segment is not unpadded base64url"))
+}
+
+/// The three segments, split strictly.
+pub fn split(token: &str, max: usize) -> Result<(&str, &str, &str), JwtError> {
+    if token.len() > max {
+        return Err(JwtError::Malformed("token too large"));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed("not three segments"));
+    };
+    if h.is_empty() || p.is_empty() || s.is_empty() {
+        return Err(JwtError::Malformed("empty segment"));
+    }
+    Ok((h, p, s))
+}
+
+/// The unverified `iss` of a token, used only to pick which verifier checks it.
+pub fn peek_issuer(token: &str, max: usize) -> Option<String> {
+    let (_, p, _) = split(token, max).ok()?;
+    let payload: Map<String, Json> = serde_json::from_slice(&b64(p).ok()?).ok()?;
+    payload.get("iss")?.as_str().map(str::to_owned)
+}
+
+fn number(v: &Json, name: &str) -> Result<i64, JwtError> {
+    match v {
+        Json::Number(n) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
+            .ok_or_else(|| JwtError::Claims(format!("{name} out of range"))),
+        _ => Err(JwtError::Claims(format!("{name} is not a number"))),
+    }
+}
+
+impl JwtVerifier {
+    /// Verifies `token` at `now` (seconds since the epoch).
+    pub async fn verify(&self, token: &str, now: i64) -> Result<Verified, JwtError> {
+        let (h, p, s) = split(token, self.max_token_bytes)?;
+        let header: Map<String, Json> = serde_json::from_slice(&b64(h)?)
+            .map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
+        let alg_name = header
+            .get("alg")
+            .and_then(Json::as_str)
+            .ok_or_else(|| JwtError::Header("alg missing or not a string".into()))?;
+        let alg = Alg::from_name(alg_name)
+            .filter(|a| self.algorithms.contains(a))
+            .ok_or_else(|| JwtError::Header(format!("alg {alg_name:?} not allowed")))?;
+        if header.contains_key("crit") {
+            return Err(JwtError::Header("crit is not supported".into()));
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Json::String(k)) if !k.is_empty() && k.len() <= MAX_KID_BYTES => Some(k.as_str()),
+            Some(_) => {
+                return Err(JwtError::Header(
+                    "kid is empty, too long or not a string".into(),
+                ));
+            }
+        };
+        let signature = b64(s)?;
+        let message = token
+            .as_bytes()
+            .get(..h.len() + 1 + p.len())
+            .unwrap_or_default();
+        let verified = match self.keys.keys(kid).await {
+            Keys::Secret(key) => verify_signature(alg, &key, message, &signature),
+            Keys::Set(set) => {
+                let candidates = set.candidates(kid, alg);
+                if candidates.is_empty() {
+                    return Err(JwtError::Signature("no key for this kid and alg"));
+                }
+                candidates
+                    .into_iter()
+                    .any(|k| verify_signature(alg, k, message, &signature))
+            }
+            Keys::Unavailable => return Err(JwtError::Signature("no key set available")),
+        };
+        if !verified {
+            return Err(JwtError::Signature("signature does not verify"));
+        }
+        let claims: Map<String, Json> = serde_json::from_slice(&b64(p)?)
+            .map_err(|_| JwtError::Malformed("payload is not a JSON object"))?;
+        let exp = number(
+            claims
+                .get("exp")
+                .ok_or_else(|| JwtError::Claims("exp missing".into()))?,
+            "exp",
+        )?;
+        if now >= exp.saturating_add(self.skew) {
+            return Err(JwtError::Claims("expired".into()));
+        }
+        if let Some(nbf) = claims.get("nbf")
+            && number(nbf, "nbf")? > now.saturating_add(self.skew)
+        {
+            return Err(JwtError::Claims("not valid yet (nbf)".into()));
+        }
+        if let Some(iat) = claims.get("iat") {
+            number(iat, "iat")?;
+        }
+        if let Some(issuer) = &self.issuer
+            && claims.get("iss").and_then(Json::as_str) != Some(issuer.as_str())
+        {
+            return Err(JwtError::Claims(
+                "iss missing or not the configured issuer".into(),
+            ));
+        }
+        if !self.audiences.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(Json::String(a)) => self.audiences.contains(a),
+                Some(Json::Array(list)) => {
+                    if list.iter().any(|a| !a.is_string()) {
+                        return Err(JwtError::Claims("aud has a non-string member".into()));
+                    }
+                    list.iter()
+                        .filter_map(Json::as_str)
+                        .any(|a| self.audiences.iter().any(|c| c == a))
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(JwtError::Claims(
+                    "aud missing or not a configured audience".into(),
+                ));
+            }
+        }
+        Ok(Verified { claims, exp })
+    }
+
+    /// The identity a verified token stands for.
+    pub fn identity(&self, v: Verified, thumbprint: String) -> Result<Identity, JwtError> {
+        let subject = lookup(&v.claims, &self.claims.user_id)
+            .and_then(Json::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| JwtError::Claims(format!("{} missing or empty", self.claims.user_id)))?
+            .to_string();
+        let email = lookup(&v.claims, &self.claims.email)
+            .and_then(Json::as_str)
+            .map(str::to_owned);
+        if let Some(rule) = &self.email_rule {
+            check_email(rule, email.as_deref(), v.claims.get("email_verified"))?;
+        }
+        let mut id = Identity::new(Method::Jwt, subject, thumbprint);
+        id.issuer = v
+            .claims
+            .get("iss")
+            .and_then(Json::as_str)
+            .map(str::to_owned);
+        id.roles = string_list(lookup(&v.claims, &self.claims.roles));
+        id.scopes = string_list(lookup(&v.claims, &self.claims.scopes));
+        id.grants = self.grants.clone();
+        id.email = email;
+        id.expires_at = Some(v.exp);
+        id.claims = v.claims;
+        Ok(id)
+    }
+}
+
+fn check_email(
+    rule: &EmailRule,
+    email: Option<&str>,
+    verified: Option<&Json>,
+) -> Result<(), JwtError> {
+    if rule.domains.is_empty() && rule.emails.is_empty() {
+        return Ok(());
+    }
+    let email =
+        email.ok_or_else(|| JwtError::Claims("email required by the trusted issuer".into()))?;
+    if verified != Some(&Json::Bool(true)) {
+        return Err(JwtError::Claims("email_verified is not true".into()));
+    }
+    let lower = email.to_ascii_lowercase();
+    let by_email = rule.emails.iter().any(|e| e.eq_ignore_ascii_case(&lower));
+    let by_domain = lower.rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && rule.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    });
+    if by_email || by_domain {
+        Ok(())
+    } else {
+        Err(JwtError::Claims(
+            "email not allowed by the trusted issuer".into(),
+        ))
+    }
+}
+
+/// A claim by dotted path (`realm_access.roles`); a claim whose own name has dots wins.
+pub fn lookup<'a>(claims: &'a Map<String, Json>, path: &str) -> Option<&'a Json> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut cur = claims.get(parts.next()?)?;
+    for part in parts {
+        cur = cur.as_object()?.get(part)?;
+    }
+    Some(cur)
+}
+
+/// An array of strings, or a space-separated string (OAuth `scope`).
+pub fn string_list(v: Option<&Json>) -> Vec<String> {
+    match v {
+        Some(Json::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(Json::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
