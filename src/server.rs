@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic_health::ServingStatus;
 
+use crate::authn::security::Security;
 use crate::authz::input::InputOptions;
 use crate::authz::service::{AuthzService, CheckSettings};
 use crate::config::{Config, ListenAddr};
@@ -117,8 +118,25 @@ pub struct App {
 }
 
 impl App {
-    /// Wires the Check service and gRPC settings from the config around a loaded store.
-    pub fn from_config(config: &Config, store: Arc<PolicyStore>, log: DecisionLog) -> Self {
+    /// Wires the Check service and gRPC settings from the config around a loaded store; builds
+    /// authentication and the internal token minter (reading their files and keys, and the
+    /// process environment for `secret_env`).
+    pub fn from_config(
+        config: &Config,
+        store: Arc<PolicyStore>,
+        log: DecisionLog,
+    ) -> Result<Self, String> {
+        let security = Security::from_config(config, &crate::authn::process_env)?.map(Arc::new);
+        Ok(Self::with_security(config, store, log, security))
+    }
+
+    /// Like [`App::from_config`] with authentication and tokens already built.
+    pub fn with_security(
+        config: &Config,
+        store: Arc<PolicyStore>,
+        log: DecisionLog,
+        security: Option<Arc<Security>>,
+    ) -> Self {
         let ext = &config.plugins.envoy_ext_authz_grpc;
         let authz = AuthzService::new(
             store.clone(),
@@ -130,7 +148,8 @@ impl App {
                 path: ext.decision_path().to_string(),
             },
             log,
-        );
+        )
+        .with_security(security);
         Self {
             store,
             authz,

@@ -229,7 +229,7 @@ async fn unix_and_abstract_sockets_serve_checks() {
             portcullis::policy::PolicyStore::load(vec![policy], Default::default()).unwrap(),
         );
         let config = portcullis::config::Config::default();
-        let app = portcullis::server::App::from_config(&config, store, Default::default());
+        let app = portcullis::server::App::from_config(&config, store, Default::default()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(portcullis::server::run(
             app,

@@ -28,6 +28,7 @@
 //! - [`identity`] `input.identity`
 //! - [`audit`]    the audit log (JSON lines)
 //! - [`metrics`]  counters
+//! - [`security`] authentication and the internal token wired for the Check path
 
 pub mod api_key;
 pub mod audit;
@@ -40,6 +41,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod oidc;
 pub mod request;
+pub mod security;
 
 use std::sync::Arc;
 use std::time::Duration;

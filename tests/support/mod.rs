@@ -61,7 +61,8 @@ impl TestServer {
         let store = Arc::new(
             PolicyStore::load(paths, server::policy_options(&config)).expect("policies load"),
         );
-        let app = App::from_config(&config, store.clone(), spec.log.unwrap_or_default());
+        let app = App::from_config(&config, store.clone(), spec.log.unwrap_or_default())
+            .expect("authentication and token config");
         Self::serve(app, store, dir).await
     }
 
