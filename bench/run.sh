@@ -16,7 +16,7 @@
 #                        (e.g. 'Bearer eyJ...': a token the example policy accepts)
 #   BENCH_DURATION       measured seconds per server (default 10, at most 600)
 #   BENCH_WARMUP         unmeasured seconds before that (default 2, at most 600)
-#   BENCH_CONCURRENCY    workers (default 8); BENCH_CONNECTIONS  HTTP/2 connections (default 2)
+#   BENCH_CONCURRENCY    workers (default 32); BENCH_CONNECTIONS  HTTP/2 connections (default 2)
 #   PORTCULLIS           binary to use; when unset, `cargo build --release` builds
 #                        ${CARGO_TARGET_DIR:-target}/release/portcullis first
 #   FLOOR_ADDR           floor's gRPC address (default 127.0.0.1:9292)
@@ -33,7 +33,7 @@ note() { echo "run.sh: $*" >&2; }
 CASE="${BENCH_CASE:-bench/case.yaml}"
 DURATION="${BENCH_DURATION:-10}"
 WARMUP="${BENCH_WARMUP:-2}"
-CONCURRENCY="${BENCH_CONCURRENCY:-8}"
+CONCURRENCY="${BENCH_CONCURRENCY:-32}"
 CONNECTIONS="${BENCH_CONNECTIONS:-2}"
 POLICIES="policies/"
 FLOOR_ADDR="${FLOOR_ADDR:-127.0.0.1:9292}"

@@ -14,9 +14,9 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic_health::ServingStatus;
 
 use crate::authn::security::Security;
-use crate::authz::input::InputOptions;
+use crate::authz::input::{self, InputOptions};
 use crate::authz::service::{AuthzService, CheckSettings};
-use crate::config::{Config, ListenAddr};
+use crate::config::{Config, ConfigError, ListenAddr};
 use crate::policy::{PolicyOptions, PolicyStore};
 use crate::telemetry::decision_log::DecisionLog;
 
@@ -118,16 +118,23 @@ pub struct App {
 }
 
 impl App {
-    /// Wires the Check service and gRPC settings from the config around a loaded store; builds
-    /// authentication and the internal token minter (reading their files and keys, and the
-    /// process environment for `secret_env`).
+    /// Wires the Check service and gRPC settings from the config around a loaded store. Fails
+    /// when the configured `proto-descriptor` cannot be loaded, or when authentication or the
+    /// internal token cannot be built (their files, keys, and the process environment for
+    /// `secret_env` are read here).
     pub fn from_config(
         config: &Config,
         store: Arc<PolicyStore>,
         log: DecisionLog,
-    ) -> Result<Self, String> {
-        let security = Security::from_config(config, &crate::authn::process_env)?.map(Arc::new);
-        Ok(Self::with_security(config, store, log, security))
+    ) -> Result<Self, ConfigError> {
+        let security = Security::from_config(config, &crate::authn::process_env)
+            .map_err(|message| ConfigError::Invalid {
+                file: "config".into(),
+                key: "authentication/internal_token".into(),
+                message,
+            })?
+            .map(Arc::new);
+        Self::with_security(config, store, log, security)
     }
 
     /// Like [`App::from_config`] with authentication and tokens already built.
@@ -136,21 +143,34 @@ impl App {
         store: Arc<PolicyStore>,
         log: DecisionLog,
         security: Option<Arc<Security>>,
-    ) -> Self {
+    ) -> Result<Self, ConfigError> {
         let ext = &config.plugins.envoy_ext_authz_grpc;
+        let proto_descriptors = match &ext.proto_descriptor {
+            None => None,
+            Some(path) => {
+                Some(
+                    input::load_descriptor_set(path).map_err(|e| ConfigError::Invalid {
+                        file: path.display().to_string(),
+                        key: "plugins.envoy_ext_authz_grpc.proto-descriptor".into(),
+                        message: e.to_string(),
+                    })?,
+                )
+            }
+        };
         let authz = AuthzService::new(
             store.clone(),
             CheckSettings {
                 dry_run: ext.dry_run,
                 input: InputOptions {
                     skip_body_parse: ext.skip_request_body_parse,
+                    proto_descriptors,
                 },
                 path: ext.decision_path().to_string(),
             },
             log,
         )
         .with_security(security);
-        Self {
+        Ok(Self {
             store,
             authz,
             grpc: GrpcSettings {
@@ -159,7 +179,7 @@ impl App {
                 enable_reflection: ext.enable_reflection,
                 ..Default::default()
             },
-        }
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 //!   package envoy.authz
 //!   allow := true
 //! data: {}             # optional, merged at the root of `data`
+//! paths: [policies]    # optional, files or directories relative to the repository root
 //! config: |            # optional config file text
 //!   plugins: {envoy_ext_authz_grpc: {dry-run: true}}
 //! cases:
@@ -45,6 +46,9 @@ struct CaseFile {
     data: Option<Json>,
     #[serde(default)]
     config: Option<String>,
+    /// Policy and data paths relative to the repository root (e.g. `policies`).
+    #[serde(default)]
+    paths: Vec<PathBuf>,
     cases: Vec<Case>,
 }
 
@@ -133,6 +137,11 @@ async fn run_file(path: &Path) -> (usize, Vec<String>) {
         policies,
         data: file.data.clone(),
         config: file.config.as_deref().unwrap_or(""),
+        paths: file
+            .paths
+            .iter()
+            .map(|p| Path::new(env!("CARGO_MANIFEST_DIR")).join(p))
+            .collect(),
         ..Default::default()
     })
     .await;

@@ -62,7 +62,7 @@ impl TestServer {
             PolicyStore::load(paths, server::policy_options(&config)).expect("policies load"),
         );
         let app = App::from_config(&config, store.clone(), spec.log.unwrap_or_default())
-            .expect("authentication and token config");
+            .expect("app from config");
         Self::serve(app, store, dir).await
     }
 

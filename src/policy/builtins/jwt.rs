@@ -36,11 +36,11 @@
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use regorus::Value;
+use regorus::{Rc, Value};
 use sha2::{Sha256, Sha384, Sha512};
 
 use super::keys::{self, Curve, KeyMaterial, VerificationKey};
-use super::{BuiltinError, BuiltinResult, b64url_decode, string_operand, to_hex};
+use super::{BuiltinError, BuiltinResult, b64url_decode, cache, string_operand, to_hex};
 
 /// Largest token accepted, in bytes.
 pub(crate) const MAX_TOKEN_BYTES: usize = 64 * 1024;
@@ -333,30 +333,50 @@ pub(crate) fn verify_eddsa(args: &[Value]) -> BuiltinResult<Value> {
 /// `io.jwt.verify_hs*(token, secret)`: the secret is used as its UTF-8 bytes.
 fn verify_hmac(alg: Alg, args: &[Value]) -> BuiltinResult<Value> {
     let text = string_operand(args, 0)?;
-    let secret = string_operand(args, 1)?;
-    let token = Token::parse(text)?;
-    let signature = token.signature()?;
-    let header = HeaderParams::parse(&token.header()?)?;
-    let valid = header.alg == alg.name()
-        && verify_with(
-            alg,
-            &KeyMaterial::Secret(secret.as_bytes().to_vec()),
-            &token,
-            &signature,
-        );
-    Ok(Value::from(valid))
+    let secret = string_rc(args, 1)?;
+    let verified = cache::verified(text, secret, alg.name(), || {
+        let token = Token::parse(text)?;
+        let signature = token.signature()?;
+        let header = HeaderParams::parse(&token.header()?)?;
+        let valid = header.alg == alg.name()
+            && verify_with(
+                alg,
+                &KeyMaterial::Secret(secret.as_bytes().to_vec()),
+                &token,
+                &signature,
+            );
+        Ok(valid.then_some((Value::Undefined, Value::Undefined)))
+    })?;
+    Ok(Value::from(verified.is_some()))
 }
 
 /// `io.jwt.verify_{rs,ps,es}*|eddsa(token, key)`: key is a PEM certificate, a PEM public key or
 /// a JWK (Set).
 fn verify_public(alg: Alg, args: &[Value]) -> BuiltinResult<Value> {
-    let token = Token::parse(string_operand(args, 0)?)?;
-    let keys = keys::parse(string_operand(args, 1)?)?;
-    let signature = token.signature()?;
-    let header = HeaderParams::parse(&token.header()?)?;
-    let valid =
-        header.alg == alg.name() && verify_with_keys(alg, &header.kid, &keys, &token, &signature);
-    Ok(Value::from(valid))
+    let text = string_operand(args, 0)?;
+    let key_text = string_rc(args, 1)?;
+    let verified = cache::verified(text, key_text, alg.name(), || {
+        let token = Token::parse(text)?;
+        let keys = keys::parse(key_text)?;
+        let signature = token.signature()?;
+        let header = HeaderParams::parse(&token.header()?)?;
+        let valid = header.alg == alg.name()
+            && verify_with_keys(alg, &header.kid, &keys, &token, &signature);
+        Ok(valid.then_some((Value::Undefined, Value::Undefined)))
+    })?;
+    Ok(Value::from(verified.is_some()))
+}
+
+/// The `index`-th operand as the shared string it is (for cache identity).
+fn string_rc(args: &[Value], index: usize) -> BuiltinResult<&Rc<str>> {
+    match args.get(index) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(BuiltinError::new(format!(
+            "operand {} must be a string",
+            index + 1
+        ))),
+        None => Err(BuiltinError::new(format!("operand {} missing", index + 1))),
+    }
 }
 
 /// True if a key verifies the token's signature. When the token's `kid` names a key, only that
@@ -482,8 +502,10 @@ fn es512_verify(point: &[u8], message: &[u8], signature: &[u8]) -> bool {
 
 /// The constraints object of `io.jwt.decode_verify`.
 struct Constraints {
-    keys: Option<Vec<VerificationKey>>,
-    secret: String,
+    /// `cert`: a PEM certificate, PEM public key or JWK (Set), parsed only when a signature
+    /// has to be checked (see [`cache`]).
+    cert: Option<Rc<str>>,
+    secret: Option<Rc<str>>,
     alg: String,
     iss: String,
     aud: String,
@@ -497,8 +519,8 @@ impl Constraints {
             return Err(BuiltinError::new("operand 2 must be an object"));
         };
         let mut constraints = Constraints {
-            keys: None,
-            secret: String::new(),
+            cert: None,
+            secret: None,
             alg: String::new(),
             iss: String::new(),
             aud: String::new(),
@@ -515,8 +537,18 @@ impl Constraints {
                 ))),
             };
             match name.as_ref() {
-                "cert" => constraints.keys = Some(keys::parse(&string()?)?),
-                "secret" => constraints.secret = string()?,
+                "cert" | "secret" => {
+                    let Value::String(text) = value else {
+                        return Err(BuiltinError::new(format!(
+                            "{name} constraint: must be a string"
+                        )));
+                    };
+                    if name.as_ref() == "cert" {
+                        constraints.cert = Some(text.clone());
+                    } else if !text.is_empty() {
+                        constraints.secret = Some(text.clone());
+                    }
+                }
                 "alg" => constraints.alg = string()?,
                 "iss" => constraints.iss = string()?,
                 "aud" => constraints.aud = string()?,
@@ -541,23 +573,37 @@ impl Constraints {
         if constraints.time < 0.0 {
             constraints.time = now_ns();
         }
-        match (constraints.keys.is_some(), !constraints.secret.is_empty()) {
+        match (constraints.cert.is_some(), constraints.secret.is_some()) {
             (true, true) => Err(BuiltinError::new("duplicate key constraints")),
             (false, false) => Err(BuiltinError::new("no key constraint")),
             _ => Ok(constraints),
         }
     }
 
-    /// Verifies the signature with the configured key(s) or secret.
-    fn verify(&self, alg: Alg, kid: &str, token: &Token<'_>, signature: &[u8]) -> bool {
-        match &self.keys {
-            Some(keys) => verify_with_keys(alg, kid, keys, token, signature),
-            None => verify_with(
+    /// The key material the signature is checked with, for cache identity.
+    fn key_text(&self) -> Option<&Rc<str>> {
+        self.cert.as_ref().or(self.secret.as_ref())
+    }
+
+    /// Verifies the signature with the configured key(s) or secret; `keys` are the parsed
+    /// `cert` (parsed once per call by the caller).
+    fn verify(
+        &self,
+        keys: Option<&[VerificationKey]>,
+        alg: Alg,
+        kid: &str,
+        token: &Token<'_>,
+        signature: &[u8],
+    ) -> bool {
+        match (keys, &self.secret) {
+            (Some(keys), _) => verify_with_keys(alg, kid, keys, token, signature),
+            (None, Some(secret)) => verify_with(
                 alg,
-                &KeyMaterial::Secret(self.secret.as_bytes().to_vec()),
+                &KeyMaterial::Secret(secret.as_bytes().to_vec()),
                 token,
                 signature,
             ),
+            (None, None) => false,
         }
     }
 
@@ -588,14 +634,13 @@ fn unverified() -> Value {
     ])
 }
 
-/// `io.jwt.decode_verify(token, constraints)`: `[true, header, payload]` when the signature
-/// verifies and every constraint holds, else `[false, {}, {}]`.
-pub(crate) fn decode_verify(args: &[Value]) -> BuiltinResult<Value> {
-    let constraints = Constraints::parse(args.get(1))?;
-    let outer = string_operand(args, 0)?;
-
-    // Verify each level of a nested token (`cty: JWT`) with the same constraints; the header
-    // and payload answered are the innermost token's.
+/// Verifies every level of a (possibly nested, `cty: JWT`) token and decodes the innermost
+/// header and payload; `None` when a signature or the `alg` constraint does not hold.
+fn verify_and_decode(outer: &str, constraints: &Constraints) -> BuiltinResult<cache::Verified> {
+    let keys = match &constraints.cert {
+        Some(cert) => Some(keys::parse(cert)?),
+        None => None,
+    };
     let mut nested: Option<String> = None;
     let mut depth = 0;
     let (header, payload) = loop {
@@ -603,17 +648,17 @@ pub(crate) fn decode_verify(args: &[Value]) -> BuiltinResult<Value> {
         let header = token.header()?;
         let params = HeaderParams::parse(&header)?;
         if !params.valid() {
-            return Ok(unverified());
+            return Ok(None);
         }
         if !constraints.alg.is_empty() && constraints.alg != params.alg {
-            return Ok(unverified());
+            return Ok(None);
         }
         let signature = token.signature()?;
         let Some(alg) = Alg::from_name(&params.alg) else {
-            return Ok(unverified());
+            return Ok(None);
         };
-        if !constraints.verify(alg, &params.kid, &token, &signature) {
-            return Ok(unverified());
+        if !constraints.verify(keys.as_deref(), alg, &params.kid, &token, &signature) {
+            return Ok(None);
         }
         let payload = token.payload()?;
         if !params.cty.eq_ignore_ascii_case("JWT") {
@@ -628,6 +673,29 @@ pub(crate) fn decode_verify(args: &[Value]) -> BuiltinResult<Value> {
         nested = Some(String::from_utf8_lossy(&payload).into_owned());
     };
     let payload = json_object(&payload, "JWT payload")?;
+    Ok(Some((header, payload)))
+}
+
+/// `io.jwt.decode_verify(token, constraints)`: `[true, header, payload]` when the signature
+/// verifies and every constraint holds, else `[false, {}, {}]`.
+pub(crate) fn decode_verify(args: &[Value]) -> BuiltinResult<Value> {
+    let constraints = Constraints::parse(args.get(1))?;
+    let outer = string_operand(args, 0)?;
+    let Some(key_text) = constraints.key_text() else {
+        return Err(BuiltinError::new("no key constraint"));
+    };
+    // The signature check and decoding do not depend on time: cached per thread. The `alg`
+    // constraint takes part in the cache identity.
+    let alg_constraint = Alg::from_name(&constraints.alg).map_or("", Alg::name);
+    if !constraints.alg.is_empty() && alg_constraint.is_empty() {
+        return Ok(unverified());
+    }
+    let verified = cache::verified(outer, key_text, alg_constraint, || {
+        verify_and_decode(outer, &constraints)
+    })?;
+    let Some((header, payload)) = verified else {
+        return Ok(unverified());
+    };
     let Ok(claims) = payload.as_object() else {
         return Err(BuiltinError::new("JWT payload is not a JSON object"));
     };

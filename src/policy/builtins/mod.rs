@@ -40,6 +40,7 @@
 //! They run on the regorus interpreter (`Engine`, `CompiledPolicy`); regorus' RVM bytecode
 //! compiler does not know host extensions and rejects policies that call them.
 
+mod cache;
 mod crypto;
 pub(crate) mod jwt;
 pub(crate) mod keys;
