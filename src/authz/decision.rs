@@ -69,7 +69,7 @@ pub enum TokenAsk {
     /// `internal_token: false`: not minted for this request.
     Refused,
     /// `internal_token: true` or an object.
-    Requested(crate::token::TokenRequest),
+    Requested(Box<crate::token::TokenRequest>),
 }
 
 /// An object decision with `allowed: false`.
@@ -178,7 +178,7 @@ impl TryFrom<&Value> for Decision {
 fn token_ask(v: &Value) -> Result<TokenAsk, DecisionError> {
     let err = |m: String| DecisionError::InternalToken(m);
     let obj = match v {
-        Value::Bool(true) => return Ok(TokenAsk::Requested(Default::default())),
+        Value::Bool(true) => return Ok(TokenAsk::Requested(Box::default())),
         Value::Bool(false) => return Ok(TokenAsk::Refused),
         Value::Object(obj) => obj,
         other => {
@@ -229,7 +229,7 @@ fn token_ask(v: &Value) -> Result<TokenAsk, DecisionError> {
             other => return Err(err(format!("unknown key {other:?}"))),
         }
     }
-    Ok(TokenAsk::Requested(req))
+    Ok(TokenAsk::Requested(Box::new(req)))
 }
 
 /// The JSON type name of a value, for error messages.
@@ -566,7 +566,7 @@ mod tests {
         let Decision::Allow(a) = d(r#"{"allowed": true, "internal_token": true}"#).unwrap() else {
             panic!("expected allow")
         };
-        assert_eq!(a.internal_token, TokenAsk::Requested(Default::default()));
+        assert_eq!(a.internal_token, TokenAsk::Requested(Box::default()));
         let Decision::Allow(a) = d(r#"{"allowed": true, "internal_token": false}"#).unwrap() else {
             panic!("expected allow")
         };
