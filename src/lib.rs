@@ -10,6 +10,7 @@
 //! - [`authn`]    authentication before Rego: JWT, API keys, Basic, trusted OIDC issuers, audit log
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
 //! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
+//! - [`offline`]  `portcullis eval` and `portcullis test`, like OPA's
 //! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
 //! - [`services`] OPA's `services` config and the outbound HTTP client
@@ -28,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod offline;
 pub mod policy;
 pub mod server;
 pub mod services;

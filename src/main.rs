@@ -31,6 +31,10 @@ enum Command {
     Run(RunArgs),
     /// Send one CheckRequest to an ext_authz server and print the response as JSON.
     Check(portcullis::client::check::CheckArgs),
+    /// Evaluate a Rego query against policies and data (like `opa eval`).
+    Eval(portcullis::offline::eval::EvalArgs),
+    /// Run the `test_*` rules of policies (like `opa test`).
+    Test(portcullis::offline::test::TestArgs),
     /// Load tools: a Check load generator and a no-op floor server.
     Bench {
         #[command(subcommand)]
@@ -129,6 +133,8 @@ fn main() -> ExitCode {
             ..Default::default()
         }),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Eval(args)) => exit(portcullis::offline::eval::main(&args)),
+        Some(Command::Test(args)) => exit(portcullis::offline::test::main(&args)),
         Some(Command::Check(args)) => client_command(portcullis::client::check::main(args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),
         Some(Command::Token { cmd }) => client_command(token_command(cmd)),
@@ -137,6 +143,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// Runs a client command on a small runtime and maps its exit code.

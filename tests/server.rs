@@ -363,3 +363,107 @@ async fn reflection_is_off_by_default() {
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     server.stop().await;
 }
+
+/// Sends `body` as the raw protobuf of a CheckRequest and returns the gRPC status.
+async fn raw_check(addr: std::net::SocketAddr, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Default)]
+    struct Raw;
+    struct RawEnc;
+    struct RawDec;
+    impl Encoder for RawEnc {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for RawDec {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            let mut out = vec![0; src.remaining()];
+            src.copy_to_slice(&mut out);
+            Ok(Some(out))
+        }
+    }
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawEnc;
+        type Decoder = RawDec;
+        fn encoder(&mut self) -> RawEnc {
+            RawEnc
+        }
+        fn decoder(&mut self) -> RawDec {
+            RawDec
+        }
+    }
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
+    grpc.unary(tonic::Request::new(body), path, Raw)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn hostile_messages_get_clear_errors_and_the_server_keeps_serving() {
+    use prost::Message;
+    let server = TestServer::start(Spec {
+        policies: vec![("p.rego", "package envoy.authz\n\nallow := true\n")],
+        sets: vec!["plugins.envoy_ext_authz_grpc.grpc-max-recv-msg-size=2048".into()],
+        ..Default::default()
+    })
+    .await;
+    // Over the size limit.
+    let mut big = CheckRequest::default();
+    let mut attrs = envoy_types::pb::envoy::service::auth::v3::AttributeContext::default();
+    let mut request =
+        envoy_types::pb::envoy::service::auth::v3::attribute_context::Request::default();
+    let http_req = envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest {
+        body: "x".repeat(10_000),
+        ..Default::default()
+    };
+    request.http = Some(http_req);
+    attrs.request = Some(request);
+    big.attributes = Some(attrs);
+    let err = raw_check(server.grpc_addr, big.encode_to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    // Not protobuf at all.
+    let err = raw_check(server.grpc_addr, vec![0xff; 64])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    // A header value that is not UTF-8 (field 1 attributes > 4 request > 2 http > 3 headers).
+    let header_entry = [0x0a, 0x01, b'k', 0x12, 0x02, 0xc3, 0x28];
+    let mut http_bytes = vec![0x1a, header_entry.len() as u8];
+    http_bytes.extend_from_slice(&header_entry);
+    let mut request_bytes = vec![0x12, http_bytes.len() as u8];
+    request_bytes.extend_from_slice(&http_bytes);
+    let mut attrs_bytes = vec![0x22, request_bytes.len() as u8];
+    attrs_bytes.extend_from_slice(&request_bytes);
+    let mut msg = vec![0x0a, attrs_bytes.len() as u8];
+    msg.extend_from_slice(&attrs_bytes);
+    let err = raw_check(server.grpc_addr, msg).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert!(err.message().contains("UTF-8"), "{err:?}");
+    // The server still answers.
+    let ok = raw_check(server.grpc_addr, CheckRequest::default().encode_to_vec())
+        .await
+        .unwrap();
+    let resp =
+        envoy_types::pb::envoy::service::auth::v3::CheckResponse::decode(ok.as_slice()).unwrap();
+    assert_eq!(resp.status.unwrap().code, 0);
+    server.stop().await;
+}

@@ -1,0 +1,7 @@
+//! Offline policy tools, like OPA's: `portcullis eval` and `portcullis test`.
+//!
+//! Both load policies and data exactly as the server does ([`crate::policy::Sources`], the same
+//! extension builtins), so a policy that passes here behaves the same in the sidecar.
+
+pub mod eval;
+pub mod test;
