@@ -110,6 +110,17 @@ pub(crate) enum Keys {
 }
 
 impl KeySource {
+    /// The key set in use now, without fetching or refreshing (`None` for a secret, which never
+    /// changes). Cached verifications are valid only while this stays the same set.
+    pub(crate) fn current_set(&self) -> Option<Arc<KeySet>> {
+        match self {
+            KeySource::Secret(_) => None,
+            KeySource::Static(s) => Some(s.clone()),
+            KeySource::File(w) => Some(w.get()),
+            KeySource::Remote(r) => r.current.load_full().map(|f| f.set.clone()),
+        }
+    }
+
     /// The keys to verify a token whose header names `kid`.
     pub(crate) async fn keys(&self, kid: Option<&str>) -> Keys {
         match self {

@@ -9,12 +9,16 @@
 //! issuer; `aud` (a string or an array of strings) naming a configured audience; a non-empty
 //! subject. Header parameters that point at keys (`jwk`, `jku`, `x5u`, `x5c`) are never read.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use base64::Engine as _;
 use serde_json::{Map, Value as Json};
+use sha2::{Digest, Sha256};
 
 use super::config::{ClaimsMap, Grant, Method};
 use super::identity::Identity;
-use super::jwks::{KeySource, Keys, MAX_KID_BYTES};
+use super::jwks::{KeySet, KeySource, Keys, MAX_KID_BYTES};
 use crate::policy::builtins::jwt::{Alg, verify_signature};
 
 /// Why a token was refused. The `Display` text is for logs only; the caller gets [`code`].
@@ -61,6 +65,40 @@ pub struct JwtVerifier {
     pub max_token_bytes: usize,
     pub email_rule: Option<EmailRule>,
     pub grants: Vec<Grant>,
+    pub cache: VerifiedCache,
+}
+
+/// Tokens that verified, by SHA-256, so that a caller sending the same token again costs a hash
+/// and a look-up instead of a signature verification. An entry is used only while the key set
+/// it was verified with is still the current one (a rotation or reload invalidates it), for at
+/// most [`VerifiedCache::MAX_AGE`] seconds, and with `exp`/`nbf` checked again at every use.
+#[derive(Debug, Default)]
+pub struct VerifiedCache {
+    map: Mutex<HashMap<[u8; 32], CachedToken>>,
+}
+
+#[derive(Debug)]
+struct CachedToken {
+    set: Option<Arc<KeySet>>,
+    exp: i64,
+    nbf: Option<i64>,
+    cached_at: i64,
+    identity: Arc<Identity>,
+}
+
+impl VerifiedCache {
+    /// Longest time an entry is used.
+    pub const MAX_AGE: i64 = 60;
+    /// Most entries kept.
+    pub const MAX_ENTRIES: usize = 10_000;
+}
+
+fn same_set(a: &Option<Arc<KeySet>>, b: &Option<Arc<KeySet>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
 }
 
 /// A token whose signature and claims checked out.
@@ -115,6 +153,49 @@ fn number(v: &Json, name: &str) -> Result<i64, JwtError> {
 }
 
 impl JwtVerifier {
+    /// Verifies `token` and maps it to an identity, through the [`VerifiedCache`].
+    pub async fn authenticate(&self, token: &str, now: i64) -> Result<Arc<Identity>, JwtError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let set = self.keys.current_set();
+        if let Ok(map) = self.cache.map.lock()
+            && let Some(c) = map.get(&digest)
+            && same_set(&c.set, &set)
+            && now < c.cached_at + VerifiedCache::MAX_AGE
+            && now < c.exp.saturating_add(self.skew)
+            && c.nbf.is_none_or(|nbf| nbf <= now.saturating_add(self.skew))
+        {
+            return Ok(c.identity.clone());
+        }
+        let verified = self.verify(token, now).await?;
+        let nbf = verified
+            .claims
+            .get("nbf")
+            .and_then(|v| number(v, "nbf").ok());
+        let exp = verified.exp;
+        let identity = Arc::new(self.identity(verified, super::audit::hex(&digest))?);
+        // The set the token verified with (re-read: a fetch may have replaced it).
+        let set = self.keys.current_set();
+        if let Ok(mut map) = self.cache.map.lock() {
+            if map.len() >= VerifiedCache::MAX_ENTRIES {
+                map.retain(|_, c| now < c.cached_at + VerifiedCache::MAX_AGE && now < c.exp);
+                if map.len() >= VerifiedCache::MAX_ENTRIES {
+                    map.clear();
+                }
+            }
+            map.insert(
+                digest,
+                CachedToken {
+                    set,
+                    exp,
+                    nbf,
+                    cached_at: now,
+                    identity: identity.clone(),
+                },
+            );
+        }
+        Ok(identity)
+    }
+
     /// Verifies `token` at `now` (seconds since the epoch).
     pub async fn verify(&self, token: &str, now: i64) -> Result<Verified, JwtError> {
         let (h, p, s) = split(token, self.max_token_bytes)?;
@@ -287,5 +368,61 @@ pub fn string_list(v: Option<&Json>) -> Vec<String> {
             .map(str::to_owned)
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier {
+            issuer: Some("iss".into()),
+            audiences: vec![],
+            algorithms: vec![Alg::HS256],
+            keys: KeySource::Secret(b"0123456789abcdef0123456789abcdef".to_vec()),
+            skew: 0,
+            claims: ClaimsMap::default(),
+            max_token_bytes: 4096,
+            email_rule: None,
+            grants: vec![],
+            cache: VerifiedCache::default(),
+        }
+    }
+
+    fn token(claims: Json) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn cached_tokens_still_expire_and_respect_nbf() {
+        let v = verifier();
+        let t = token(serde_json::json!({"iss": "iss", "sub": "a", "exp": 1000, "nbf": 100}));
+        assert!(v.authenticate(&t, 500).await.is_ok());
+        // Served from the cache, but exp and nbf are checked again.
+        assert!(v.authenticate(&t, 501).await.is_ok());
+        assert_eq!(
+            v.authenticate(&t, 1000).await.unwrap_err(),
+            JwtError::Claims("expired".into())
+        );
+        assert!(v.authenticate(&t, 99).await.is_err());
+        // A different token (one byte changed) is never a cache hit.
+        let mut bad = t.clone();
+        bad.push('x');
+        assert!(v.authenticate(&bad, 500).await.is_err());
+    }
+
+    #[test]
+    fn lookup_and_lists() {
+        let c: Map<String, Json> =
+            serde_json::from_str(r#"{"a": {"b": ["x", "y"]}, "s": "p q", "a.b": 1}"#).unwrap();
+        assert_eq!(string_list(lookup(&c, "s")), vec!["p", "q"]);
+        assert_eq!(lookup(&c, "a.b"), Some(&Json::from(1)));
+        assert_eq!(string_list(lookup(&c, "a.b.c")), Vec::<String>::new());
     }
 }

@@ -415,12 +415,8 @@ impl Authenticator {
                 None => return Some(fail("invalid_token", "issuer is not trusted".into())),
             },
         };
-        let result = match verifier.verify(token, now).await {
-            Ok(v) => verifier.identity(v, print.clone()),
-            Err(e) => Err(e),
-        };
-        Some(match result {
-            Ok(id) => PolicyResult::Identity(Box::new(id)),
+        Some(match verifier.authenticate(token, now).await {
+            Ok(id) => PolicyResult::Identity(Box::new((*id).clone())),
             Err(e) => fail(e.code(), e.to_string()),
         })
     }
@@ -646,6 +642,7 @@ pub fn build_verifier(c: &config::JwtConfig, env: Env<'_>) -> Result<JwtVerifier
         max_token_bytes: c.max_token_bytes,
         email_rule: None,
         grants: Vec::new(),
+        cache: Default::default(),
     })
 }
 

@@ -119,6 +119,7 @@ impl OidcIssuer {
                 emails: c.allowed_emails.clone(),
             }),
             grants: c.grants.clone(),
+            cache: Default::default(),
         })
     }
 }

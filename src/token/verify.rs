@@ -46,6 +46,7 @@ pub async fn verify(
         max_token_bytes: 64 * 1024,
         email_rule: None,
         grants: Vec::new(),
+        cache: Default::default(),
     };
     verifier
         .verify(token, now)
