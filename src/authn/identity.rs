@@ -25,6 +25,9 @@ pub struct Identity {
     /// SHA-256 (hex) of the presented credential, for audit events.
     #[serde(skip)]
     pub thumbprint: String,
+    /// `input.identity`, built once (identities of cached tokens are shared between Checks).
+    #[serde(skip)]
+    value: std::sync::OnceLock<regorus::Value>,
 }
 
 impl Identity {
@@ -41,15 +44,18 @@ impl Identity {
             email: None,
             expires_at: None,
             thumbprint,
+            value: std::sync::OnceLock::new(),
         }
     }
 
-    /// `input.identity`.
+    /// `input.identity` (built on first use; set every field before that).
     pub fn to_value(&self) -> regorus::Value {
-        match serde_json::to_value(self) {
-            Ok(json) => regorus::Value::from(json),
-            Err(_) => regorus::Value::Null,
-        }
+        self.value
+            .get_or_init(|| match serde_json::to_value(self) {
+                Ok(json) => regorus::Value::from(json),
+                Err(_) => regorus::Value::Null,
+            })
+            .clone()
     }
 
     pub fn has_role(&self, role: &str) -> bool {

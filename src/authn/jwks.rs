@@ -58,14 +58,23 @@ impl KeySet {
     }
 
     /// The keys to try for a token: the key named by `kid` if the token has one (it must also
-    /// allow `alg`), else every key that allows `alg`.
+    /// allow `alg`); for a `kid` no key carries, the keys published without a `kid`; without a
+    /// `kid`, every key that allows `alg`.
     pub(crate) fn candidates<'a>(&'a self, kid: Option<&str>, alg: Alg) -> Vec<&'a KeyMaterial> {
         let fits = |k: &&VerificationKey| k.alg.is_none_or(|a| a == alg);
         match kid {
-            Some(kid) => self
+            Some(kid) if self.has_kid(kid) => self
                 .keys
                 .iter()
                 .filter(|k| k.kid.as_deref() == Some(kid))
+                .filter(fits)
+                .map(|k| &k.material)
+                .collect(),
+            // A kid that no key carries may still match a key published without one.
+            Some(_) => self
+                .keys
+                .iter()
+                .filter(|k| k.kid.is_none())
                 .filter(fits)
                 .map(|k| &k.material)
                 .collect(),

@@ -67,7 +67,7 @@ pub enum AuthnOutcome {
     NotApplicable,
     /// Only optional policies matched and no credential was presented: `input.identity` is null.
     Anonymous,
-    Authenticated(Box<Identity>),
+    Authenticated(Arc<Identity>),
     Denied(Denial),
 }
 
@@ -140,7 +140,7 @@ pub fn now() -> i64 {
 
 /// One policy's verdict.
 enum PolicyResult {
-    Identity(Box<Identity>),
+    Identity(Arc<Identity>),
     NoCredential,
     Failed {
         method: Method,
@@ -237,7 +237,7 @@ impl Authenticator {
             return AuthnOutcome::NotApplicable;
         }
         let now = now();
-        let mut identity: Option<Box<Identity>> = None;
+        let mut identity: Option<Arc<Identity>> = None;
         for p in &matched {
             match self.run_policy(p, req, now).await {
                 PolicyResult::Identity(id) => {
@@ -416,7 +416,7 @@ impl Authenticator {
             },
         };
         Some(match verifier.authenticate(token, now).await {
-            Ok(id) => PolicyResult::Identity(Box::new((*id).clone())),
+            Ok(id) => PolicyResult::Identity(id),
             Err(e) => fail(e.code(), e.to_string()),
         })
     }
@@ -477,7 +477,7 @@ fn try_api_key(k: &ApiKeyMethod, req: &RequestView<'_>, now: i64) -> Option<Poli
             id.roles = record.roles;
             id.api_key_id = Some(record.id);
             id.expires_at = record.expires_at;
-            Some(PolicyResult::Identity(Box::new(id)))
+            Some(PolicyResult::Identity(Arc::new(id)))
         }
         Err(e) => fail(e.to_string()),
     }
@@ -493,7 +493,7 @@ async fn try_basic(b: &BasicAuth, req: &RequestView<'_>) -> Option<PolicyResult>
             let mut id = Identity::new(Method::Basic, u.username, print);
             id.roles = u.roles;
             id.scopes = u.scopes;
-            PolicyResult::Identity(Box::new(id))
+            PolicyResult::Identity(Arc::new(id))
         }
         Err(e) => PolicyResult::Failed {
             method: Method::Basic,
