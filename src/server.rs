@@ -10,7 +10,8 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::authn::security::Security;
@@ -285,7 +286,12 @@ pub async fn run(
         match listeners.ext_authz {
             GrpcListener::Tcp(l) => {
                 router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(l), grpc_stop)
+                    // TCP_NODELAY: without it a response larger than one segment (e.g. one
+                    // carrying an internal token) waits ~40 ms on Nagle + delayed ACK.
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(l).with_nodelay(Some(true)),
+                        grpc_stop,
+                    )
                     .await
             }
             GrpcListener::Unix(l) => {
