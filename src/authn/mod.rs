@@ -743,6 +743,20 @@ mod tests {
     }
 
     #[test]
+    fn scrub_erases_credential_headers_and_query_params() {
+        let mut input = regorus::Value::from(serde_json::json!({
+            "attributes": {"request": {"http": {
+                "headers": {"x-api-key": "sk_live_secret", "accept": "*/*"},
+                "path": "/v1/x?api_key=sk_live_secret&page=2"}}},
+            "parsed_query": {"api_key": ["sk_live_secret"], "page": ["2"]}
+        }));
+        scrub_input(&mut input, &["x-api-key".into()], &["api_key".into()]);
+        let text = serde_json::to_string(&input).unwrap();
+        assert!(!text.contains("sk_live_secret"), "{text}");
+        assert!(text.contains("page=2") && text.contains("accept"), "{text}");
+    }
+
+    #[test]
     fn credentials_from_headers() {
         assert_eq!(credential("Bearer abc", "Bearer"), Some("abc"));
         assert_eq!(credential("bearer  abc ", "Bearer"), Some("abc"));
