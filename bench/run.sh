@@ -154,6 +154,27 @@ ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'
 }
 
+# ready_ms: milliseconds from spawning the server until /health answers 200 (median of 5).
+ready_ms() {
+  command -v curl >/dev/null || { echo "n/a"; return; }
+  local samples=() start end pid
+  for _ in 1 2 3 4 5; do
+    start=$(date +%s%N)
+    "$PORTCULLIS" run --server --set "plugins.envoy_ext_authz_grpc.addr=$GRPC_ADDR" \
+      --addr "$HTTP_ADDR" --log-level error "$POLICIES" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 1 2000); do
+      curl -sf "http://$HTTP_ADDR/health" >/dev/null 2>&1 && break
+      sleep 0.002
+    done
+    end=$(date +%s%N)
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    samples+=($(( (end - start) / 1000000 )))
+  done
+  printf '%s\n' "${samples[@]}" | sort -n | sed -n 3p
+}
+
 start_server floor "$FLOOR_ADDR" 10 "$PORTCULLIS" bench floor --addr "$FLOOR_ADDR"
 FLOOR_JSON="$(load floor "$FLOOR_ADDR")"
 stop_server
@@ -162,6 +183,11 @@ start_server portcullis "$GRPC_ADDR" 60 "$PORTCULLIS" run --server \
   --set "plugins.envoy_ext_authz_grpc.addr=$GRPC_ADDR" --addr "$HTTP_ADDR" "$POLICIES"
 PORT_JSON="$(load portcullis "$GRPC_ADDR")"
 stop_server
+
+READY_MS="$(ready_ms)"
+EVAL_JSON="$("$PORTCULLIS" bench eval -d "$POLICIES" --case "$CASE" --count 20000 \
+  data.envoy.authz.allow 2>/dev/null || true)"
+echo "eval: $EVAL_JSON" >&2
 
 for pair in "floor:$FLOOR_JSON" "portcullis:$PORT_JSON"; do
   name="${pair%%:*}" json="${pair#*:}"
@@ -192,3 +218,7 @@ printf '| portcullis / floor | | | %s | %s | %s | |\n' \
   "$(ratio "$(field "$PORT_JSON" p99_us)" "$(field "$FLOOR_JSON" p99_us)")" \
   "$(ratio "$(field "$PORT_JSON" server_cpu_us_per_req)" "$(field "$FLOOR_JSON" server_cpu_us_per_req)")" \
   "$(ratio "$(field "$PORT_JSON" server_peak_rss_kb)" "$(field "$FLOOR_JSON" server_peak_rss_kb)")"
+echo
+echo "Policy evaluation (bench eval, same case): p50 $(field "$EVAL_JSON" p50_ns) ns," \
+  "mean $(field "$EVAL_JSON" mean_ns) ns; input document built in $(field "$EVAL_JSON" input_build_ns) ns."
+echo "Ready (spawn to /health 200, median of 5): ${READY_MS} ms."

@@ -1,6 +1,12 @@
-//! The HTTP API: OPA's `/health` and `/v1/data/{path}`, and the internal token's
+//! The HTTP API: OPA's `/health`, `/metrics` and `/v1/data/{path}`, and the internal token's
 //! `/.well-known/jwks.json` and `/.well-known/openid-configuration` (404 unless `internal_token`
 //! is configured).
+//!
+//! `/health` answers 200 `{}` while the server runs. With `?bundles` (readiness with bundles) or
+//! `?plugins`, it answers 200 only once every configured bundle has been activated at least
+//! once, and 500 `{"error": ...}` naming the pending bundles (and their last download error)
+//! before that, as OPA does. Once ready, `?bundles` answers `{"bundles": {name: {"revision"}}}`
+//! (OPA answers `{}`; probes only read the status).
 //!
 //! `POST /v1/data/{path}` with `{"input": ...}` answers `{"result": ...}` (or `{}` when the
 //! document is undefined), so a policy can be tried against the same input the Check path
@@ -24,15 +30,17 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
-    /// `--addr`: health and the data API.
+    /// `--addr`: health, metrics and the data API.
     Full,
-    /// `--diagnostic-addr`: health only.
+    /// `--diagnostic-addr`: health and metrics only.
     Diagnostic,
 }
 
 /// Builds the router for a surface.
 pub fn router(app: App, surface: Surface) -> Router {
-    let mut router = Router::new().route("/health", get(health));
+    let mut router = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics));
     if surface == Surface::Full {
         router = router
             .route("/v1/data", get(get_root).post(post_root))
@@ -63,11 +71,54 @@ pub async fn serve(
     }
 }
 
-/// `GET /health` (also `?plugins` and `?bundles`): 200 once policies are loaded. Policies are
-/// loaded before any listener serves, and this build has no bundle plugin, so every form answers
-/// 200 while the process runs.
-async fn health(State(app): State<App>) -> Response {
-    let _ = app.store.snapshot();
+/// `GET /health`, `?bundles`, `?plugins`: see the module docs.
+async fn health(State(app): State<App>, uri: axum::http::Uri) -> Response {
+    let wants = |key: &str| {
+        uri.query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == key && !v.eq_ignore_ascii_case("false"))
+        })
+    };
+    if (wants("bundles") || wants("plugins")) && !app.store.is_ready() {
+        let statuses = app.store.bundle_status().all();
+        let pending: Vec<String> = app
+            .store
+            .pending_bundles()
+            .into_iter()
+            .map(|name| {
+                match statuses
+                    .iter()
+                    .find(|s| s.name == name)
+                    .and_then(|s| s.last_error.clone())
+                {
+                    Some(error) => format!("{name} ({error})"),
+                    None => name,
+                }
+            })
+            .collect();
+        let error = format!(
+            "not all bundles have been activated: {}",
+            pending.join(", ")
+        );
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({ "error": error })),
+        )
+            .into_response();
+    }
+    if wants("bundles") {
+        // Portcullis: the active revision of each bundle (OPA answers `{}`).
+        let bundles: serde_json::Map<String, Json> = app
+            .store
+            .snapshot()
+            .bundles()
+            .iter()
+            .map(|b| (b.name.clone(), json!({ "revision": b.revision })))
+            .collect();
+        if !bundles.is_empty() {
+            return (StatusCode::OK, axum::Json(json!({ "bundles": bundles }))).into_response();
+        }
+    }
     (StatusCode::OK, axum::Json(json!({}))).into_response()
 }
 
@@ -108,6 +159,18 @@ async fn openid_configuration(State(app): State<App>) -> Response {
             "no internal token is configured",
         ),
     }
+}
+
+/// `GET /metrics`: Prometheus' text exposition (OpenMetrics).
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::telemetry::metrics::CONTENT_TYPE,
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]

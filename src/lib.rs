@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`bundle`]   OPA bundles: safe archive reading, manifest and roots, signatures, download
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
 //! - [`authn`]    authentication before Rego: JWT, API keys, Basic, trusted OIDC issuers, audit log
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
@@ -16,7 +17,7 @@
 //! - [`services`] OPA's `services` config and the outbound HTTP client
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
 //! - [`grpc`]     the one place where domain errors become `tonic::Status`
-//! - [`telemetry`] logging set-up and the decision log sink
+//! - [`telemetry`] logging, Prometheus metrics, OpenTelemetry traces, OPA-format decision logs
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -25,6 +26,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod grpc;

@@ -10,9 +10,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use portcullis::config::{Config, ListenAddr};
-use portcullis::policy::{PolicyOptions, PolicyStore};
+use portcullis::policy::{LoadSpec, PolicyOptions, PolicyStore};
 use portcullis::server::{self, App, GrpcListener, Listeners};
-use portcullis::telemetry::{self, LogFormat, decision_log::DecisionLog};
+use portcullis::telemetry::decision_log::{DecisionLog, LogSettings};
+use portcullis::telemetry::trace::{Tracer, TracingSettings};
+use portcullis::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         cmd: TokenCommand,
     },
+    /// OPA bundles: `bundle build DIR -o bundle.tar.gz`.
+    Bundle {
+        #[command(subcommand)]
+        cmd: BundleCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -68,6 +75,12 @@ enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Package a policy directory as an OPA bundle (optionally signed).
+    Build(portcullis::bundle::build::BuildArgs),
+}
+
 /// `portcullis run`: OPA's flags. Flags that only concern OPA's own services are accepted and
 /// have no effect (`--skip-version-check`, `--disable-telemetry`).
 #[derive(Debug, Args, Default)]
@@ -85,7 +98,7 @@ struct RunArgs {
     /// HTTP API address.
     #[arg(short = 'a', long = "addr", default_value = "localhost:8181")]
     addr: Vec<String>,
-    /// Address serving only /health (off unless set).
+    /// Address serving only /health and /metrics (off unless set).
     #[arg(long = "diagnostic-addr")]
     diagnostic_addr: Option<String>,
     /// Reload policies and data when a file changes.
@@ -106,6 +119,29 @@ struct RunArgs {
     /// Seconds to wait for in-flight requests at shutdown.
     #[arg(long = "shutdown-grace-period", default_value_t = 10)]
     shutdown_grace_period: u64,
+    /// Load this path (directory or .tar.gz) as an OPA bundle; may be repeated. Like OPA's
+    /// `--bundle`, this makes every PATH argument a bundle too.
+    #[arg(short = 'b', long = "bundle")]
+    bundle: bool,
+    /// PEM public key file (or HMAC secret) that verifies signed bundles given on the command
+    /// line.
+    #[arg(long = "verification-key")]
+    verification_key: Option<String>,
+    /// The id of `--verification-key`.
+    #[arg(long = "verification-key-id", default_value = "default")]
+    verification_key_id: String,
+    /// The algorithm of `--verification-key`.
+    #[arg(long = "signing-alg", default_value = "RS256")]
+    signing_alg: String,
+    /// The scope signed bundles must carry.
+    #[arg(long = "scope")]
+    scope: Option<String>,
+    /// Globs of bundle files left out of signature verification.
+    #[arg(long = "exclude-files-verify")]
+    exclude_files_verify: Vec<String>,
+    /// Load signed bundles given on the command line without verifying their signatures.
+    #[arg(long = "skip-verify")]
+    skip_verify: bool,
     /// Accepted for compatibility with OPA; Portcullis never phones home.
     #[arg(long = "skip-version-check", hide = true)]
     skip_version_check: bool,
@@ -138,6 +174,9 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => client_command(portcullis::client::check::main(args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),
         Some(Command::Token { cmd }) => client_command(token_command(cmd)),
+        Some(Command::Bundle {
+            cmd: BundleCommand::Build(args),
+        }) => ExitCode::from(u8::try_from(portcullis::bundle::build::main(args)).unwrap_or(1)),
         Some(Command::Version) => {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -214,12 +253,14 @@ fn default_policy_dir() -> PathBuf {
 }
 
 fn run(mut args: RunArgs) -> ExitCode {
-    telemetry::init(&args.log_level, args.log_format);
     let config = match Config::load(args.config_file.as_deref(), &args.set) {
         Ok(c) => c,
-        Err(e) => return fail(&format!("config: {e}")),
+        Err(e) => {
+            telemetry::init(&args.log_level, args.log_format);
+            return fail(&format!("config: {e}"));
+        }
     };
-    if args.paths.is_empty() && args.config_file.is_none() {
+    if args.paths.is_empty() && args.config_file.is_none() && config.bundles.is_empty() {
         args.paths.push(default_policy_dir());
     }
     let threads = config
@@ -234,40 +275,92 @@ fn run(mut args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(serve(config, args))
+    runtime.block_on(async move {
+        // The OTLP exporter's gRPC channel lives on this runtime.
+        let tracing = TracingSettings::resolve(config.distributed_tracing.as_ref(), &|k| {
+            std::env::var(k).ok()
+        });
+        let tracer = match tracing.as_ref().map(Tracer::start).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                telemetry::init(&args.log_level, args.log_format);
+                return fail(&e.to_string());
+            }
+        };
+        if let Err(e) = telemetry::init_with_tracing(&args.log_level, args.log_format, tracer.as_ref()) {
+            eprintln!("warning: logging: {e}");
+        }
+        if let Some(t) = &tracing {
+            tracing::info!(endpoint = %t.endpoint, sample_ratio = t.sample_ratio, "distributed tracing on");
+        }
+        let code = serve(config, args).await;
+        if let Some(tracer) = tracer {
+            let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+        }
+        code
+    })
 }
 
 async fn serve(config: Config, args: RunArgs) -> ExitCode {
     let ext = &config.plugins.envoy_ext_authz_grpc;
+    let verification = match local_verification(&args) {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
     let opts = PolicyOptions {
         rego_v0: args.v0_compatible,
         ignore: args.ignore.clone(),
+        verification,
+        skip_verify: args.skip_verify,
         ..server::policy_options(&config)
     };
     let started = std::time::Instant::now();
-    let store = match PolicyStore::load(args.paths.clone(), opts) {
+    // OPA's --bundle: every PATH is read as a bundle (directory or archive).
+    let (paths, bundle_paths) = if args.bundle {
+        (Vec::new(), args.paths.clone())
+    } else {
+        (args.paths.clone(), Vec::new())
+    };
+    let spec = LoadSpec {
+        paths,
+        bundle_paths,
+        remote_bundles: config.bundles.keys().cloned().collect(),
+    };
+    let store = match PolicyStore::load_with(spec, opts) {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(&format!("policy: {e}")),
     };
-    if !store.snapshot().has_decision() {
+    let downloaders = match portcullis::bundle::download::downloaders(&config, store.clone()) {
+        Ok(d) => d,
+        Err(e) => return fail(&format!("config: {e}")),
+    };
+    let _bundle_tasks: Vec<AbortOnDrop> = downloaders
+        .into_iter()
+        .map(|d| {
+            tracing::info!(bundle = d.name(), url = d.url(), "downloading bundle");
+            AbortOnDrop(tokio::spawn(d.run()))
+        })
+        .collect();
+    if !store.is_ready() {
+        tracing::info!(
+            pending = ?store.pending_bundles(),
+            "waiting for bundles: Checks fail as undefined and gRPC health is NOT_SERVING until each is activated"
+        );
+    } else if !store.snapshot().has_decision() {
         tracing::warn!(
             path = ext.decision_path(),
             "no policy defines the decision path; every Check will fail as undefined"
         );
     }
-    let log = if config.decision_logs.console {
-        DecisionLog::console(serde_json::json!({
-            "id": uuid::Uuid::new_v4().to_string(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "labels": config.labels,
-        }))
-    } else {
-        DecisionLog::disabled()
+    let log = match DecisionLog::start(LogSettings::from_config(&config), None) {
+        Ok(log) => log,
+        Err(e) => return fail(&format!("decision_logs: {e}")),
     };
-    let mut app = match App::from_config(&config, store.clone(), log) {
+    let mut app = match App::from_config(&config, store.clone(), log.clone()) {
         Ok(app) => app,
         Err(e) => return fail(&format!("config: {e}")),
     };
+    let metrics = app.metrics.clone();
     app.grpc.shutdown_grace = Duration::from_secs(args.shutdown_grace_period);
 
     let listeners = match bind(&config, &args).await {
@@ -275,10 +368,13 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let _watcher = if args.watch {
-        match portcullis::policy::watch::watch(store.clone(), |r| match r {
-            Ok(rev) => tracing::info!(revision = rev, "policies reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "policy reload rejected; previous policies keep serving")
+        match portcullis::policy::watch::watch(store.clone(), move |r| {
+            metrics.policy_reload(r);
+            match r {
+                Ok(rev) => tracing::info!(revision = rev, "policies reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "policy reload rejected; previous policies keep serving")
+                }
             }
         }) {
             Ok(w) => Some(w),
@@ -294,10 +390,51 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         ready_ms = started.elapsed().as_millis() as u64,
         "portcullis serving"
     );
-    match server::run(app, listeners, shutdown_signal()).await {
+    let result = server::run(app, listeners, shutdown_signal()).await;
+    log.shutdown(Duration::from_secs(5)).await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server: {e}")),
     }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// OPA's `--verification-key` flags, for bundles given on the command line.
+fn local_verification(args: &RunArgs) -> Result<Option<portcullis::bundle::Verification>, String> {
+    let Some(key) = &args.verification_key else {
+        return Ok(None);
+    };
+    // As in OPA, the flag takes a PEM file path, or the key (or HMAC secret) itself.
+    let key = match std::fs::read_to_string(key) {
+        Ok(text) => text,
+        Err(_) => key.clone(),
+    };
+    portcullis::bundle::signing::algorithm(&args.signing_alg)
+        .map_err(|e| format!("--signing-alg: {e}"))?;
+    let mut keys = std::collections::BTreeMap::new();
+    keys.insert(
+        args.verification_key_id.clone(),
+        portcullis::config::KeyConfig {
+            algorithm: args.signing_alg.clone(),
+            key: Some(key),
+            private_key: None,
+            scope: args.scope.clone(),
+        },
+    );
+    Ok(Some(portcullis::bundle::Verification {
+        keys,
+        key_id: Some(args.verification_key_id.clone()),
+        scope: args.scope.clone(),
+        exclude_files: args.exclude_files_verify.clone(),
+    }))
 }
 
 async fn bind(config: &Config, args: &RunArgs) -> Result<Listeners, String> {

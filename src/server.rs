@@ -11,7 +11,6 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorizati
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::authn::security::Security;
@@ -19,6 +18,7 @@ use crate::authz::input::{self, InputOptions};
 use crate::authz::service::{AuthzService, CheckSettings};
 use crate::config::{Config, ConfigError, ListenAddr};
 use crate::policy::{PolicyOptions, PolicyStore};
+use crate::telemetry::Metrics;
 use crate::telemetry::decision_log::DecisionLog;
 
 /// Envoy's API descriptors (see build.rs), for gRPC reflection; empty when unavailable.
@@ -116,6 +116,8 @@ pub struct App {
     pub store: Arc<PolicyStore>,
     pub authz: AuthzService,
     pub grpc: GrpcSettings,
+    /// Every metric; served on `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -146,6 +148,13 @@ impl App {
         security: Option<Arc<Security>>,
     ) -> Result<Self, ConfigError> {
         let ext = &config.plugins.envoy_ext_authz_grpc;
+        let metrics = Metrics::new(
+            ext.grpc_request_duration_seconds_buckets
+                .as_deref()
+                .unwrap_or(crate::telemetry::metrics::OPA_ENVOY_BUCKETS),
+            log.stats(),
+        );
+        metrics.policy_revision(store.snapshot().revision());
         let proto_descriptors = match &ext.proto_descriptor {
             None => None,
             Some(path) => {
@@ -169,11 +178,13 @@ impl App {
                 path: ext.decision_path().to_string(),
             },
             log,
+            metrics.clone(),
         )
         .with_security(security);
         Ok(Self {
             store,
             authz,
+            metrics,
             grpc: GrpcSettings {
                 max_recv_msg_size: ext.grpc_max_recv_msg_size,
                 max_send_msg_size: ext.grpc_max_send_msg_size,
@@ -224,10 +235,32 @@ pub async fn run(
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
+    // SERVING only once the policies, configured bundles included, are loaded.
+    let mut ready = app.store.subscribe_ready();
+    let status = if app.store.is_ready() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
     health
-        .set_serving::<AuthorizationServer<AuthzService>>()
+        .set_service_status(
+            <AuthorizationServer<AuthzService> as tonic::server::NamedService>::NAME,
+            status,
+        )
         .await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    let health_ready = {
+        let health = health.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() && !*stop.borrow() {
+                health.set_service_status("", ServingStatus::Serving).await;
+                health
+                    .set_serving::<AuthorizationServer<AuthzService>>()
+                    .await;
+            }
+        })
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(l) = listeners.http {
@@ -274,6 +307,7 @@ pub async fn run(
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
+            health_ready.abort();
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
@@ -285,13 +319,11 @@ pub async fn run(
     let server = async move {
         match listeners.ext_authz {
             GrpcListener::Tcp(l) => {
+                // Envoy sends small unary requests: no Nagle delay on the answers.
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
                 router
-                    // TCP_NODELAY: without it a response larger than one segment (e.g. one
-                    // carrying an internal token) waits ~40 ms on Nagle + delayed ACK.
-                    .serve_with_incoming_shutdown(
-                        TcpIncoming::from(l).with_nodelay(Some(true)),
-                        grpc_stop,
-                    )
+                    .serve_with_incoming_shutdown(incoming, grpc_stop)
                     .await
             }
             GrpcListener::Unix(l) => {

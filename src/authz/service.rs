@@ -1,14 +1,17 @@
 //! The `envoy.service.auth.v3.Authorization` gRPC service: a thin handler that chains
 //! authentication ([`Security::authenticate`]), [`input::build`] (plus `input.identity`),
 //! [`Snapshot::eval`], [`Decision::try_from`], [`Decision::into_response`] and, on an allow, the
-//! internal token ([`Security::apply_token`]).
+//! internal token ([`Security::apply_token`]); then records the outcome (metrics always; the
+//! decision log when enabled).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use super::decision::{Decision, TokenAsk};
 use super::input::{self, InputOptions};
@@ -17,7 +20,10 @@ use crate::authn::AuthnOutcome;
 use crate::authn::security::Security;
 use crate::grpc::status::CheckError;
 use crate::policy::{PolicyStore, Snapshot};
-use crate::telemetry::decision_log::{DecisionEvent, DecisionLog};
+use crate::telemetry::Metrics;
+use crate::telemetry::decision_log::{DecisionLog, DecisionRecord};
+use crate::telemetry::metrics::CheckOutcome;
+use crate::telemetry::trace;
 
 /// Settings of the Check path that do not change at run time.
 #[derive(Debug, Clone, Default)]
@@ -34,15 +40,22 @@ pub struct AuthzService {
     store: Arc<PolicyStore>,
     settings: Arc<CheckSettings>,
     log: DecisionLog,
+    metrics: Metrics,
     security: Option<Arc<Security>>,
 }
 
 impl AuthzService {
-    pub fn new(store: Arc<PolicyStore>, settings: CheckSettings, log: DecisionLog) -> Self {
+    pub fn new(
+        store: Arc<PolicyStore>,
+        settings: CheckSettings,
+        log: DecisionLog,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             store,
             settings: Arc::new(settings),
             log,
+            metrics,
             security: None,
         }
     }
@@ -60,29 +73,57 @@ impl AuthzService {
 
     /// Answers one Check. Errors are those OPA-Envoy answers with a gRPC error.
     pub async fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CheckError> {
+        self.check_in(req, &tracing::Span::none()).await
+    }
+
+    /// Answers one Check inside `span` (the `ext_authz.check` span, usually disabled).
+    async fn check_in(
+        &self,
+        req: &CheckRequest,
+        span: &tracing::Span,
+    ) -> Result<CheckResponse, CheckError> {
         let start = Instant::now();
         let decision_id = uuid::Uuid::new_v4().to_string();
+        span.record("decision.id", decision_id.as_str());
         let authn = match &self.security {
             Some(s) => s.authenticate(req, &decision_id).await,
             None => AuthnOutcome::NotApplicable,
         };
         let snapshot = self.store.snapshot();
-        let mut outcome = Outcome::default();
-        let result = self.decide(req, &decision_id, &snapshot, &mut outcome, authn);
-        if self.log.enabled() {
-            let error = result.as_ref().err().map(|e| (e.reason(), e.to_string()));
-            self.log.record(DecisionEvent::new(
-                &decision_id,
-                &self.settings.path,
-                outcome.input.as_ref(),
-                outcome.result.as_ref(),
-                error,
-                snapshot.revision(),
-                outcome.eval,
-                start.elapsed(),
-            ));
+        let mut record = self
+            .log
+            .enabled()
+            .then(|| DecisionRecord::new(&decision_id));
+        let mut eval = None;
+        let result = self.decide(req, &decision_id, &snapshot, &mut record, &mut eval, authn);
+        let handler = start.elapsed();
+        let outcome = match &result {
+            Ok((_, outcome)) => *outcome,
+            Err(e) => CheckOutcome::Error(e.reason()),
+        };
+        self.metrics.check(outcome, handler, eval);
+        if !span.is_disabled() {
+            match outcome {
+                CheckOutcome::Allow => span.record("decision.outcome", "allow"),
+                CheckOutcome::Deny => span.record("decision.outcome", "deny"),
+                CheckOutcome::Error(reason) => {
+                    span.record("decision.outcome", "error");
+                    span.record("error.reason", reason);
+                    span.record("otel.status_code", "error")
+                }
+            };
         }
-        result
+        if let Some(mut record) = record {
+            if let Err(e) = &result {
+                record.error = Some((e.reason(), e.to_string()));
+            }
+            record.snapshot = Some(snapshot);
+            record.eval = eval;
+            record.handler = handler;
+            record.trace = trace::span_ids(span);
+            self.log.record(record);
+        }
+        result.map(|(response, _)| response)
     }
 
     fn decide(
@@ -90,15 +131,18 @@ impl AuthzService {
         req: &CheckRequest,
         decision_id: &str,
         snapshot: &Snapshot,
-        outcome: &mut Outcome,
+        record: &mut Option<DecisionRecord>,
+        eval: &mut Option<Duration>,
         authn: AuthnOutcome,
-    ) -> Result<CheckResponse, CheckError> {
+    ) -> Result<(CheckResponse, CheckOutcome), CheckError> {
         let identity = match authn {
             AuthnOutcome::Denied(denial) => {
-                return Ok(response::authn_denied(
-                    &denial,
-                    decision_id,
-                    self.settings.dry_run,
+                if let Some(r) = record {
+                    r.error = Some(("authentication_refused", denial.code.to_string()));
+                }
+                return Ok((
+                    response::authn_denied(&denial, decision_id, self.settings.dry_run),
+                    CheckOutcome::Deny,
                 ));
             }
             AuthnOutcome::Authenticated(id) => Some(Some(id)),
@@ -109,47 +153,63 @@ impl AuthzService {
             Ok(input) => input,
             Err(e) => {
                 tracing::info!(decision.id = %decision_id, error = %e, "request parse error");
-                return Ok(response::parse_error(&e, decision_id));
+                if let Some(r) = record {
+                    r.error = Some(("request_parse_error", e.to_string()));
+                }
+                return Ok((
+                    response::parse_error(&e, decision_id),
+                    CheckOutcome::Error("request_parse_error"),
+                ));
             }
         };
         if let Some(id) = &identity {
             crate::authn::identity::attach(&mut input, id.as_deref());
         }
-        if self.log.enabled() {
+        if let Some(r) = record {
             let mut logged = input.clone();
             if let Some(s) = &self.security {
                 s.scrub(&mut logged);
             }
-            outcome.input = Some(logged);
+            r.input = Some(logged);
         }
-        let evaluation = snapshot.eval(input).map_err(|e| {
-            tracing::warn!(decision.id = %decision_id, error = %e, "policy evaluation failed");
-            CheckError::Eval(e)
-        })?;
-        outcome.eval = evaluation.elapsed;
+        let evaluation = {
+            let _span = tracing::debug_span!("policy.eval", policy.revision = snapshot.revision())
+                .entered();
+            snapshot.eval(input).map_err(|e| {
+                tracing::warn!(decision.id = %decision_id, error = %e, "policy evaluation failed");
+                CheckError::Eval(e)
+            })?
+        };
+        *eval = Some(evaluation.elapsed);
         for line in &evaluation.prints {
             tracing::info!(decision.id = %decision_id, "{line}");
+        }
+        if let Some(r) = record {
+            r.result = Some(evaluation.value.clone());
         }
         let decision = Decision::try_from(&evaluation.value).map_err(|e| {
             tracing::warn!(decision.id = %decision_id, error = %e, "invalid decision");
             CheckError::Decision(e)
         })?;
-        if self.log.enabled() {
-            outcome.result = Some(evaluation.value);
-        }
         tracing::debug!(
             decision.id = %decision_id,
             decision.allowed = decision.allowed(),
-            eval.ns = outcome.eval.as_nanos() as u64,
+            eval.ns = evaluation.elapsed.as_nanos() as u64,
             "decision"
         );
-        let allowed = decision.allowed();
+        let outcome = if decision.allowed() {
+            CheckOutcome::Allow
+        } else {
+            CheckOutcome::Deny
+        };
         let ask = match &decision {
             Decision::Allow(a) => a.internal_token.clone(),
             _ => TokenAsk::Unspecified,
         };
         let mut resp = decision.into_response(decision_id, self.settings.dry_run);
-        if allowed && let Some(s) = &self.security {
+        if outcome == CheckOutcome::Allow
+            && let Some(s) = &self.security
+        {
             s.apply_token(
                 &mut resp,
                 &ask,
@@ -158,16 +218,8 @@ impl AuthzService {
                 decision_id,
             );
         }
-        Ok(resp)
+        Ok((resp, outcome))
     }
-}
-
-/// What the decision log needs to know about one Check.
-#[derive(Debug, Default)]
-struct Outcome {
-    input: Option<regorus::Value>,
-    result: Option<regorus::Value>,
-    eval: std::time::Duration,
 }
 
 #[tonic::async_trait]
@@ -176,7 +228,29 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        AuthzService::check(self, request.get_ref())
+        let req = request.get_ref();
+        let span = tracing::debug_span!(
+            "ext_authz.check",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "envoy.service.auth.v3.Authorization",
+            rpc.method = "Check",
+            decision.id = Empty,
+            decision.outcome = Empty,
+            error.reason = Empty,
+            otel.status_code = Empty,
+        );
+        if !span.is_disabled()
+            && let Some(http) = req
+                .attributes
+                .as_ref()
+                .and_then(|a| a.request.as_ref())
+                .and_then(|r| r.http.as_ref())
+        {
+            trace::set_remote_parent(&span, &http.headers);
+        }
+        self.check_in(req, &span)
+            .instrument(span.clone())
             .await
             .map(Response::new)
             .map_err(Status::from)

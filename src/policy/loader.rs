@@ -6,6 +6,9 @@
 //!   relative to that argument (`dir/a/b/data.json` -> `data.a.b`);
 //! - a directory is walked recursively; names starting with `.` are skipped.
 //!
+//! - a `.tar.gz` / `.tgz` file is an OPA bundle, and so is every `--bundle` PATH (archive or
+//!   directory); see [`crate::bundle`].
+//!
 //! Conflicting data (two files setting the same leaf) is an error naming both files.
 
 use std::path::{Path, PathBuf};
@@ -13,6 +16,16 @@ use std::path::{Path, PathBuf};
 use regorus::Value;
 
 use super::PolicyError;
+use crate::bundle::{self, Bundle};
+
+/// How bundles given as PATHs are read.
+#[derive(Debug, Clone, Copy)]
+pub struct BundleOptions<'a> {
+    pub verification: Option<&'a bundle::Verification>,
+    /// Ignore `.signatures.json` (OPA's `--skip-verify`).
+    pub skip_verify: bool,
+    pub limits: &'a bundle::Limits,
+}
 
 /// The most one data or policy file may hold.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -24,6 +37,8 @@ pub struct Sources {
     pub modules: Vec<(String, String)>,
     /// The merged data document.
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// Bundles read from PATHs (archives, and `--bundle` directories).
+    pub bundles: Vec<Bundle>,
     /// Which file set each top-level data path, for conflict messages.
     data_origin: Vec<(Vec<String>, String)>,
     ignore: globset::GlobSet,
@@ -32,6 +47,26 @@ pub struct Sources {
 impl Sources {
     /// Reads every path, skipping directory entries whose name matches an `ignore` pattern.
     pub fn read(paths: &[PathBuf], ignore: &[String]) -> Result<Self, PolicyError> {
+        let limits = bundle::Limits::default();
+        Self::read_with(
+            paths,
+            &[],
+            ignore,
+            &BundleOptions {
+                verification: None,
+                skip_verify: false,
+                limits: &limits,
+            },
+        )
+    }
+
+    /// Reads `paths` as [`Sources::read`] does, and each of `bundle_paths` as a bundle.
+    pub fn read_with(
+        paths: &[PathBuf],
+        bundle_paths: &[PathBuf],
+        ignore: &[String],
+        bundles: &BundleOptions<'_>,
+    ) -> Result<Self, PolicyError> {
         let mut builder = globset::GlobSetBuilder::new();
         for pattern in ignore {
             let glob = globset::Glob::new(pattern).map_err(|e| PolicyError::Unsupported {
@@ -55,11 +90,36 @@ impl Sources {
             })?;
             if meta.is_dir() {
                 sources.read_dir(path, path)?;
+            } else if is_bundle_archive(path) {
+                sources.read_bundle(path, bundles)?;
             } else {
                 sources.read_file(path, &[])?;
             }
         }
+        for path in bundle_paths {
+            sources.read_bundle(path, bundles)?;
+        }
         Ok(sources)
+    }
+
+    fn read_bundle(&mut self, path: &Path, opts: &BundleOptions<'_>) -> Result<(), PolicyError> {
+        let name = path.display().to_string();
+        let err = |e: bundle::BundleError| PolicyError::Bundle {
+            name: name.clone(),
+            message: e.to_string(),
+        };
+        let mut files = bundle::archive::read_path(path, opts.limits).map_err(err)?;
+        if opts.skip_verify {
+            files.retain(|f| f.path != bundle::signing::SIGNATURES_FILE);
+        }
+        let verification = if opts.skip_verify {
+            None
+        } else {
+            opts.verification
+        };
+        let b = Bundle::from_files(&name, files, verification).map_err(err)?;
+        self.bundles.push(b);
+        Ok(())
     }
 
     /// Adds one module from memory.
@@ -112,14 +172,6 @@ impl Sources {
     }
 
     fn read_file(&mut self, path: &Path, prefix: &[String]) -> Result<(), PolicyError> {
-        if is_bundle_archive(path) {
-            return Err(PolicyError::Unsupported {
-                path: path.to_path_buf(),
-                message: "bundle archives are not supported by this build; unpack it and pass \
-                          the directory"
-                    .into(),
-            });
-        }
         if !is_policy_file(path) && !is_data_file(path) {
             return Err(PolicyError::Unsupported {
                 path: path.to_path_buf(),
@@ -190,7 +242,7 @@ impl Sources {
 }
 
 /// Deep-merges objects; two different non-object values at one path conflict.
-fn merge_objects(
+pub(crate) fn merge_objects(
     base: &mut serde_json::Map<String, serde_json::Value>,
     over: serde_json::Map<String, serde_json::Value>,
     trail: &mut Vec<String>,

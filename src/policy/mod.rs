@@ -1,9 +1,16 @@
 //! Policies: loading, the compiled snapshot, hot reload and the builtins regorus lacks.
 //!
-//! A [`Snapshot`] is one immutable, compiled revision of the policies and data. The
-//! [`PolicyStore`] holds the current one behind an `ArcSwap`: the request path loads it without
-//! a lock, and a reload swaps in a new one atomically (or keeps the old one when the new
-//! policies do not compile).
+//! A [`Snapshot`] is one immutable, compiled revision of the policies and data: the local PATH
+//! files plus every active bundle. The [`PolicyStore`] holds the current one behind an
+//! `ArcSwap`: the request path loads it without a lock, and a reload or a bundle activation swaps
+//! in a new one atomically (or keeps the old one when the new policies do not compile, or a
+//! bundle writes outside its roots).
+//!
+//! Bundles own their roots: two bundles whose roots overlap are refused, a bundle's data and
+//! module packages must lie within its roots, and local PATH files must not write under any
+//! bundle's roots. A store that expects configured bundles is *ready* only once each has been
+//! activated at least once ([`PolicyStore::is_ready`]); until then Checks see only the local
+//! files (usually nothing, so every decision is undefined, as in OPA).
 //!
 //! Evaluation needs a mutable regorus `Engine`. Each worker thread keeps its own clone of the
 //! snapshot's prepared engine, made once per thread and revision; the snapshot's prototype
@@ -11,6 +18,7 @@
 
 pub mod builtins;
 pub mod loader;
+mod roots;
 pub mod watch;
 
 use std::cell::RefCell;
@@ -23,6 +31,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use regorus::{Engine, Value};
 
+use crate::bundle::{self, Bundle};
 pub use loader::Sources;
 
 /// Why policies could not be loaded.
@@ -42,6 +51,18 @@ pub enum PolicyError {
     Compile(String),
     #[error("{0}")]
     Engine(String),
+    /// A bundle could not be read, failed verification, or writes outside its roots.
+    #[error("bundle {name}: {message}")]
+    Bundle { name: String, message: String },
+}
+
+impl PolicyError {
+    fn bundle(name: &str, message: impl std::fmt::Display) -> Self {
+        Self::Bundle {
+            name: name.to_string(),
+            message: message.to_string(),
+        }
+    }
 }
 
 /// Why one evaluation failed. Each maps to a gRPC error on the Check path.
@@ -74,6 +95,13 @@ pub struct PolicyOptions {
     pub rego_v0: bool,
     /// File name patterns skipped when walking directories (OPA's `--ignore`).
     pub ignore: Vec<String>,
+    /// How bundles given on the command line (PATH archives, `--bundle`) are verified (OPA's
+    /// `--verification-key`); `None` refuses signed ones, as OPA does.
+    pub verification: Option<bundle::Verification>,
+    /// Load signed local bundles without checking their signatures (OPA's `--skip-verify`).
+    pub skip_verify: bool,
+    /// Limits on bundle archives.
+    pub bundle_limits: bundle::Limits,
 }
 
 impl Default for PolicyOptions {
@@ -83,6 +111,9 @@ impl Default for PolicyOptions {
             eval_timeout: Duration::from_millis(100),
             rego_v0: false,
             ignore: Vec::new(),
+            verification: None,
+            skip_verify: false,
+            bundle_limits: bundle::Limits::default(),
         }
     }
 }
@@ -109,10 +140,22 @@ pub struct Evaluation {
 
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Which revision of one bundle a snapshot was built with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleRevision {
+    pub name: String,
+    /// The manifest's `revision` (may be empty).
+    pub revision: String,
+    pub roots: Vec<String>,
+    /// Whether its signature was verified.
+    pub verified: bool,
+}
+
 /// One compiled revision of the policies and data.
 pub struct Snapshot {
     id: u64,
     revision: u64,
+    bundles: Vec<BundleRevision>,
     entry: Entry,
     prototype: Mutex<Engine>,
     modules: Vec<(String, String)>,
@@ -124,6 +167,7 @@ impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshot")
             .field("revision", &self.revision)
+            .field("bundles", &self.bundles)
             .field("entry", &self.entry)
             .field("modules", &self.modules.len())
             .finish()
@@ -136,12 +180,29 @@ thread_local! {
 }
 
 impl Snapshot {
-    /// Parses and compiles `sources`. Errors carry `file:line:col`.
+    /// Parses and compiles `sources` (and the bundles they hold). Errors carry `file:line:col`.
     pub fn build(
         sources: &Sources,
         opts: &PolicyOptions,
         revision: u64,
     ) -> Result<Self, PolicyError> {
+        Self::build_with(sources, &[], opts, revision)
+    }
+
+    /// Compiles the local `sources` together with downloaded `remote` bundles. Either everything
+    /// compiles and every bundle stays within its roots, or this fails and nothing changes.
+    pub fn build_with(
+        sources: &Sources,
+        remote: &[Arc<Bundle>],
+        opts: &PolicyOptions,
+        revision: u64,
+    ) -> Result<Self, PolicyError> {
+        let bundles: Vec<&Bundle> = sources
+            .bundles
+            .iter()
+            .chain(remote.iter().map(|b| b.as_ref()))
+            .collect();
+        roots::check(sources, &bundles)?;
         let mut engine = Engine::new();
         engine.set_rego_v0(opts.rego_v0);
         engine.set_gather_prints(true);
@@ -150,24 +211,78 @@ impl Snapshot {
             check_interval: NonZeroU32::MIN.saturating_add(63),
         });
         builtins::register(&mut engine).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let mut modules = sources.modules.clone();
         for (name, text) in &sources.modules {
-            engine
+            let package = engine
                 .add_policy(name.clone(), text.clone())
                 .map_err(|e| PolicyError::Compile(e.to_string()))?;
+            let path = bundle::package_path(&package);
+            if let Some(b) = bundles
+                .iter()
+                .find(|b| bundle::manifest::roots_contain(&b.roots(), &path))
+            {
+                return Err(PolicyError::bundle(
+                    &b.name,
+                    format!("{name}: package {package} lies within the bundle's roots"),
+                ));
+            }
         }
+        let mut data = sources.data.clone();
+        for b in &bundles {
+            let roots = b.roots();
+            for module in &b.modules {
+                engine.set_rego_v0(module.rego_v0.unwrap_or(opts.rego_v0));
+                let package = engine
+                    .add_policy(module.name.clone(), module.text.clone())
+                    .map_err(|e| PolicyError::Compile(e.to_string()))?;
+                let path = bundle::package_path(&package);
+                if !bundle::manifest::roots_contain(&roots, &path) {
+                    return Err(PolicyError::bundle(
+                        &b.name,
+                        format!(
+                            "{}: manifest roots {roots:?} do not permit package {package}",
+                            module.path
+                        ),
+                    ));
+                }
+                modules.push((module.name.clone(), module.text.clone()));
+            }
+            let mut trail = Vec::new();
+            loader::merge_objects(&mut data, b.data.clone(), &mut trail).map_err(|at| {
+                PolicyError::bundle(
+                    &b.name,
+                    format!("data.{} is also set outside the bundle", at.join(".")),
+                )
+            })?;
+        }
+        engine.set_rego_v0(opts.rego_v0);
         engine
-            .add_data(sources.data_value())
+            .add_data(Value::from(serde_json::Value::Object(data)))
             .map_err(|e| PolicyError::Engine(format!("data: {e}")))?;
         let entry = resolve_entry(&mut engine, &opts.decision_path)?;
         Ok(Self {
             id: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
             revision,
+            bundles: bundles
+                .iter()
+                .map(|b| BundleRevision {
+                    name: b.name.clone(),
+                    revision: b.revision().to_string(),
+                    roots: b.roots(),
+                    verified: b.verified,
+                })
+                .collect(),
             entry,
             prototype: Mutex::new(engine),
-            modules: sources.modules.clone(),
+            modules,
             loaded_at: std::time::SystemTime::now(),
             eval_timeout: opts.eval_timeout,
         })
+    }
+
+    /// The bundles this snapshot was built with, and their revisions.
+    pub fn bundles(&self) -> &[BundleRevision] {
+        &self.bundles
     }
 
     /// The revision number, counting loads from 1.
@@ -344,19 +459,40 @@ fn resolve_entry(engine: &mut Engine, decision_path: &str) -> Result<Entry, Poli
     }
 }
 
+/// What a store loads: local PATHs, `--bundle` PATHs, and the names of configured bundles that
+/// arrive later through [`PolicyStore::activate`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadSpec {
+    /// Policy and data files and directories; `.tar.gz` files are read as bundles.
+    pub paths: Vec<PathBuf>,
+    /// Bundle directories or archives (OPA's `--bundle`).
+    pub bundle_paths: Vec<PathBuf>,
+    /// `bundles.<name>` from the config: the store is ready once each has been activated.
+    pub remote_bundles: Vec<String>,
+}
+
+/// The sources of the current snapshot, kept to rebuild it.
+#[derive(Debug, Default)]
+struct Loaded {
+    local: Sources,
+    remote: std::collections::BTreeMap<String, Arc<Bundle>>,
+}
+
 /// The current snapshot and how to rebuild it.
 pub struct PolicyStore {
     current: ArcSwap<Snapshot>,
-    paths: Vec<PathBuf>,
+    spec: LoadSpec,
     opts: PolicyOptions,
     revision: AtomicU64,
-    reload_lock: Mutex<()>,
+    reload_lock: Mutex<Loaded>,
+    ready: tokio::sync::watch::Sender<bool>,
+    status: bundle::download::StatusBoard,
 }
 
 impl std::fmt::Debug for PolicyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicyStore")
-            .field("paths", &self.paths)
+            .field("spec", &self.spec)
             .field("revision", &self.revision.load(Ordering::Relaxed))
             .finish()
     }
@@ -365,14 +501,32 @@ impl std::fmt::Debug for PolicyStore {
 impl PolicyStore {
     /// Loads and compiles the policies under `paths`.
     pub fn load(paths: Vec<PathBuf>, opts: PolicyOptions) -> Result<Self, PolicyError> {
-        let sources = Sources::read(&paths, &opts.ignore)?;
+        Self::load_with(
+            LoadSpec {
+                paths,
+                ..Default::default()
+            },
+            opts,
+        )
+    }
+
+    /// Loads the local files and bundles of `spec`. With configured bundles the store is not
+    /// ready until each has been activated.
+    pub fn load_with(spec: LoadSpec, opts: PolicyOptions) -> Result<Self, PolicyError> {
+        let sources = read_local(&spec, &opts)?;
         let snapshot = Snapshot::build(&sources, &opts, 1)?;
+        let ready = spec.remote_bundles.is_empty();
         Ok(Self {
             current: ArcSwap::from_pointee(snapshot),
-            paths,
+            spec,
             opts,
             revision: AtomicU64::new(1),
-            reload_lock: Mutex::new(()),
+            reload_lock: Mutex::new(Loaded {
+                local: sources,
+                remote: Default::default(),
+            }),
+            ready: tokio::sync::watch::Sender::new(ready),
+            status: Default::default(),
         })
     }
 
@@ -381,9 +535,19 @@ impl PolicyStore {
         self.current.load_full()
     }
 
-    /// The paths this store loads from.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
+    /// The paths this store loads from (PATH arguments, then `--bundle` paths).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.spec
+            .paths
+            .iter()
+            .chain(&self.spec.bundle_paths)
+            .cloned()
+            .collect()
+    }
+
+    /// The configured bundles this store waits for.
+    pub fn expected_bundles(&self) -> &[String] {
+        &self.spec.remote_bundles
     }
 
     /// The options snapshots are built with.
@@ -391,16 +555,100 @@ impl PolicyStore {
         &self.opts
     }
 
-    /// Re-reads and recompiles the paths. On error the current snapshot keeps serving.
+    /// Whether every configured bundle has been activated at least once.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Watches readiness: the value turns `true` once every configured bundle is active.
+    pub fn subscribe_ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Download status of the configured bundles (shared with their downloaders).
+    pub fn bundle_status(&self) -> &bundle::download::StatusBoard {
+        &self.status
+    }
+
+    /// Configured bundles that have not been activated yet.
+    pub fn pending_bundles(&self) -> Vec<String> {
+        let active: Vec<String> = self
+            .snapshot()
+            .bundles()
+            .iter()
+            .map(|b| b.name.clone())
+            .collect();
+        self.spec
+            .remote_bundles
+            .iter()
+            .filter(|n| !active.contains(n))
+            .cloned()
+            .collect()
+    }
+
+    /// Re-reads and recompiles the local paths, keeping the active downloaded bundles. On error
+    /// the current snapshot keeps serving.
     pub fn reload(&self) -> Result<u64, PolicyError> {
-        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let sources = Sources::read(&self.paths, &self.opts.ignore)?;
+        let mut loaded = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let sources = read_local(&self.spec, &self.opts)?;
+        let remote: Vec<Arc<Bundle>> = loaded.remote.values().cloned().collect();
+        let revision = self.swap(&sources, &remote)?;
+        loaded.local = sources;
+        Ok(revision)
+    }
+
+    /// Activates a downloaded bundle (replacing the one of the same name): the new snapshot
+    /// compiles with it, or nothing changes and the previous revision keeps serving.
+    pub fn activate(&self, bundle: Bundle) -> Result<u64, PolicyError> {
+        if !self.spec.remote_bundles.contains(&bundle.name) {
+            return Err(PolicyError::bundle(
+                &bundle.name,
+                "not a configured bundle (bundles.<name>)",
+            ));
+        }
+        let mut loaded = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let name = bundle.name.clone();
+        let bundle = Arc::new(bundle);
+        let remote: Vec<Arc<Bundle>> = loaded
+            .remote
+            .iter()
+            .filter(|(n, _)| **n != name)
+            .map(|(_, b)| b.clone())
+            .chain(std::iter::once(bundle.clone()))
+            .collect();
+        let revision = self.swap(&loaded.local, &remote)?;
+        loaded.remote.insert(name, bundle);
+        let ready = self
+            .spec
+            .remote_bundles
+            .iter()
+            .all(|n| loaded.remote.contains_key(n));
+        if ready && !*self.ready.borrow() {
+            self.ready.send_replace(true);
+        }
+        Ok(revision)
+    }
+
+    fn swap(&self, sources: &Sources, remote: &[Arc<Bundle>]) -> Result<u64, PolicyError> {
         let revision = self.revision.load(Ordering::Relaxed) + 1;
-        let snapshot = Snapshot::build(&sources, &self.opts, revision)?;
+        let snapshot = Snapshot::build_with(sources, remote, &self.opts, revision)?;
         self.revision.store(revision, Ordering::Relaxed);
         self.current.store(Arc::new(snapshot));
         Ok(revision)
     }
+}
+
+fn read_local(spec: &LoadSpec, opts: &PolicyOptions) -> Result<Sources, PolicyError> {
+    Sources::read_with(
+        &spec.paths,
+        &spec.bundle_paths,
+        &opts.ignore,
+        &loader::BundleOptions {
+            verification: opts.verification.as_ref(),
+            skip_verify: opts.skip_verify,
+            limits: &opts.bundle_limits,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -1,8 +1,18 @@
-//! Logging set-up and the decision log.
+//! Observability: logging set-up, Prometheus metrics, OpenTelemetry traces and the decision log.
+//!
+//! - [`metrics`]      the one metrics registry, lock-free recording, `/metrics` text
+//! - [`decision_log`] OPA-format decision events: console, file, HTTP upload, subscribers
+//! - [`trace`]        OTLP/gRPC span export, W3C/B3 parent extraction
 
 pub mod decision_log;
+pub mod metrics;
+pub mod trace;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+pub use metrics::Metrics;
 
 /// Log output format (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -16,12 +26,23 @@ pub enum LogFormat {
 /// (`debug`, `info`, `error`, ...) or an `EnvFilter` directive. Logs go to stderr so that
 /// stdout carries only console decision logs.
 pub fn init(level: &str, format: LogFormat) {
+    let _ = init_with_tracing(level, format, None);
+}
+
+/// Like [`init`], and with `tracer` records Portcullis' spans into it (whatever the log level:
+/// each layer has its own filter). Fails when a global subscriber is already installed.
+pub fn init_with_tracing(
+    level: &str,
+    format: LogFormat,
+    tracer: Option<&trace::Tracer>,
+) -> Result<(), String> {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    let otel = tracer.map(|t| t.layer());
+    registry.with(otel).try_init().map_err(|e| e.to_string())
 }
