@@ -155,6 +155,9 @@ impl App {
             log.stats(),
         );
         metrics.policy_revision(store.snapshot().revision());
+        if let Some(s) = &security {
+            s.connect_metrics(&metrics);
+        }
         let proto_descriptors = match &ext.proto_descriptor {
             None => None,
             Some(path) => {

@@ -93,6 +93,32 @@ async fn missing_token_is_401_with_challenge() {
         .check(req("/v1/orders").header("authorization", "Basic Zm9vOmJhcg=="))
         .await;
     a.assert_refused(401, "missing_token");
+    assert!(
+        p.check(req("/v1/orders").bearer(&ec().sign(&claims("a"))))
+            .await
+            .allowed()
+    );
+    // Counted in Prometheus.
+    let (status, text) = support::http(p.server.http_addr, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let value = |needle: &str| {
+        text.lines()
+            .find(|l| l.starts_with("portcullis_authn_total") && l.contains(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        value("method=\"none\",result=\"failure\",reason=\"missing_token\"").as_deref(),
+        Some("2"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("portcullis_authn_total")
+            && l.contains("method=\"jwt\"")
+            && l.contains("success")
+            && l.ends_with(" 1")),
+        "{text}"
+    );
 }
 
 // --- algorithm attacks ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use super::file::WatchedFile;
+use super::metrics::AuthnMetrics;
 use crate::policy::builtins::jwt::Alg;
 use crate::policy::builtins::keys::{self, KeyMaterial, VerificationKey};
 
@@ -160,6 +161,7 @@ pub struct RemoteJwks {
     last_attempt: tokio::sync::Mutex<Option<Instant>>,
     fetches: Arc<AtomicU64>,
     failures: Arc<AtomicU64>,
+    metrics: Option<Arc<AuthnMetrics>>,
 }
 
 impl RemoteJwks {
@@ -179,7 +181,14 @@ impl RemoteJwks {
             last_attempt: tokio::sync::Mutex::new(None),
             fetches: Arc::new(AtomicU64::new(0)),
             failures: Arc::new(AtomicU64::new(0)),
+            metrics: None,
         })
+    }
+
+    /// Counts fetches in `metrics` too.
+    pub fn with_metrics(mut self, metrics: Arc<AuthnMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Fetch attempts so far.
@@ -225,6 +234,9 @@ impl RemoteJwks {
             .and_then(|text| KeySet::parse(&text))
         {
             Ok(set) => {
+                if let Some(m) = &self.metrics {
+                    m.jwks_fetch(true);
+                }
                 tracing::info!(jwks.uri = %self.url, jwks.keys = set.keys.len(), "JWKS fetched");
                 self.current.store(Some(Arc::new(Fetched {
                     set: Arc::new(set),
@@ -233,6 +245,9 @@ impl RemoteJwks {
             }
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.jwks_fetch(false);
+                }
                 tracing::warn!(jwks.uri = %self.url, error = %e, "JWKS fetch failed; keeping the last good key set");
             }
         }

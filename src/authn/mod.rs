@@ -158,20 +158,21 @@ impl Authenticator {
         env: Env<'_>,
     ) -> Result<Self, BuildError> {
         let permits = Arc::new(Semaphore::new(basic::MAX_PARALLEL));
+        let metrics = Arc::new(AuthnMetrics::default());
         let mut policies = Vec::new();
         for p in &config.policies {
-            policies.push(
-                build_policy(p, env, &permits).map_err(|message| BuildError {
+            policies.push(build_policy(p, env, &permits, &metrics).map_err(|message| {
+                BuildError {
                     policy: p.name.clone(),
                     message,
-                })?,
-            );
+                }
+            })?);
         }
         let oidc = config
             .trust
             .oidc
             .iter()
-            .map(|t| OidcIssuer::new(t.clone()))
+            .map(|t| OidcIssuer::new(t.clone(), metrics.clone()))
             .collect::<Result<_, _>>()
             .map_err(|message| BuildError {
                 policy: "trust.oidc".into(),
@@ -181,7 +182,7 @@ impl Authenticator {
             policies,
             oidc,
             audit,
-            metrics: Arc::new(AuthnMetrics::default()),
+            metrics,
         })
     }
 
@@ -242,7 +243,7 @@ impl Authenticator {
             match self.run_policy(p, req, now).await {
                 PolicyResult::Identity(id) => {
                     if let Err(code) = check_require(&p.require, &id) {
-                        AuthnMetrics::inc(&self.metrics.forbidden);
+                        self.metrics.failure(id.method, code);
                         self.refuse(
                             decision_id,
                             p,
@@ -264,7 +265,7 @@ impl Authenticator {
                 }
                 PolicyResult::NoCredential => {
                     if p.required {
-                        AuthnMetrics::inc(&self.metrics.failure);
+                        self.metrics.failure("none", "missing_token");
                         self.refuse(
                             decision_id,
                             p,
@@ -287,7 +288,7 @@ impl Authenticator {
                     reason,
                     thumbprint,
                 } => {
-                    AuthnMetrics::inc(&self.metrics.failure);
+                    self.metrics.failure(method.name(), code);
                     self.refuse(
                         decision_id,
                         p,
@@ -307,12 +308,12 @@ impl Authenticator {
         }
         match identity {
             Some(id) => {
-                AuthnMetrics::inc(&self.metrics.success);
+                self.metrics.success(id.method);
                 tracing::debug!(decision.id = %decision_id, authn.method = id.method, authn.subject = %id.subject, "authenticated");
                 AuthnOutcome::Authenticated(id)
             }
             None => {
-                AuthnMetrics::inc(&self.metrics.anonymous);
+                self.metrics.anonymous();
                 AuthnOutcome::Anonymous
             }
         }
@@ -554,13 +555,18 @@ fn challenges(policies: &[&Policy], error: Option<&str>) -> Vec<String> {
     out
 }
 
-fn build_policy(p: &AuthPolicy, env: Env<'_>, permits: &Arc<Semaphore>) -> Result<Policy, String> {
+fn build_policy(
+    p: &AuthPolicy,
+    env: Env<'_>,
+    permits: &Arc<Semaphore>,
+    metrics: &Arc<AuthnMetrics>,
+) -> Result<Policy, String> {
     let jwt = if p.methods.contains(&Method::Jwt) {
         Some(match &p.jwt {
             Some(c) => JwtMethod {
                 header: c.header.to_ascii_lowercase(),
                 scheme: c.scheme.clone(),
-                verifier: Some(Arc::new(build_verifier(c, env)?)),
+                verifier: Some(Arc::new(build_verifier(c, env, metrics)?)),
             },
             None => JwtMethod {
                 header: "authorization".into(),
@@ -605,7 +611,11 @@ fn build_policy(p: &AuthPolicy, env: Env<'_>, permits: &Arc<Semaphore>) -> Resul
 }
 
 /// A verifier from a policy's `jwt` block.
-pub fn build_verifier(c: &config::JwtConfig, env: Env<'_>) -> Result<JwtVerifier, String> {
+pub fn build_verifier(
+    c: &config::JwtConfig,
+    env: Env<'_>,
+    metrics: &Arc<AuthnMetrics>,
+) -> Result<JwtVerifier, String> {
     let keys = if let Some(var) = &c.secret_env {
         let secret = env(var).filter(|s| !s.is_empty()).ok_or_else(|| {
             format!("jwt.secret_env: environment variable {var} is unset or empty")
@@ -619,12 +629,15 @@ pub fn build_verifier(c: &config::JwtConfig, env: Env<'_>) -> Result<JwtVerifier
     } else if let Some(path) = &c.jwks_file {
         KeySource::file(path).map_err(|e| format!("jwt.jwks_file: {e}"))?
     } else if let Some(uri) = &c.jwks_uri {
-        KeySource::Remote(RemoteJwks::new(
-            uri.clone(),
-            Duration::from_secs(c.jwks_cache_ttl_seconds),
-            Duration::from_secs(c.jwks_refresh_cooldown_seconds),
-            Duration::from_millis(c.jwks_fetch_timeout_ms),
-        )?)
+        KeySource::Remote(
+            RemoteJwks::new(
+                uri.clone(),
+                Duration::from_secs(c.jwks_cache_ttl_seconds),
+                Duration::from_secs(c.jwks_refresh_cooldown_seconds),
+                Duration::from_millis(c.jwks_fetch_timeout_ms),
+            )?
+            .with_metrics(metrics.clone()),
+        )
     } else {
         return Err("jwt: no key source".into());
     };

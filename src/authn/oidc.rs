@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 use super::config::OidcTrust;
 use super::jwks::{KeySource, RemoteJwks, fetch_text};
 use super::jwt::{EmailRule, JwtVerifier};
+use super::metrics::AuthnMetrics;
 use crate::policy::builtins::jwt::Alg;
 
 /// How long discovery waits, and between failed attempts.
@@ -26,6 +27,7 @@ pub struct OidcIssuer {
     verifier: ArcSwapOption<JwtVerifier>,
     last_attempt: tokio::sync::Mutex<Option<Instant>>,
     cooldown: Duration,
+    metrics: Arc<AuthnMetrics>,
 }
 
 impl std::fmt::Debug for OidcIssuer {
@@ -37,9 +39,10 @@ impl std::fmt::Debug for OidcIssuer {
 }
 
 impl OidcIssuer {
-    pub fn new(config: OidcTrust) -> Result<Self, String> {
+    pub fn new(config: OidcTrust, metrics: Arc<AuthnMetrics>) -> Result<Self, String> {
         Ok(Self {
             config,
+            metrics,
             client: crate::services::http_client(DISCOVERY_TIMEOUT).map_err(|e| e.to_string())?,
             verifier: ArcSwapOption::empty(),
             last_attempt: tokio::sync::Mutex::new(None),
@@ -105,7 +108,8 @@ impl OidcIssuer {
             Duration::from_secs(c.jwks_cache_ttl_seconds),
             JWKS_COOLDOWN,
             DISCOVERY_TIMEOUT,
-        )?;
+        )?
+        .with_metrics(self.metrics.clone());
         Ok(JwtVerifier {
             issuer: Some(c.issuer.clone()),
             audiences: c.audiences.clone(),

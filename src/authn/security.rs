@@ -66,6 +66,16 @@ impl Security {
         })
     }
 
+    /// Forwards authentication and token counters to the Prometheus registry.
+    pub fn connect_metrics(&self, metrics: &crate::telemetry::Metrics) {
+        if let Some(a) = &self.authn {
+            a.metrics().connect(metrics.clone());
+        }
+        if let Some(m) = &self.minter {
+            m.metrics().connect(metrics.clone());
+        }
+    }
+
     /// Authenticates a Check.
     pub async fn authenticate(&self, req: &CheckRequest, decision_id: &str) -> AuthnOutcome {
         match &self.authn {

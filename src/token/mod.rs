@@ -142,6 +142,10 @@ impl Minter {
         }
     }
 
+    pub fn metrics(&self) -> &Arc<AuthnMetrics> {
+        &self.metrics
+    }
+
     pub fn config(&self) -> &InternalToken {
         &self.config
     }
@@ -254,7 +258,7 @@ impl Minter {
             && now < c.iat + (c.exp - c.iat) / 2
             && c.exp <= exp
         {
-            AuthnMetrics::inc(&self.metrics.tokens_reused);
+            self.metrics.reused();
             return Ok(Minted {
                 token: c.token.clone(),
                 jti: c.jti.clone(),
@@ -267,7 +271,7 @@ impl Minter {
         claims.insert("iat".into(), Json::from(now));
         claims.insert("exp".into(), Json::from(exp));
         let token = key.sign(&Json::Object(claims)).map_err(MintError::Sign)?;
-        AuthnMetrics::inc(&self.metrics.tokens_minted);
+        self.metrics.minted();
         let mut event = AuditEvent::new("token_minted", ctx.decision_id)
             .with("subject", id.subject.as_str())
             .with("method", id.method)
