@@ -5,8 +5,8 @@
 //! then deserialized into typed structs that reject unknown keys, so a typo is an error naming
 //! the key instead of a silently ignored setting.
 //!
-//! Sections that this build does not implement yet (`authentication`, `internal_token`,
-//! `telemetry`) are refused with a clear error rather than
+//! Sections that this build does not implement yet (`telemetry`) are refused with a clear
+//! error rather than
 //! accepted and ignored: a sidecar that silently skips an `authentication` block would let
 //! unauthenticated requests through.
 
@@ -77,6 +77,12 @@ pub struct Config {
     /// Portcullis: the runtime that serves everything.
     #[serde(default)]
     pub runtime: Runtime,
+    /// Portcullis: authentication before Rego (DESIGN §5).
+    #[serde(default)]
+    pub authentication: Option<crate::authn::config::Authentication>,
+    /// Portcullis: the internal token minted on allow (DESIGN §6).
+    #[serde(default)]
+    pub internal_token: Option<crate::token::config::InternalToken>,
     /// Portcullis: the gateway gRPC API; served only when this section is present.
     #[serde(default)]
     pub gateway: Option<crate::gateway::GatewayConfig>,
@@ -316,7 +322,7 @@ pub struct Runtime {
 }
 
 /// Sections that belong to the product but that this build refuses rather than ignores.
-const NOT_YET_SUPPORTED: &[&str] = &["authentication", "internal_token", "telemetry"];
+const NOT_YET_SUPPORTED: &[&str] = &["telemetry"];
 
 /// Where a listener binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -476,6 +482,12 @@ impl Config {
                 ));
             }
             crate::namespaces::validate_name(name).map_err(|e| invalid(&key, e.to_string()))?;
+        }
+        if let Some(authn) = &self.authentication {
+            authn.validate().map_err(|(key, m)| invalid(&key, m))?;
+        }
+        if let Some(token) = &self.internal_token {
+            token.validate().map_err(|(key, m)| invalid(&key, m))?;
         }
         if let Some(b) = &ext.grpc_request_duration_seconds_buckets
             && (b.is_empty() || b.iter().any(|x| !x.is_finite() || *x <= 0.0))
@@ -906,8 +918,8 @@ mod tests {
 
     #[test]
     fn unsupported_sections_are_refused_not_ignored() {
-        let err = load_str("authentication:\n  policies: []\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("authentication"), "{err}");
+        let err = load_str("gateway:\n  addr: x\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("gateway"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The HTTP API: OPA's `/health`, `/metrics` and `/v1/data/{path}`.
+//! The HTTP API: OPA's `/health`, `/metrics` and `/v1/data/{path}`, and the internal token's
+//! `/.well-known/jwks.json` and `/.well-known/openid-configuration` (404 unless `internal_token`
+//! is configured).
 //!
 //! `/health` answers 200 `{}` while the server runs. With `?bundles` (readiness with bundles) or
 //! `?plugins`, it answers 200 only once every configured bundle has been activated at least
@@ -43,7 +45,12 @@ pub fn router(app: App, surface: Surface) -> Router {
         router = router
             .route("/v1/data", get(get_root).post(post_root))
             .route("/v1/data/", get(get_root).post(post_root))
-            .route("/v1/data/{*path}", get(get_data).post(post_data));
+            .route("/v1/data/{*path}", get(get_data).post(post_data))
+            .route("/.well-known/jwks.json", get(jwks))
+            .route(
+                "/.well-known/openid-configuration",
+                get(openid_configuration),
+            );
     }
     router
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -113,6 +120,45 @@ async fn health(State(app): State<App>, uri: axum::http::Uri) -> Response {
         }
     }
     (StatusCode::OK, axum::Json(json!({}))).into_response()
+}
+
+/// The internal token's public keys.
+async fn jwks(State(app): State<App>) -> Response {
+    match app.authz.security().and_then(|s| s.minter.as_ref()) {
+        Some(m) => (
+            StatusCode::OK,
+            [(axum::http::header::CACHE_CONTROL, "max-age=60")],
+            axum::Json(m.jwks()),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no internal token is configured",
+        ),
+    }
+}
+
+/// OIDC discovery for the internal token's issuer.
+async fn openid_configuration(State(app): State<App>) -> Response {
+    match app.authz.security().and_then(|s| s.minter.as_ref()) {
+        Some(m) => {
+            let jwks_uri = format!(
+                "{}/.well-known/jwks.json",
+                m.config().issuer.trim_end_matches('/')
+            );
+            (
+                StatusCode::OK,
+                axum::Json(m.openid_configuration(&jwks_uri)),
+            )
+                .into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no internal token is configured",
+        ),
+    }
 }
 
 /// `GET /metrics`: Prometheus' text exposition (OpenMetrics).

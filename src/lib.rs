@@ -8,6 +8,7 @@
 //!
 //! - [`bundle`]   OPA bundles: safe archive reading, manifest and roots, signatures, download
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
+//! - [`authn`]    authentication before Rego: JWT, API keys, Basic, trusted OIDC issuers, audit log
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
 //! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
 //! - [`cli`]      the gateway's command line: `auth`, `decide`, `policy`, `data`, `logs`, `keys`, `status`
@@ -26,6 +27,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod authn;
 pub mod authz;
 pub mod bundle;
 pub mod cli;
@@ -40,3 +42,4 @@ pub mod policy;
 pub mod server;
 pub mod services;
 pub mod telemetry;
+pub mod token;

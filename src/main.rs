@@ -71,6 +71,11 @@ enum Command {
     },
     /// Show what the gateway serves.
     Status(portcullis::cli::commands::StatusArgs),
+    /// Internal token tools.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCommand,
+    },
     /// OPA bundles: `bundle build DIR -o bundle.tar.gz`.
     Bundle {
         #[command(subcommand)]
@@ -78,6 +83,25 @@ enum Command {
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Verify a token with a JWK Set, as an upstream would, and print its claims as JSON.
+    /// Exit code 0 when valid, 1 when not.
+    Verify {
+        /// The JWK Set: an http(s) URL (e.g. http://localhost:8181/.well-known/jwks.json) or a file.
+        #[arg(long)]
+        jwks: String,
+        /// Require this `iss`.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Require this audience.
+        #[arg(long)]
+        audience: Option<String>,
+        /// The token, or `-` to read it from standard input.
+        token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +230,7 @@ fn main() -> ExitCode {
         Some(Command::Status(args)) => client_command(portcullis::cli::finish(
             portcullis::cli::commands::status(args),
         )),
+        Some(Command::Token { cmd }) => client_command(token_command(cmd)),
         Some(Command::Bundle {
             cmd: BundleCommand::Build(args),
         }) => ExitCode::from(u8::try_from(portcullis::bundle::build::main(args)).unwrap_or(1)),
@@ -229,6 +254,49 @@ fn client_command(fut: impl std::future::Future<Output = i32>) -> ExitCode {
     {
         Ok(rt) => ExitCode::from(u8::try_from(rt.block_on(fut)).unwrap_or(1)),
         Err(e) => fail(&format!("cannot start the runtime: {e}")),
+    }
+}
+
+async fn token_command(cmd: TokenCommand) -> i32 {
+    match cmd {
+        TokenCommand::Verify {
+            jwks,
+            issuer,
+            audience,
+            token,
+        } => {
+            let token = if token == "-" {
+                let mut text = String::new();
+                if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                    eprintln!("error: reading the token: {e}");
+                    return 2;
+                }
+                text.trim().to_string()
+            } else {
+                token
+            };
+            let set = match portcullis::token::verify::load_jwks(&jwks).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: --jwks: {e}");
+                    return 1;
+                }
+            };
+            let expect = portcullis::token::verify::Expect { issuer, audience };
+            match portcullis::token::verify::verify(&token, &set, &expect, portcullis::authn::now())
+                .await
+            {
+                Ok(claims) => {
+                    let text = serde_json::to_string_pretty(&claims).unwrap_or_default();
+                    println!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("invalid token: {e}");
+                    1
+                }
+            }
+        }
     }
 }
 

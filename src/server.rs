@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 
+use crate::authn::security::Security;
 use crate::authz::input::{self, InputOptions};
 use crate::authz::service::{AuthzService, CheckSettings};
 use crate::config::{Config, ConfigError, ListenAddr};
@@ -130,8 +131,10 @@ pub struct App {
 
 impl App {
     /// Wires the Check service and gRPC settings from the config around a loaded store. Fails
-    /// when the configured `proto-descriptor` cannot be loaded. The gateway's caller
-    /// authentication comes from the process environment.
+    /// when the configured `proto-descriptor` cannot be loaded, or when authentication or the
+    /// internal token cannot be built (their files, keys, and the process environment for
+    /// `secret_env` are read here). The gateway's caller authentication comes from the process
+    /// environment too.
     pub fn from_config(
         config: &Config,
         store: Arc<PolicyStore>,
@@ -140,12 +143,42 @@ impl App {
         Self::from_config_with_env(config, store, log, &ProcessEnv)
     }
 
-    /// [`App::from_config`] reading the gateway's `GATEWAY_*` variables from `env`. Also loads
-    /// the configured namespaces.
+    /// [`App::from_config`] reading the environment (`secret_env`, the gateway's `GATEWAY_*`)
+    /// from `env`.
     pub fn from_config_with_env(
         config: &Config,
         store: Arc<PolicyStore>,
         log: DecisionLog,
+        env: &(impl EnvSource + ?Sized),
+    ) -> Result<Self, ConfigError> {
+        let lookup = |name: &str| env.get(name);
+        let security = Security::from_config(config, &lookup)
+            .map_err(|message| ConfigError::Invalid {
+                file: "config".into(),
+                key: "authentication/internal_token".into(),
+                message,
+            })?
+            .map(Arc::new);
+        Self::with_security_and_env(config, store, log, security, env)
+    }
+
+    /// Like [`App::from_config`] with authentication and tokens already built.
+    pub fn with_security(
+        config: &Config,
+        store: Arc<PolicyStore>,
+        log: DecisionLog,
+        security: Option<Arc<Security>>,
+    ) -> Result<Self, ConfigError> {
+        Self::with_security_and_env(config, store, log, security, &ProcessEnv)
+    }
+
+    /// Like [`App::with_security`], reading the gateway's `GATEWAY_*` variables from `env`.
+    /// Also loads the configured namespaces.
+    pub fn with_security_and_env(
+        config: &Config,
+        store: Arc<PolicyStore>,
+        log: DecisionLog,
+        security: Option<Arc<Security>>,
         env: &(impl EnvSource + ?Sized),
     ) -> Result<Self, ConfigError> {
         let ext = &config.plugins.envoy_ext_authz_grpc;
@@ -156,6 +189,9 @@ impl App {
             log.stats(),
         );
         metrics.policy_revision(store.snapshot().revision());
+        if let Some(s) = &security {
+            s.connect_metrics(&metrics);
+        }
         let proto_descriptors = match &ext.proto_descriptor {
             None => None,
             Some(path) => {
@@ -180,7 +216,8 @@ impl App {
             },
             log.clone(),
             metrics.clone(),
-        );
+        )
+        .with_security(security.clone());
         let configured = config
             .namespaces
             .iter()

@@ -34,6 +34,8 @@ pub enum DecisionError {
     HttpStatus(String),
     #[error("dynamic_metadata: {0}")]
     Metadata(String),
+    #[error("internal_token: {0}")]
+    InternalToken(String),
 }
 
 /// A validated decision.
@@ -54,6 +56,20 @@ pub struct Allow {
     pub query_parameters_to_set: Vec<(String, String)>,
     pub query_parameters_to_remove: Vec<String>,
     pub dynamic_metadata: Option<Struct>,
+    /// Portcullis: the `internal_token` key (DESIGN §6).
+    pub internal_token: TokenAsk,
+}
+
+/// What an allow says about the internal token.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum TokenAsk {
+    /// No `internal_token` key: minted when `internal_token.enabled`.
+    #[default]
+    Unspecified,
+    /// `internal_token: false`: not minted for this request.
+    Refused,
+    /// `internal_token: true` or an object.
+    Requested(Box<crate::token::TokenRequest>),
 }
 
 /// An object decision with `allowed: false`.
@@ -126,6 +142,10 @@ impl TryFrom<&Value> for Decision {
                     "query_parameters_to_remove",
                 )?,
                 dynamic_metadata,
+                internal_token: match get("internal_token") {
+                    None => TokenAsk::Unspecified,
+                    Some(v) => token_ask(v)?,
+                },
             }))
         } else {
             let body = match get("body") {
@@ -151,6 +171,65 @@ impl TryFrom<&Value> for Decision {
             }))
         }
     }
+}
+
+/// `internal_token`: a boolean or `{scopes, audience, ttl_seconds, namespace, agent, session,
+/// channel, grant, claims}`.
+fn token_ask(v: &Value) -> Result<TokenAsk, DecisionError> {
+    let err = |m: String| DecisionError::InternalToken(m);
+    let obj = match v {
+        Value::Bool(true) => return Ok(TokenAsk::Requested(Box::default())),
+        Value::Bool(false) => return Ok(TokenAsk::Refused),
+        Value::Object(obj) => obj,
+        other => {
+            return Err(err(format!(
+                "expected a boolean or an object, got {}",
+                type_name(other)
+            )));
+        }
+    };
+    let mut req = crate::token::TokenRequest::default();
+    for (k, val) in obj.iter() {
+        let Value::String(key) = k else {
+            return Err(err("keys must be strings".into()));
+        };
+        let string = || match val {
+            Value::String(s) => Ok(s.to_string()),
+            other => Err(err(format!(
+                "{key}: expected a string, got {}",
+                type_name(other)
+            ))),
+        };
+        match key.as_ref() {
+            "scopes" => req.scopes = Some(string_list(Some(val), "internal_token.scopes")?),
+            "audience" => req.audience = Some(string()?),
+            "namespace" => req.namespace = Some(string()?),
+            "agent" => req.agent = Some(string()?),
+            "session" => req.session = Some(string()?),
+            "channel" => req.channel = Some(string()?),
+            "grant" => {
+                let g = string()?;
+                req.grant =
+                    Some(crate::authn::config::GrantKind::parse(&g).ok_or_else(|| {
+                        err(format!("grant: expected read or readwrite, got {g:?}"))
+                    })?);
+            }
+            "ttl_seconds" => {
+                req.ttl_seconds = Some(
+                    val.as_u64()
+                        .map_err(|_| err("ttl_seconds: expected a non-negative integer".into()))?,
+                );
+            }
+            "claims" => {
+                let Ok(serde_json::Value::Object(map)) = serde_json::to_value(val) else {
+                    return Err(err("claims: expected an object".into()));
+                };
+                req.claims = map;
+            }
+            other => return Err(err(format!("unknown key {other:?}"))),
+        }
+    }
+    Ok(TokenAsk::Requested(Box::new(req)))
 }
 
 /// The JSON type name of a value, for error messages.
@@ -475,5 +554,36 @@ mod tests {
         assert!(d(r#"{"allowed": true, "headers": {"a": 1}}"#).is_err());
         assert!(d(r#"{"allowed": true, "headers": [1]}"#).is_err());
         assert!(d(r#"{"allowed": false, "dynamic_metadata": []}"#).is_err());
+        // internal_token is allow-only.
+        assert!(d(r#"{"allowed": false, "internal_token": 1}"#).is_ok());
+        assert!(d(r#"{"allowed": true, "internal_token": 1}"#).is_err());
+        assert!(d(r#"{"allowed": true, "internal_token": {"grant": "all"}}"#).is_err());
+        assert!(d(r#"{"allowed": true, "internal_token": {"nope": 1}}"#).is_err());
+    }
+
+    #[test]
+    fn internal_token_forms() {
+        let Decision::Allow(a) = d(r#"{"allowed": true, "internal_token": true}"#).unwrap() else {
+            panic!("expected allow")
+        };
+        assert_eq!(a.internal_token, TokenAsk::Requested(Box::default()));
+        let Decision::Allow(a) = d(r#"{"allowed": true, "internal_token": false}"#).unwrap() else {
+            panic!("expected allow")
+        };
+        assert_eq!(a.internal_token, TokenAsk::Refused);
+        let Decision::Allow(a) = d(r#"{"allowed": true, "internal_token": {"scopes": ["a"],
+            "audience": "orders", "ttl_seconds": 30, "namespace": "acme", "grant": "read",
+            "claims": {"tenant": "t"}}}"#)
+        .unwrap() else {
+            panic!("expected allow")
+        };
+        let TokenAsk::Requested(r) = a.internal_token else {
+            panic!("expected a request")
+        };
+        assert_eq!(r.scopes, Some(vec!["a".to_string()]));
+        assert_eq!(r.audience.as_deref(), Some("orders"));
+        assert_eq!(r.ttl_seconds, Some(30));
+        assert_eq!(r.grant, Some(crate::authn::config::GrantKind::Read));
+        assert_eq!(r.claims.get("tenant"), Some(&serde_json::json!("t")));
     }
 }

@@ -1,5 +1,6 @@
 //! [`Decision`] -> `CheckResponse`, exactly as OPA-Envoy builds it.
 
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption, QueryParameter};
 use envoy_types::pb::envoy::service::auth::v3::{
     CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response::HttpResponse,
@@ -14,6 +15,7 @@ use super::input::InputError;
 /// gRPC status codes used in `CheckResponse.status`.
 const OK: i32 = 0;
 const PERMISSION_DENIED: i32 = 7;
+const UNAUTHENTICATED: i32 = 16;
 
 /// The prefix OPA-Envoy puts before a request-parse error.
 pub const REQUEST_PARSE_ERROR: &str = "request_parse_error";
@@ -81,6 +83,109 @@ pub fn parse_error(err: &InputError, decision_id: &str) -> CheckResponse {
         ..Default::default()
     };
     with_decision_id(resp, decision_id)
+}
+
+/// The answer to a request that authentication refused (DESIGN §5): HTTP 401 or 403 with the
+/// `www-authenticate` challenges and a body `{"error": code}` that never says what was wrong.
+/// In dry-run mode it becomes an empty OK, like any denial.
+pub fn authn_denied(
+    denial: &crate::authn::Denial,
+    decision_id: &str,
+    dry_run: bool,
+) -> CheckResponse {
+    if dry_run {
+        return with_decision_id(
+            CheckResponse {
+                status: Some(status(OK, "")),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+                ..Default::default()
+            },
+            decision_id,
+        );
+    }
+    let (grpc, http) = if denial.status == 401 {
+        (UNAUTHENTICATED, StatusCode::Unauthorized)
+    } else {
+        (PERMISSION_DENIED, StatusCode::Forbidden)
+    };
+    let mut headers: Vec<(String, String)> = denial
+        .www_authenticate
+        .iter()
+        .map(|c| ("www-authenticate".to_string(), c.clone()))
+        .collect();
+    headers.push(("content-type".into(), "application/json".into()));
+    let resp = CheckResponse {
+        status: Some(status(grpc, denial.code)),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: http as i32 }),
+            headers: header_options(headers),
+            body: serde_json::json!({ "error": denial.code }).to_string(),
+        })),
+        ..Default::default()
+    };
+    with_decision_id(resp, decision_id)
+}
+
+/// On an allow: sets `header` to `token` (overwriting any value the caller sent) or, without a
+/// token, removes `header` so that a caller cannot pass one of its own; also removes `remove`.
+pub fn set_internal_token(
+    resp: &mut CheckResponse,
+    header: &str,
+    token: Option<&str>,
+    remove: &[&str],
+) {
+    if resp.status.as_ref().is_some_and(|s| s.code != OK) {
+        return;
+    }
+    let ok = match &mut resp.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok,
+        Some(HttpResponse::DeniedResponse(_) | HttpResponse::ErrorResponse(_)) => return,
+        None => {
+            resp.http_response = Some(HttpResponse::OkResponse(OkHttpResponse::default()));
+            match &mut resp.http_response {
+                Some(HttpResponse::OkResponse(ok)) => ok,
+                _ => return,
+            }
+        }
+    };
+    ok.headers.retain(|h| {
+        h.header
+            .as_ref()
+            .is_none_or(|h| !h.key.eq_ignore_ascii_case(header))
+    });
+    match token {
+        Some(token) => {
+            // Overwrite: older Envoys overwrite when `append` is unset, newer ones follow
+            // `append_action` (setting both is rejected).
+            ok.headers.push(HeaderValueOption {
+                header: Some(HeaderValue {
+                    key: header.to_string(),
+                    value: token.to_string(),
+                    ..Default::default()
+                }),
+                append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                ..Default::default()
+            });
+        }
+        None => {
+            if !ok
+                .headers_to_remove
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(header))
+            {
+                ok.headers_to_remove.push(header.to_string());
+            }
+        }
+    }
+    for r in remove {
+        if !ok
+            .headers_to_remove
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(r))
+        {
+            ok.headers_to_remove.push((*r).to_string());
+        }
+    }
 }
 
 fn status(code: i32, message: &str) -> Status {

@@ -1,13 +1,14 @@
 //! The `envoy.service.auth.v3.Authorization` gRPC service: a thin handler that chains
-//! [`input::build`], [`Snapshot::eval`], [`Decision::try_from`] and [`Decision::into_response`],
-//! then records the outcome (metrics always; the decision log when enabled).
+//! authentication ([`Security::authenticate`]), [`input::build`] (plus `input.identity`),
+//! [`Snapshot::eval`], [`Decision::try_from`], [`Decision::into_response`] and, on an allow, the
+//! internal token ([`Security::apply_token`]); then records the outcome (metrics always; the
+//! decision log when enabled).
 //!
 //! **Namespaces.** When namespaces are in use (`namespaces:` configured or the gateway on),
 //! the Check is decided by the namespace named in the request's `namespace` context extension
 //! (Envoy's `context_extensions`), else by the default namespace; otherwise the extension means
-//! nothing, as in OPA-Envoy. A
-//! namespace that does not exist (or an empty or malformed name) is *denied*: a
-//! PERMISSION_DENIED CheckResponse with HTTP 403, not a gRPC error, so that Envoy's
+//! nothing, as in OPA-Envoy. A namespace that does not exist (or an empty or malformed name) is
+//! *denied*: a PERMISSION_DENIED CheckResponse with HTTP 403, not a gRPC error, so that Envoy's
 //! `failure_mode_allow` cannot turn a typo into an allow. It is counted and logged with the
 //! reason `unknown_namespace`; `dry-run` applies to it like to any denial.
 
@@ -17,11 +18,14 @@ use std::time::{Duration, Instant};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use super::decision::{Decision, Deny};
+use super::decision::{Decision, Deny, TokenAsk};
 use super::input::{self, InputOptions};
 use super::response;
+use crate::authn::AuthnOutcome;
+use crate::authn::security::Security;
 use crate::grpc::status::CheckError;
 use crate::namespaces::{DEFAULT_NAMESPACE, Namespaces};
 use crate::policy::{PolicyStore, Snapshot};
@@ -47,6 +51,7 @@ pub struct AuthzService {
     settings: Arc<CheckSettings>,
     log: DecisionLog,
     metrics: Metrics,
+    security: Option<Arc<Security>>,
 }
 
 /// The context extension that names the namespace deciding a Check.
@@ -65,6 +70,7 @@ impl AuthzService {
             settings: Arc::new(settings),
             log,
             metrics,
+            security: None,
         }
     }
 
@@ -115,13 +121,24 @@ impl AuthzService {
         .into_response(decision_id, self.settings.dry_run)
     }
 
+    /// Adds authentication and internal tokens.
+    pub fn with_security(mut self, security: Option<Arc<Security>>) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Authentication and internal tokens, when configured.
+    pub fn security(&self) -> Option<&Arc<Security>> {
+        self.security.as_ref()
+    }
+
     /// Answers one Check. Errors are those OPA-Envoy answers with a gRPC error.
-    pub fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CheckError> {
-        self.check_in(req, &tracing::Span::none())
+    pub async fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CheckError> {
+        self.check_in(req, &tracing::Span::none()).await
     }
 
     /// Answers one Check inside `span` (the `ext_authz.check` span, usually disabled).
-    fn check_in(
+    async fn check_in(
         &self,
         req: &CheckRequest,
         span: &tracing::Span,
@@ -133,13 +150,17 @@ impl AuthzService {
             Ok(selected) => selected,
             Err(name) => return Ok(self.unknown_namespace(name, &decision_id, start)),
         };
+        let authn = match &self.security {
+            Some(s) => s.authenticate(req, &decision_id).await,
+            None => AuthnOutcome::NotApplicable,
+        };
         let snapshot = store.snapshot();
         let mut record = self
             .log
             .enabled()
             .then(|| DecisionRecord::new(&decision_id));
         let mut eval = None;
-        let result = self.decide(req, &decision_id, &snapshot, &mut record, &mut eval);
+        let result = self.decide(req, &decision_id, &snapshot, &mut record, &mut eval, authn);
         let handler = start.elapsed();
         let outcome = match &result {
             Ok((_, outcome)) => *outcome,
@@ -181,8 +202,23 @@ impl AuthzService {
         snapshot: &Snapshot,
         record: &mut Option<DecisionRecord>,
         eval: &mut Option<Duration>,
+        authn: AuthnOutcome,
     ) -> Result<(CheckResponse, CheckOutcome), CheckError> {
-        let input = match input::build(req, &self.settings.input) {
+        let identity = match authn {
+            AuthnOutcome::Denied(denial) => {
+                if let Some(r) = record {
+                    r.error = Some(("authentication_refused", denial.code.to_string()));
+                }
+                return Ok((
+                    response::authn_denied(&denial, decision_id, self.settings.dry_run),
+                    CheckOutcome::Deny,
+                ));
+            }
+            AuthnOutcome::Authenticated(id) => Some(Some(id)),
+            AuthnOutcome::Anonymous => Some(None),
+            AuthnOutcome::NotApplicable => None,
+        };
+        let mut input = match input::build(req, &self.settings.input) {
             Ok(input) => input,
             Err(e) => {
                 tracing::info!(decision.id = %decision_id, error = %e, "request parse error");
@@ -195,8 +231,15 @@ impl AuthzService {
                 ));
             }
         };
+        if let Some(id) = &identity {
+            crate::authn::identity::attach(&mut input, id.as_deref());
+        }
         if let Some(r) = record {
-            r.input = Some(input.clone());
+            let mut logged = input.clone();
+            if let Some(s) = &self.security {
+                s.scrub(&mut logged);
+            }
+            r.input = Some(logged);
         }
         let evaluation = {
             let _span = tracing::debug_span!("policy.eval", policy.revision = snapshot.revision())
@@ -228,10 +271,23 @@ impl AuthzService {
         } else {
             CheckOutcome::Deny
         };
-        Ok((
-            decision.into_response(decision_id, self.settings.dry_run),
-            outcome,
-        ))
+        let ask = match &decision {
+            Decision::Allow(a) => a.internal_token.clone(),
+            _ => TokenAsk::Unspecified,
+        };
+        let mut resp = decision.into_response(decision_id, self.settings.dry_run);
+        if outcome == CheckOutcome::Allow
+            && let Some(s) = &self.security
+        {
+            s.apply_token(
+                &mut resp,
+                &ask,
+                identity.flatten().as_deref(),
+                req,
+                decision_id,
+            );
+        }
+        Ok((resp, outcome))
     }
 }
 
@@ -262,8 +318,9 @@ impl Authorization for AuthzService {
         {
             trace::set_remote_parent(&span, &http.headers);
         }
-        let _entered = span.enter();
         self.check_in(req, &span)
+            .instrument(span.clone())
+            .await
             .map(Response::new)
             .map_err(Status::from)
     }

@@ -403,7 +403,18 @@ fn verify_with_keys(
 /// Verifies `signature` over the token's signing input with one key; `false` whenever the key
 /// does not fit the algorithm.
 fn verify_with(alg: Alg, key: &KeyMaterial, token: &Token<'_>, signature: &[u8]) -> bool {
-    let message = token.signing_input.as_bytes();
+    verify_signature(alg, key, token.signing_input.as_bytes(), signature)
+}
+
+/// Verifies a JWS `signature` over `message` (the token's `header.payload`) with one key;
+/// `false` whenever the key does not fit the algorithm (an RSA key for `HS256`, a P-384 key for
+/// `ES256`, ...). Also used by the authentication layer (`crate::authn`).
+pub(crate) fn verify_signature(
+    alg: Alg,
+    key: &KeyMaterial,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
     match (alg, key) {
         (Alg::HS256, KeyMaterial::Secret(k)) => hmac_verify::<Hmac<Sha256>>(k, message, signature),
         (Alg::HS384, KeyMaterial::Secret(k)) => hmac_verify::<Hmac<Sha384>>(k, message, signature),

@@ -42,8 +42,8 @@
 
 mod cache;
 mod crypto;
-mod jwt;
-mod keys;
+pub(crate) mod jwt;
+pub(crate) mod keys;
 #[cfg(test)]
 mod tests;
 

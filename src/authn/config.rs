@@ -1,0 +1,529 @@
+//! The `authentication:` config section (DESIGN §5). Only shapes and static checks live here;
+//! files and keys are read when the [`Authenticator`](super::Authenticator) is built.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::policy::builtins::jwt::Alg;
+
+/// `authentication:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    #[serde(default)]
+    pub policies: Vec<AuthPolicy>,
+    #[serde(default)]
+    pub trust: Trust,
+    /// Where audit events (authentication failures, minted tokens) go.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `authentication.audit`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `stderr` (default), `stdout`, `off`, or a file path (appended to).
+    #[serde(default = "default_sink")]
+    pub sink: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            sink: default_sink(),
+        }
+    }
+}
+
+fn default_sink() -> String {
+    "stderr".into()
+}
+
+/// One named auth policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthPolicy {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    pub methods: Vec<Method>,
+    #[serde(default = "yes")]
+    pub required: bool,
+    #[serde(default)]
+    pub require: Require,
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    #[serde(default)]
+    pub api_key: Option<ApiKeyConfig>,
+    #[serde(default)]
+    pub basic: Option<BasicConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `match:` — every listed criterion must hold; an empty list matches anything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// Exact host names (case-insensitive, port ignored) or `*.suffix` wildcards.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
+    /// HTTP methods (case-insensitive).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// The `namespace` context extension.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// An authentication method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Jwt,
+    ApiKey,
+    Basic,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Jwt => "jwt",
+            Method::ApiKey => "api_key",
+            Method::Basic => "basic",
+        }
+    }
+}
+
+/// `require:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Require {
+    #[serde(default)]
+    pub roles: Option<RoleRequirement>,
+    /// Every listed scope must be held.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// `require.roles`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRequirement {
+    #[serde(default)]
+    pub any_of: Vec<String>,
+    #[serde(default)]
+    pub all_of: Vec<String>,
+}
+
+/// `jwt:` of a policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The request header carrying the token.
+    #[serde(default = "default_jwt_header")]
+    pub header: String,
+    /// The scheme before the token in that header; empty for a bare token.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The explicit allow-list. Required.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Also accepted as `jwks_cache_ttl`.
+    #[serde(default = "default_jwks_ttl", alias = "jwks_cache_ttl")]
+    pub jwks_cache_ttl_seconds: u64,
+    /// Least time between two fetches of `jwks_uri` (unknown `kid`s, failures).
+    #[serde(default = "default_cooldown")]
+    pub jwks_refresh_cooldown_seconds: u64,
+    #[serde(default = "default_fetch_timeout")]
+    pub jwks_fetch_timeout_ms: u64,
+    /// Environment variable holding the HMAC secret (HS* algorithms only).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+    #[serde(default)]
+    pub claims: ClaimsMap,
+    #[serde(default = "default_max_token")]
+    pub max_token_bytes: usize,
+}
+
+fn default_jwt_header() -> String {
+    "authorization".into()
+}
+fn default_scheme() -> String {
+    "Bearer".into()
+}
+fn default_jwks_ttl() -> u64 {
+    300
+}
+fn default_cooldown() -> u64 {
+    30
+}
+fn default_fetch_timeout() -> u64 {
+    1500
+}
+fn default_skew() -> u64 {
+    30
+}
+fn default_max_token() -> usize {
+    16 * 1024
+}
+
+/// Where identity fields come from in the token's claims. Dotted paths reach into objects
+/// (`realm_access.roles`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsMap {
+    #[serde(default = "c_sub")]
+    pub user_id: String,
+    #[serde(default = "c_roles")]
+    pub roles: String,
+    #[serde(default = "c_scope")]
+    pub scopes: String,
+    #[serde(default = "c_email")]
+    pub email: String,
+}
+
+impl Default for ClaimsMap {
+    fn default() -> Self {
+        Self {
+            user_id: c_sub(),
+            roles: c_roles(),
+            scopes: c_scope(),
+            email: c_email(),
+        }
+    }
+}
+
+fn c_sub() -> String {
+    "sub".into()
+}
+fn c_roles() -> String {
+    "roles".into()
+}
+fn c_scope() -> String {
+    "scope".into()
+}
+fn c_email() -> String {
+    "email".into()
+}
+
+/// `api_key:` of a policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub query_param: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// Accepted key prefixes (`sk_live_`); a string or a list. Empty: any.
+    #[serde(default)]
+    pub prefix: Prefixes,
+    /// The key store (JSON, SHA-256 hashes only).
+    pub store: PathBuf,
+}
+
+/// One prefix or several.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "PrefixForm")]
+pub struct Prefixes(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PrefixForm {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<PrefixForm> for Prefixes {
+    fn from(f: PrefixForm) -> Self {
+        match f {
+            PrefixForm::One(s) => Prefixes(vec![s]),
+            PrefixForm::Many(v) => Prefixes(v),
+        }
+    }
+}
+
+/// `basic:` of a policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicConfig {
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// The users file (JSON, argon2id hashes).
+    pub users: PathBuf,
+    #[serde(default)]
+    pub lockout: Lockout,
+}
+
+fn default_realm() -> String {
+    "portcullis".into()
+}
+
+/// `basic.lockout`: after `max_failures` consecutive failures a user is locked for `seconds`,
+/// doubled at each further lockout (capped at `max_seconds`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lockout {
+    #[serde(default = "default_failures")]
+    pub max_failures: u32,
+    #[serde(default = "default_lock_seconds")]
+    pub seconds: u64,
+    #[serde(default = "default_lock_max")]
+    pub max_seconds: u64,
+}
+
+impl Default for Lockout {
+    fn default() -> Self {
+        Self {
+            max_failures: default_failures(),
+            seconds: default_lock_seconds(),
+            max_seconds: default_lock_max(),
+        }
+    }
+}
+
+fn default_failures() -> u32 {
+    5
+}
+fn default_lock_seconds() -> u64 {
+    300
+}
+fn default_lock_max() -> u64 {
+    3600
+}
+
+/// `trust:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    #[serde(default)]
+    pub oidc: Vec<OidcTrust>,
+}
+
+/// One Talon-style trusted OIDC issuer; keys are found through OIDC discovery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcTrust {
+    pub issuer: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default, alias = "allowedDomains")]
+    pub allowed_domains: Vec<String>,
+    #[serde(default, alias = "allowedEmails")]
+    pub allowed_emails: Vec<String>,
+    #[serde(default = "default_skew", alias = "clockSkewSeconds")]
+    pub clock_skew_seconds: u64,
+    /// Grants given to every identity this issuer vouches for.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// Asymmetric algorithms accepted (default RS256, ES256, EdDSA).
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub claims: ClaimsMap,
+    #[serde(default = "default_jwks_ttl", alias = "jwksCacheTtlSeconds")]
+    pub jwks_cache_ttl_seconds: u64,
+}
+
+/// A Talon-style grant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub kind: GrantKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// `read` or `readwrite`; `readwrite` covers `read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantKind {
+    Read,
+    Readwrite,
+}
+
+impl GrantKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(Self::Read),
+            "readwrite" => Some(Self::Readwrite),
+            _ => None,
+        }
+    }
+}
+
+impl Authentication {
+    /// Static checks; `Err((key, message))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            let at = |k: &str| format!("authentication.policies[{i}].{k}");
+            if p.name.trim().is_empty() {
+                return Err((at("name"), "must not be empty".into()));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err((at("name"), format!("{:?} is used twice", p.name)));
+            }
+            if p.methods.is_empty() {
+                return Err((
+                    at("methods"),
+                    "list at least one of jwt, api_key, basic".into(),
+                ));
+            }
+            for prefix in &p.matcher.path_prefixes {
+                if !prefix.starts_with('/') {
+                    return Err((
+                        at("match.path_prefixes"),
+                        format!("{prefix:?} must start with /"),
+                    ));
+                }
+            }
+            for m in &p.methods {
+                match m {
+                    Method::Jwt => {
+                        if let Some(jwt) = &p.jwt {
+                            jwt.validate()
+                                .map_err(|(k, m)| (at(&format!("jwt.{k}")), m))?;
+                        } else if self.trust.oidc.is_empty() {
+                            return Err((
+                                at("jwt"),
+                                "method jwt needs a jwt block or authentication.trust.oidc issuers"
+                                    .into(),
+                            ));
+                        }
+                    }
+                    Method::ApiKey => {
+                        let Some(k) = &p.api_key else {
+                            return Err((
+                                at("api_key"),
+                                "method api_key needs an api_key block".into(),
+                            ));
+                        };
+                        if k.header.is_none() && k.query_param.is_none() && k.cookie.is_none() {
+                            return Err((
+                                at("api_key"),
+                                "set at least one of header, query_param, cookie".into(),
+                            ));
+                        }
+                    }
+                    Method::Basic => {
+                        if p.basic.is_none() {
+                            return Err((at("basic"), "method basic needs a basic block".into()));
+                        }
+                    }
+                }
+            }
+            if let Some(b) = &p.basic
+                && (b.lockout.max_failures == 0 || b.lockout.seconds == 0)
+            {
+                return Err((
+                    at("basic.lockout"),
+                    "max_failures and seconds must be > 0".into(),
+                ));
+            }
+        }
+        for (i, t) in self.trust.oidc.iter().enumerate() {
+            let at = |k: &str| format!("authentication.trust.oidc[{i}].{k}");
+            if !(t.issuer.starts_with("https://") || t.issuer.starts_with("http://")) {
+                return Err((at("issuer"), "must be an http(s) URL".into()));
+            }
+            for a in &t.algorithms {
+                match Alg::from_name(a) {
+                    Some(alg) if !is_hmac(alg) => {}
+                    _ => {
+                        return Err((
+                            at("algorithms"),
+                            format!("{a:?} is not an asymmetric JWS algorithm"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `alg` is an HMAC algorithm.
+pub(crate) fn is_hmac(alg: Alg) -> bool {
+    matches!(alg, Alg::HS256 | Alg::HS384 | Alg::HS512)
+}
+
+impl JwtConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.algorithms.is_empty() {
+            return Err((
+                "algorithms".into(),
+                "an explicit allow-list is required".into(),
+            ));
+        }
+        let mut hmac = false;
+        let mut asym = false;
+        for a in &self.algorithms {
+            let Some(alg) = Alg::from_name(a) else {
+                return Err((
+                    "algorithms".into(),
+                    format!("{a:?} is not a supported JWS algorithm (`none` never is)"),
+                ));
+            };
+            if is_hmac(alg) {
+                hmac = true;
+            } else {
+                asym = true;
+            }
+        }
+        let sources = usize::from(self.jwks_uri.is_some())
+            + usize::from(self.jwks_file.is_some())
+            + usize::from(self.secret_env.is_some());
+        if sources != 1 {
+            return Err((
+                "jwks_uri".into(),
+                "set exactly one of jwks_uri, jwks_file, secret_env".into(),
+            ));
+        }
+        if hmac && self.secret_env.is_none() {
+            return Err(("algorithms".into(), "HS* algorithms need secret_env".into()));
+        }
+        if asym && self.secret_env.is_some() {
+            return Err((
+                "algorithms".into(),
+                "with secret_env only HS* algorithms are allowed".into(),
+            ));
+        }
+        if let Some(uri) = &self.jwks_uri
+            && !(uri.starts_with("https://") || uri.starts_with("http://"))
+        {
+            return Err(("jwks_uri".into(), "must be an http(s) URL".into()));
+        }
+        if self.clock_skew_seconds > 600 {
+            return Err(("clock_skew_seconds".into(), "at most 600".into()));
+        }
+        if self.header.trim().is_empty() {
+            return Err(("header".into(), "must not be empty".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! Authentication and token counters: relaxed atomics (cheap, readable in tests) that are also
+//! forwarded to the Prometheus registry ([`crate::telemetry::Metrics`]: `portcullis_authn_total`,
+//! JWKS fetches, tokens minted and reused) once [`AuthnMetrics::connect`] is called.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{AuthnFailure, AuthnMethod, AuthnResult};
+
+/// Counters of the authentication layer and the token minter.
+#[derive(Debug, Default)]
+pub struct AuthnMetrics {
+    pub success: AtomicU64,
+    pub anonymous: AtomicU64,
+    pub failure: AtomicU64,
+    pub forbidden: AtomicU64,
+    pub jwks_fetches: AtomicU64,
+    pub jwks_fetch_failures: AtomicU64,
+    pub tokens_minted: AtomicU64,
+    pub tokens_reused: AtomicU64,
+    prometheus: OnceLock<Metrics>,
+}
+
+fn method(name: &str) -> AuthnMethod {
+    match name {
+        "jwt" => AuthnMethod::Jwt,
+        "api_key" => AuthnMethod::ApiKey,
+        "basic" => AuthnMethod::Basic,
+        "oidc" => AuthnMethod::Oidc,
+        _ => AuthnMethod::None,
+    }
+}
+
+fn failure(code: &str) -> AuthnFailure {
+    match code {
+        "missing_token" => AuthnFailure::MissingToken,
+        "invalid_signature" => AuthnFailure::InvalidSignature,
+        "invalid_api_key" => AuthnFailure::InvalidApiKey,
+        "insufficient_scope" => AuthnFailure::InsufficientScope,
+        "insufficient_role" => AuthnFailure::InsufficientRole,
+        "locked_out" => AuthnFailure::LockedOut,
+        _ => AuthnFailure::InvalidToken,
+    }
+}
+
+impl AuthnMetrics {
+    /// Forwards every later count to the Prometheus registry too.
+    pub fn connect(&self, metrics: Metrics) {
+        let _ = self.prometheus.set(metrics);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn success(&self, method_name: &str) {
+        Self::inc(&self.success);
+        if let Some(m) = self.prometheus.get() {
+            m.authn(method(method_name), AuthnResult::Success);
+        }
+    }
+
+    pub fn anonymous(&self) {
+        Self::inc(&self.anonymous);
+    }
+
+    /// A refusal: `code` is the answer's error code (`missing_token`, `insufficient_role`, ...).
+    pub fn failure(&self, method_name: &str, code: &str) {
+        if code.starts_with("insufficient_") {
+            Self::inc(&self.forbidden);
+        } else {
+            Self::inc(&self.failure);
+        }
+        if let Some(m) = self.prometheus.get() {
+            m.authn(method(method_name), AuthnResult::Failure(failure(code)));
+        }
+    }
+
+    pub fn jwks_fetch(&self, ok: bool) {
+        Self::inc(&self.jwks_fetches);
+        if !ok {
+            Self::inc(&self.jwks_fetch_failures);
+        }
+        if let Some(m) = self.prometheus.get() {
+            m.jwks_fetch(ok);
+        }
+    }
+
+    pub fn minted(&self) {
+        Self::inc(&self.tokens_minted);
+        if let Some(m) = self.prometheus.get() {
+            m.token_minted();
+        }
+    }
+
+    pub fn reused(&self) {
+        Self::inc(&self.tokens_reused);
+        if let Some(m) = self.prometheus.get() {
+            m.token_reused();
+        }
+    }
+}

@@ -1,0 +1,780 @@
+//! Authentication before Rego (DESIGN §5).
+//!
+//! # Which policies apply: the restrictive cascade
+//!
+//! Every auth policy whose `match` holds for a request applies, and **all of them must be
+//! satisfied** (a conjunction). This is at least as strict as the strictest matching policy, so
+//! adding or overlapping a policy can never weaken what another one demands:
+//!
+//! - if any matching policy is `required`, a request without a credential is refused
+//!   (`missing_token`); it reaches Rego anonymously (`input.identity: null`) only when every
+//!   matching policy is optional;
+//! - a presented credential must be accepted by every matching policy that has a method for it;
+//!   a credential that some matching policy rejects is refused, even when that policy is optional
+//!   (an invalid credential is never downgraded to anonymous);
+//! - every matching policy's `require` (roles `any_of` / `all_of`, scopes) applies to the
+//!   identity: the union of all requirements;
+//! - `input.identity` is the identity established by the first matching policy, in config order.
+//!
+//! When no policy matches, authentication does not run and `input.identity` is absent.
+//!
+//! # Layout
+//!
+//! - [`config`]   the `authentication:` section
+//! - [`request`]  what is read from a CheckRequest; policy matching
+//! - [`jwt`], [`jwks`], [`oidc`]  JWT verification, key sources, trusted OIDC issuers
+//! - [`api_key`]  the API key store
+//! - [`basic`]    Basic authentication with argon2id and lockout
+//! - [`identity`] `input.identity`
+//! - [`audit`]    the audit log (JSON lines)
+//! - [`metrics`]  counters
+//! - [`security`] authentication and the internal token wired for the Check path
+
+pub mod api_key;
+pub mod audit;
+pub mod basic;
+pub mod config;
+pub mod file;
+pub mod identity;
+pub mod jwks;
+pub mod jwt;
+pub mod metrics;
+pub mod oidc;
+pub mod request;
+pub mod security;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use self::api_key::ApiKeyStore;
+use self::audit::{AuditEvent, AuditLog, thumbprint};
+use self::basic::BasicAuth;
+use self::config::{ApiKeyConfig, AuthPolicy, Authentication, Match, Method, Require};
+use self::identity::Identity;
+use self::jwks::{KeySource, RemoteJwks};
+use self::jwt::JwtVerifier;
+use self::metrics::AuthnMetrics;
+use self::oidc::OidcIssuer;
+use self::request::{RequestView, path_forms};
+use crate::policy::builtins::jwt::Alg;
+
+/// What authentication decided.
+#[derive(Debug)]
+pub enum AuthnOutcome {
+    /// No policy matched: `input.identity` is absent.
+    NotApplicable,
+    /// Only optional policies matched and no credential was presented: `input.identity` is null.
+    Anonymous,
+    Authenticated(Arc<Identity>),
+    Denied(Denial),
+}
+
+/// A refusal: 401 or 403 with a code and `www-authenticate` challenges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub status: u16,
+    /// `missing_token`, `invalid_token`, `invalid_signature`, `invalid_api_key`,
+    /// `insufficient_scope`, `insufficient_role`.
+    pub code: &'static str,
+    pub www_authenticate: Vec<String>,
+}
+
+/// A building error, naming the policy.
+#[derive(Debug, thiserror::Error)]
+#[error("authentication.policies {policy:?}: {message}")]
+pub struct BuildError {
+    pub policy: String,
+    pub message: String,
+}
+
+struct JwtMethod {
+    header: String,
+    scheme: String,
+    verifier: Option<Arc<JwtVerifier>>,
+}
+
+struct ApiKeyMethod {
+    config: ApiKeyConfig,
+    store: Arc<ApiKeyStore>,
+}
+
+struct Policy {
+    name: String,
+    matcher: Match,
+    methods: Vec<Method>,
+    required: bool,
+    require: Require,
+    jwt: Option<JwtMethod>,
+    api_key: Option<ApiKeyMethod>,
+    basic: Option<Arc<BasicAuth>>,
+}
+
+/// The authentication layer, built once from the config.
+pub struct Authenticator {
+    policies: Vec<Policy>,
+    oidc: Vec<OidcIssuer>,
+    audit: AuditLog,
+    metrics: Arc<AuthnMetrics>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field(
+                "policies",
+                &self.policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Environment look-up, so tests never touch the process environment.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// One policy's verdict.
+enum PolicyResult {
+    Identity(Arc<Identity>),
+    NoCredential,
+    Failed {
+        method: Method,
+        code: &'static str,
+        reason: String,
+        thumbprint: String,
+    },
+}
+
+impl Authenticator {
+    /// Builds the layer: opens key files, key stores and users files (errors name the policy).
+    pub fn build(
+        config: &Authentication,
+        audit: AuditLog,
+        env: Env<'_>,
+    ) -> Result<Self, BuildError> {
+        let permits = Arc::new(Semaphore::new(basic::MAX_PARALLEL));
+        let metrics = Arc::new(AuthnMetrics::default());
+        let mut policies = Vec::new();
+        for p in &config.policies {
+            policies.push(build_policy(p, env, &permits, &metrics).map_err(|message| {
+                BuildError {
+                    policy: p.name.clone(),
+                    message,
+                }
+            })?);
+        }
+        let oidc = config
+            .trust
+            .oidc
+            .iter()
+            .map(|t| OidcIssuer::new(t.clone(), metrics.clone()))
+            .collect::<Result<_, _>>()
+            .map_err(|message| BuildError {
+                policy: "trust.oidc".into(),
+                message,
+            })?;
+        Ok(Self {
+            policies,
+            oidc,
+            audit,
+            metrics,
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<AuthnMetrics> {
+        &self.metrics
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The API key store of the named policy (for the gateway's key management).
+    pub fn api_key_store(&self, policy: &str) -> Option<Arc<ApiKeyStore>> {
+        self.policies
+            .iter()
+            .find(|p| p.name == policy)
+            .and_then(|p| p.api_key.as_ref())
+            .map(|m| m.store.clone())
+    }
+
+    /// Header names and query parameters that carry credentials, erased from decision logs.
+    pub fn credential_locations(&self) -> (Vec<String>, Vec<String>) {
+        let mut headers = Vec::new();
+        let mut params = Vec::new();
+        for p in &self.policies {
+            if let Some(j) = &p.jwt {
+                headers.push(j.header.clone());
+            }
+            if let Some(k) = &p.api_key {
+                headers.extend(k.config.header.iter().map(|h| h.to_ascii_lowercase()));
+                params.extend(k.config.query_param.iter().cloned());
+            }
+            if p.basic.is_some() {
+                headers.push("authorization".into());
+            }
+        }
+        headers.sort();
+        headers.dedup();
+        params.sort();
+        params.dedup();
+        (headers, params)
+    }
+
+    /// Runs the matching policies for one request.
+    pub async fn authenticate(&self, req: &RequestView<'_>, decision_id: &str) -> AuthnOutcome {
+        let paths = path_forms(req.path);
+        let matched: Vec<&Policy> = self
+            .policies
+            .iter()
+            .filter(|p| p.matcher.matches(req, &paths))
+            .collect();
+        if matched.is_empty() {
+            return AuthnOutcome::NotApplicable;
+        }
+        let now = now();
+        let mut identity: Option<Arc<Identity>> = None;
+        for p in &matched {
+            match self.run_policy(p, req, now).await {
+                PolicyResult::Identity(id) => {
+                    if let Err(code) = check_require(&p.require, &id) {
+                        self.metrics.failure(id.method, code);
+                        self.refuse(
+                            decision_id,
+                            p,
+                            Some(&id),
+                            id.method,
+                            code,
+                            "requirement not met",
+                            &id.thumbprint,
+                        );
+                        return AuthnOutcome::Denied(Denial {
+                            status: 403,
+                            code,
+                            www_authenticate: vec![format!("Bearer error=\"{code}\"")],
+                        });
+                    }
+                    if identity.is_none() {
+                        identity = Some(id);
+                    }
+                }
+                PolicyResult::NoCredential => {
+                    if p.required {
+                        self.metrics.failure("none", "missing_token");
+                        self.refuse(
+                            decision_id,
+                            p,
+                            None,
+                            "none",
+                            "missing_token",
+                            "no credential",
+                            "",
+                        );
+                        return AuthnOutcome::Denied(Denial {
+                            status: 401,
+                            code: "missing_token",
+                            www_authenticate: challenges(&matched, None),
+                        });
+                    }
+                }
+                PolicyResult::Failed {
+                    method,
+                    code,
+                    reason,
+                    thumbprint,
+                } => {
+                    self.metrics.failure(method.name(), code);
+                    self.refuse(
+                        decision_id,
+                        p,
+                        None,
+                        method.name(),
+                        code,
+                        &reason,
+                        &thumbprint,
+                    );
+                    return AuthnOutcome::Denied(Denial {
+                        status: 401,
+                        code,
+                        www_authenticate: challenges(&matched, Some(code)),
+                    });
+                }
+            }
+        }
+        match identity {
+            Some(id) => {
+                self.metrics.success(id.method);
+                tracing::debug!(decision.id = %decision_id, authn.method = id.method, authn.subject = %id.subject, "authenticated");
+                AuthnOutcome::Authenticated(id)
+            }
+            None => {
+                self.metrics.anonymous();
+                AuthnOutcome::Anonymous
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &self,
+        decision_id: &str,
+        policy: &Policy,
+        identity: Option<&Identity>,
+        method: &str,
+        code: &str,
+        reason: &str,
+        thumbprint: &str,
+    ) {
+        tracing::info!(
+            decision.id = %decision_id,
+            authn.policy = %policy.name,
+            authn.method = method,
+            authn.result = code,
+            authn.reason = %reason,
+            credential.sha256 = thumbprint,
+            "authentication refused"
+        );
+        let mut event = AuditEvent::new("authn_failure", decision_id)
+            .with("policy", policy.name.as_str())
+            .with("method", method)
+            .with("result", code)
+            .with("reason", reason);
+        if !thumbprint.is_empty() {
+            event = event.with("credential_sha256", thumbprint);
+        }
+        if let Some(id) = identity {
+            event = event.with("subject", id.subject.as_str());
+        }
+        self.audit.record(event);
+    }
+
+    async fn run_policy(&self, p: &Policy, req: &RequestView<'_>, now: i64) -> PolicyResult {
+        let mut failure: Option<PolicyResult> = None;
+        for m in &p.methods {
+            let result = match m {
+                Method::Jwt => match &p.jwt {
+                    Some(j) => self.try_jwt(j, req, now).await,
+                    None => None,
+                },
+                Method::ApiKey => p.api_key.as_ref().and_then(|k| try_api_key(k, req, now)),
+                Method::Basic => match &p.basic {
+                    Some(b) => try_basic(b, req).await,
+                    None => None,
+                },
+            };
+            match result {
+                Some(PolicyResult::Identity(id)) => return PolicyResult::Identity(id),
+                Some(f @ PolicyResult::Failed { .. }) => {
+                    failure.get_or_insert(f);
+                }
+                _ => {}
+            }
+        }
+        failure.unwrap_or(PolicyResult::NoCredential)
+    }
+
+    async fn try_jwt(
+        &self,
+        j: &JwtMethod,
+        req: &RequestView<'_>,
+        now: i64,
+    ) -> Option<PolicyResult> {
+        let token = credential(req.header(&j.header)?, &j.scheme)?;
+        let print = thumbprint(token.as_bytes());
+        let fail = |code: &'static str, reason: String| PolicyResult::Failed {
+            method: Method::Jwt,
+            code,
+            reason,
+            thumbprint: print.clone(),
+        };
+        let max = j.verifier.as_ref().map_or(16 * 1024, |v| v.max_token_bytes);
+        if token.len() > max {
+            return Some(fail("invalid_token", "token too large".into()));
+        }
+        // A token from a trusted OIDC issuer is checked by that issuer's rules and keys.
+        let issuer = jwt::peek_issuer(token, max);
+        let trusted = issuer
+            .as_deref()
+            .and_then(|iss| self.oidc.iter().find(|o| o.config.issuer == iss));
+        let verifier = match trusted {
+            Some(o) => match o.verifier().await {
+                Some(v) => v,
+                None => {
+                    return Some(fail(
+                        "invalid_signature",
+                        "trusted issuer's keys unavailable".into(),
+                    ));
+                }
+            },
+            None => match &j.verifier {
+                Some(v) => v.clone(),
+                None => return Some(fail("invalid_token", "issuer is not trusted".into())),
+            },
+        };
+        Some(match verifier.authenticate(token, now).await {
+            Ok(id) => PolicyResult::Identity(id),
+            Err(e) => fail(e.code(), e.to_string()),
+        })
+    }
+}
+
+/// The credential after `scheme ` in a header value (the whole value when `scheme` is empty).
+fn credential<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let value = value.trim();
+    if scheme.is_empty() {
+        return (!value.is_empty()).then_some(value);
+    }
+    let (s, rest) = value.split_once(' ')?;
+    if !s.eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    let rest = rest.trim();
+    (!rest.is_empty()).then_some(rest)
+}
+
+fn try_api_key(k: &ApiKeyMethod, req: &RequestView<'_>, now: i64) -> Option<PolicyResult> {
+    let c = &k.config;
+    let presented: String = c
+        .header
+        .as_deref()
+        .and_then(|h| {
+            let v = req.header(&h.to_ascii_lowercase())?;
+            if h.eq_ignore_ascii_case("authorization") {
+                credential(v, "Bearer").or_else(|| credential(v, "ApiKey"))
+            } else {
+                Some(v.trim())
+            }
+        })
+        .map(str::to_owned)
+        .or_else(|| c.query_param.as_deref().and_then(|q| req.query_param(q)))
+        .or_else(|| {
+            c.cookie
+                .as_deref()
+                .and_then(|n| req.cookie(n))
+                .map(str::to_owned)
+        })
+        .filter(|k| !k.is_empty())?;
+    let print = thumbprint(presented.as_bytes());
+    let fail = |reason: String| {
+        Some(PolicyResult::Failed {
+            method: Method::ApiKey,
+            code: "invalid_api_key",
+            reason,
+            thumbprint: print.clone(),
+        })
+    };
+    if !c.prefix.0.is_empty() && !c.prefix.0.iter().any(|p| presented.starts_with(p.as_str())) {
+        return fail("key does not have an accepted prefix".into());
+    }
+    match k.store.authenticate(&presented, now) {
+        Ok(record) => {
+            let mut id = Identity::new(Method::ApiKey, record.subject, print.clone());
+            id.scopes = record.scopes;
+            id.roles = record.roles;
+            id.api_key_id = Some(record.id);
+            id.expires_at = record.expires_at;
+            Some(PolicyResult::Identity(Arc::new(id)))
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+async fn try_basic(b: &BasicAuth, req: &RequestView<'_>) -> Option<PolicyResult> {
+    let creds = credential(req.header("authorization")?, "Basic")?;
+    let user = basic::decode(creds).map(|(u, _)| u).unwrap_or_default();
+    // Never hash a password into a log: the thumbprint covers the user name only.
+    let print = thumbprint(format!("basic:{user}").as_bytes());
+    Some(match b.verify(creds).await {
+        Ok(u) => {
+            let mut id = Identity::new(Method::Basic, u.username, print);
+            id.roles = u.roles;
+            id.scopes = u.scopes;
+            PolicyResult::Identity(Arc::new(id))
+        }
+        Err(e) => PolicyResult::Failed {
+            method: Method::Basic,
+            code: "invalid_token",
+            reason: e.to_string(),
+            thumbprint: print,
+        },
+    })
+}
+
+/// `Err(code)` when the identity lacks a required role or scope.
+fn check_require(r: &Require, id: &Identity) -> Result<(), &'static str> {
+    if let Some(roles) = &r.roles {
+        if !roles.any_of.is_empty() && !roles.any_of.iter().any(|x| id.has_role(x)) {
+            return Err("insufficient_role");
+        }
+        if !roles.all_of.iter().all(|x| id.has_role(x)) {
+            return Err("insufficient_role");
+        }
+    }
+    if !r.scopes.iter().all(|s| id.has_scope(s)) {
+        return Err("insufficient_scope");
+    }
+    Ok(())
+}
+
+/// `www-authenticate` challenges for the methods of the matching policies.
+fn challenges(policies: &[&Policy], error: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in policies {
+        for m in &p.methods {
+            let c = match m {
+                Method::Jwt => match error {
+                    Some(e @ ("invalid_token" | "invalid_signature")) => {
+                        let e = if e == "invalid_signature" {
+                            "invalid_token"
+                        } else {
+                            e
+                        };
+                        format!("Bearer realm=\"portcullis\", error=\"{e}\"")
+                    }
+                    _ => "Bearer realm=\"portcullis\"".to_string(),
+                },
+                Method::ApiKey => "ApiKey realm=\"portcullis\"".to_string(),
+                Method::Basic => format!(
+                    "Basic realm=\"{}\", charset=\"UTF-8\"",
+                    p.basic
+                        .as_ref()
+                        .map_or("portcullis", |b| b.realm.as_str())
+                        .replace('"', "")
+                ),
+            };
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn build_policy(
+    p: &AuthPolicy,
+    env: Env<'_>,
+    permits: &Arc<Semaphore>,
+    metrics: &Arc<AuthnMetrics>,
+) -> Result<Policy, String> {
+    let jwt = if p.methods.contains(&Method::Jwt) {
+        Some(match &p.jwt {
+            Some(c) => JwtMethod {
+                header: c.header.to_ascii_lowercase(),
+                scheme: c.scheme.clone(),
+                verifier: Some(Arc::new(build_verifier(c, env, metrics)?)),
+            },
+            None => JwtMethod {
+                header: "authorization".into(),
+                scheme: "Bearer".into(),
+                verifier: None,
+            },
+        })
+    } else {
+        None
+    };
+    let api_key = match (&p.api_key, p.methods.contains(&Method::ApiKey)) {
+        (Some(c), true) => Some(ApiKeyMethod {
+            config: c.clone(),
+            store: Arc::new(
+                ApiKeyStore::open(&c.store).map_err(|e| format!("api_key.store: {e}"))?,
+            ),
+        }),
+        _ => None,
+    };
+    let basic = match (&p.basic, p.methods.contains(&Method::Basic)) {
+        (Some(c), true) => Some(Arc::new(
+            BasicAuth::open(
+                c.realm.clone(),
+                &c.users,
+                c.lockout.clone(),
+                permits.clone(),
+            )
+            .map_err(|e| format!("basic.users: {e}"))?,
+        )),
+        _ => None,
+    };
+    Ok(Policy {
+        name: p.name.clone(),
+        matcher: p.matcher.clone(),
+        methods: p.methods.clone(),
+        required: p.required,
+        require: p.require.clone(),
+        jwt,
+        api_key,
+        basic,
+    })
+}
+
+/// A verifier from a policy's `jwt` block.
+pub fn build_verifier(
+    c: &config::JwtConfig,
+    env: Env<'_>,
+    metrics: &Arc<AuthnMetrics>,
+) -> Result<JwtVerifier, String> {
+    let keys = if let Some(var) = &c.secret_env {
+        let secret = env(var).filter(|s| !s.is_empty()).ok_or_else(|| {
+            format!("jwt.secret_env: environment variable {var} is unset or empty")
+        })?;
+        if secret.len() < 32 {
+            return Err(format!(
+                "jwt.secret_env: the secret in {var} must have at least 32 bytes"
+            ));
+        }
+        KeySource::Secret(secret.into_bytes())
+    } else if let Some(path) = &c.jwks_file {
+        KeySource::file(path).map_err(|e| format!("jwt.jwks_file: {e}"))?
+    } else if let Some(uri) = &c.jwks_uri {
+        KeySource::Remote(
+            RemoteJwks::new(
+                uri.clone(),
+                Duration::from_secs(c.jwks_cache_ttl_seconds),
+                Duration::from_secs(c.jwks_refresh_cooldown_seconds),
+                Duration::from_millis(c.jwks_fetch_timeout_ms),
+            )?
+            .with_metrics(metrics.clone()),
+        )
+    } else {
+        return Err("jwt: no key source".into());
+    };
+    Ok(JwtVerifier {
+        issuer: c.issuer.clone(),
+        audiences: c.audiences.clone(),
+        algorithms: c
+            .algorithms
+            .iter()
+            .filter_map(|a| Alg::from_name(a))
+            .collect(),
+        keys,
+        skew: i64::try_from(c.clock_skew_seconds).unwrap_or(30),
+        claims: c.claims.clone(),
+        max_token_bytes: c.max_token_bytes,
+        email_rule: None,
+        grants: Vec::new(),
+        cache: Default::default(),
+    })
+}
+
+/// The process environment, for [`Authenticator::build`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Erases the credential-carrying headers and query parameters from a logged input document.
+pub fn scrub_input(input: &mut regorus::Value, headers: &[String], params: &[String]) {
+    use regorus::Value;
+    let Ok(root) = input.as_object_mut() else {
+        return;
+    };
+    if !params.is_empty()
+        && let Some(q) = root.get_mut(&Value::from("parsed_query"))
+        && let Ok(q) = q.as_object_mut()
+    {
+        for p in params {
+            q.remove(&Value::from(p.as_str()));
+        }
+    }
+    let Some(attrs) = root.get_mut(&Value::from("attributes")) else {
+        return;
+    };
+    let Ok(attrs) = attrs.as_object_mut() else {
+        return;
+    };
+    let Some(request) = attrs.get_mut(&Value::from("request")) else {
+        return;
+    };
+    let Ok(request) = request.as_object_mut() else {
+        return;
+    };
+    let Some(http) = request.get_mut(&Value::from("http")) else {
+        return;
+    };
+    let Ok(http) = http.as_object_mut() else {
+        return;
+    };
+    if let Some(h) = http.get_mut(&Value::from("headers"))
+        && let Ok(h) = h.as_object_mut()
+    {
+        for name in headers {
+            h.remove(&Value::from(name.as_str()));
+        }
+    }
+    if !params.is_empty()
+        && let Some(Value::String(path)) = http.get(&Value::from("path"))
+        && let Some((base, query)) = path.split_once('?')
+    {
+        let redacted: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form_urlencoded::parse(query.as_bytes()).map(|(k, v)| {
+                if params.iter().any(|p| *p == k) {
+                    (k.into_owned(), "REDACTED".to_string())
+                } else {
+                    (k.into_owned(), v.into_owned())
+                }
+            }))
+            .finish();
+        let new_path = format!("{base}?{redacted}");
+        http.insert(Value::from("path"), Value::from(new_path));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements() {
+        let mut id = Identity::new(Method::Jwt, "u".into(), String::new());
+        id.roles = vec!["reader".into()];
+        id.scopes = vec!["a".into(), "b".into()];
+        let r = |any: &[&str], all: &[&str], scopes: &[&str]| Require {
+            roles: Some(config::RoleRequirement {
+                any_of: any.iter().map(|s| s.to_string()).collect(),
+                all_of: all.iter().map(|s| s.to_string()).collect(),
+            }),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            check_require(&r(&["reader", "admin"], &[], &["a"]), &id),
+            Ok(())
+        );
+        assert_eq!(
+            check_require(&r(&["admin"], &[], &[]), &id),
+            Err("insufficient_role")
+        );
+        assert_eq!(
+            check_require(&r(&[], &["reader", "admin"], &[]), &id),
+            Err("insufficient_role")
+        );
+        assert_eq!(
+            check_require(&r(&[], &[], &["a", "c"]), &id),
+            Err("insufficient_scope")
+        );
+    }
+
+    #[test]
+    fn scrub_erases_credential_headers_and_query_params() {
+        let mut input = regorus::Value::from(serde_json::json!({
+            "attributes": {"request": {"http": {
+                "headers": {"x-api-key": "sk_live_secret", "accept": "*/*"},
+                "path": "/v1/x?api_key=sk_live_secret&page=2"}}},
+            "parsed_query": {"api_key": ["sk_live_secret"], "page": ["2"]}
+        }));
+        scrub_input(&mut input, &["x-api-key".into()], &["api_key".into()]);
+        let text = serde_json::to_string(&input).unwrap();
+        assert!(!text.contains("sk_live_secret"), "{text}");
+        assert!(text.contains("page=2") && text.contains("accept"), "{text}");
+    }
+
+    #[test]
+    fn credentials_from_headers() {
+        assert_eq!(credential("Bearer abc", "Bearer"), Some("abc"));
+        assert_eq!(credential("bearer  abc ", "Bearer"), Some("abc"));
+        assert_eq!(credential("Basic abc", "Bearer"), None);
+        assert_eq!(credential("Bearer ", "Bearer"), None);
+        assert_eq!(credential("abc", ""), Some("abc"));
+    }
+}

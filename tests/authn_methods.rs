@@ -1,0 +1,501 @@
+//! API keys, Basic, trusted OIDC issuers and the restrictive cascade, through the Check path.
+
+mod authn_common;
+
+use std::time::Duration;
+
+use authn_common::*;
+use base64::Engine as _;
+use portcullis::authn::api_key::{ApiKeyStore, NewApiKey};
+use serde_json::json;
+
+fn basic(user: &str, pw: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+    )
+}
+
+// --- API keys ---------------------------------------------------------------------------------
+
+async fn api_key_server() -> (Portcullis, std::path::PathBuf, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("keys.json");
+    std::fs::write(&store_path, "{\"keys\": []}").unwrap();
+    let store = ApiKeyStore::open(&store_path).unwrap();
+    let live = store
+        .create(NewApiKey {
+            subject: "billing".into(),
+            scopes: vec!["orders:read".into()],
+            prefix: "sk_live_".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let test_key = store
+        .create(NewApiKey {
+            subject: "tester".into(),
+            prefix: "sk_test_".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let expired = store
+        .create(NewApiKey {
+            subject: "old".into(),
+            prefix: "sk_live_".into(),
+            expires_at: Some(now() - 10),
+            ..Default::default()
+        })
+        .unwrap();
+    let cfg = format!(
+        r#"authentication:
+  policies:
+    - name: keys
+      methods: [api_key]
+      api_key: {{header: x-api-key, query_param: api_key, cookie: api_key, prefix: sk_live_, store: {}}}
+"#,
+        store_path.display()
+    );
+    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    (p, store_path, live.secret, test_key.secret, expired.secret)
+}
+
+#[tokio::test]
+async fn api_keys_from_header_query_and_cookie() {
+    let (p, _, live, _, _) = api_key_server().await;
+    let a = p.check(req("/v1/x").header("x-api-key", &live)).await;
+    assert!(a.allowed(), "{}", a.json);
+    let id = a.identity();
+    assert_eq!(id["method"], "api_key");
+    assert_eq!(id["subject"], "billing");
+    assert_eq!(id["scopes"], json!(["orders:read"]));
+    assert!(id["api_key_id"].as_str().unwrap().starts_with("key_"));
+    let a = p.check(req(&format!("/v1/x?api_key={live}"))).await;
+    assert!(a.allowed(), "{}", a.json);
+    let a = p
+        .check(req("/v1/x").header("cookie", &format!("a=b; api_key={live}")))
+        .await;
+    assert!(a.allowed(), "{}", a.json);
+    p.check(req("/v1/x"))
+        .await
+        .assert_refused(401, "missing_token");
+}
+
+#[tokio::test]
+async fn api_key_revoked_expired_wrong_prefix_and_unknown_are_refused() {
+    let (p, store_path, live, test_key, expired) = api_key_server().await;
+    // sk_test_ is a valid stored key, but this policy accepts only sk_live_.
+    p.check(req("/v1/x").header("x-api-key", &test_key))
+        .await
+        .assert_refused(401, "invalid_api_key");
+    p.check(req("/v1/x").header("x-api-key", &expired))
+        .await
+        .assert_refused(401, "invalid_api_key");
+    p.check(req("/v1/x").header("x-api-key", "sk_live_nope"))
+        .await
+        .assert_refused(401, "invalid_api_key");
+    let a = p.check(req("/v1/x").header("x-api-key", &live)).await;
+    assert!(a.allowed());
+    // Revoke through another handle on the same file: the server re-reads it on change.
+    let admin = ApiKeyStore::open(&store_path).unwrap();
+    let id = a.identity()["api_key_id"].as_str().unwrap().to_string();
+    assert!(admin.revoke(&id).unwrap());
+    // Poll with a deadline: the store is re-read at most once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        let a = p.check(req("/v1/x").header("x-api-key", &live)).await;
+        if !a.allowed() || std::time::Instant::now() > deadline {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!last.allowed(), "a revoked key kept working");
+    last.assert_refused(401, "invalid_api_key");
+    // Audit events carry the key's hash, never the key.
+    let events = p.audit.events();
+    assert!(events.iter().all(|e| !e.to_string().contains(&live)));
+    assert!(events.iter().any(
+        |e| e["method"] == "api_key" && e["reason"].as_str().unwrap_or("").contains("revoked")
+    ));
+}
+
+// --- Basic ------------------------------------------------------------------------------------
+
+async fn basic_server(max_failures: u32) -> Portcullis {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let hash = portcullis::authn::basic::hash_password("correct horse").unwrap();
+    std::fs::write(
+        &users,
+        json!({"users": [{"username": "ops", "hash": hash, "roles": ["admin"]}]}).to_string(),
+    )
+    .unwrap();
+    let cfg = format!(
+        r#"authentication:
+  policies:
+    - name: admin
+      match: {{path_prefixes: ["/admin/"]}}
+      methods: [basic]
+      require: {{roles: {{any_of: [admin]}}}}
+      basic: {{realm: ops, users: {}, lockout: {{max_failures: {max_failures}, seconds: 300}}}}
+"#,
+        users.display()
+    );
+    Portcullis::start_in(dir, &cfg, &|_| None).await
+}
+
+#[tokio::test]
+async fn basic_positive_wrong_password_and_unknown_user() {
+    let p = basic_server(5).await;
+    let a = p
+        .check(req("/admin/x").header("authorization", &basic("ops", "correct horse")))
+        .await;
+    assert!(a.allowed(), "{}", a.json);
+    assert_eq!(a.identity()["method"], "basic");
+    assert_eq!(a.identity()["subject"], "ops");
+    let a = p
+        .check(req("/admin/x").header("authorization", &basic("ops", "pw-Zq9x")))
+        .await;
+    a.assert_refused(401, "invalid_token");
+    assert!(
+        a.header("www-authenticate")
+            .unwrap()
+            .starts_with("Basic realm=\"ops\"")
+    );
+    let b = p
+        .check(req("/admin/x").header("authorization", &basic("nobody", "pw-Zq9x")))
+        .await;
+    assert_eq!(
+        a.body, b.body,
+        "unknown user and wrong password answer alike"
+    );
+    assert_eq!(a.http, b.http);
+    // Audit thumbprints never hash the password.
+    for e in p.audit.events() {
+        assert!(!e.to_string().contains("pw-Zq9x"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn basic_lockout_after_repeated_failures() {
+    let p = basic_server(3).await;
+    for _ in 0..3 {
+        p.check(req("/admin/x").header("authorization", &basic("ops", "guess")))
+            .await
+            .assert_refused(401, "invalid_token");
+    }
+    // Locked: even the right password is refused now.
+    p.check(req("/admin/x").header("authorization", &basic("ops", "correct horse")))
+        .await
+        .assert_refused(401, "invalid_token");
+    assert!(
+        p.audit
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "user is locked out")
+    );
+    // Unknown users lock the same way (lockout reveals nothing about who exists).
+    for _ in 0..3 {
+        p.check(req("/admin/x").header("authorization", &basic("ghost", "g")))
+            .await;
+    }
+    let n = p
+        .audit
+        .events()
+        .iter()
+        .filter(|e| e["reason"] == "user is locked out")
+        .count();
+    p.check(req("/admin/x").header("authorization", &basic("ghost", "g")))
+        .await;
+    let m = p
+        .audit
+        .events()
+        .iter()
+        .filter(|e| e["reason"] == "user is locked out")
+        .count();
+    assert_eq!(m, n + 1);
+}
+
+#[tokio::test]
+async fn basic_requirements_answer_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let hash = portcullis::authn::basic::hash_password("pw").unwrap();
+    std::fs::write(
+        &users,
+        json!({"users": [{"username": "viewer", "hash": hash, "roles": ["viewer"], "scopes": ["a"]}]}).to_string(),
+    )
+    .unwrap();
+    let cfg = format!(
+        r#"authentication:
+  policies:
+    - name: roles
+      match: {{path_prefixes: ["/r/"]}}
+      methods: [basic]
+      require: {{roles: {{all_of: [viewer, admin]}}}}
+      basic: {{users: {0}}}
+    - name: scopes
+      match: {{path_prefixes: ["/s/"]}}
+      methods: [basic]
+      require: {{scopes: [a, b]}}
+      basic: {{users: {0}}}
+"#,
+        users.display()
+    );
+    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    p.check(req("/r/x").header("authorization", &basic("viewer", "pw")))
+        .await
+        .assert_refused(403, "insufficient_role");
+    p.check(req("/s/x").header("authorization", &basic("viewer", "pw")))
+        .await
+        .assert_refused(403, "insufficient_scope");
+}
+
+// --- the restrictive cascade ------------------------------------------------------------------
+
+#[tokio::test]
+async fn restrictive_cascade_never_weakens() {
+    let ec = Key::es256("ec256-a.key.pem", "ec-a");
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[&ec]).to_string()).unwrap();
+    let users = dir.path().join("users.json");
+    let hash = portcullis::authn::basic::hash_password("pw").unwrap();
+    std::fs::write(
+        &users,
+        json!({"users": [{"username": "ops", "hash": hash, "roles": ["admin"]}]}).to_string(),
+    )
+    .unwrap();
+    // An optional JWT policy for all of /v1/, a required Basic one for /v1/admin/, and a
+    // scope requirement on writes to /v1/orders.
+    let cfg = format!(
+        r#"authentication:
+  policies:
+    - name: api
+      match: {{path_prefixes: ["/v1/"]}}
+      methods: [jwt, basic]
+      required: false
+      jwt: {{issuer: "{ISSUER}", audiences: [orders], algorithms: [ES256], jwks_file: {jwks}}}
+      basic: {{users: {users}}}
+    - name: admin
+      match: {{path_prefixes: ["/v1/admin/"]}}
+      methods: [basic]
+      require: {{roles: {{any_of: [admin]}}}}
+      basic: {{users: {users}}}
+    - name: writes
+      match: {{path_prefixes: ["/v1/orders"], methods: [POST]}}
+      methods: [jwt]
+      require: {{scopes: ["orders:admin"]}}
+      jwt: {{issuer: "{ISSUER}", audiences: [orders], algorithms: [ES256], jwks_file: {jwks}}}
+"#,
+        jwks = jwks_path.display(),
+        users = users.display()
+    );
+    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    let token = ec.sign(&claims("alice"));
+    // Optional alone: anonymous reaches Rego with identity null; a token is used.
+    let a = p.check(req("/v1/things")).await;
+    assert!(a.allowed());
+    assert_eq!(a.identity(), serde_json::Value::Null);
+    assert_eq!(
+        p.check(req("/v1/things").bearer(&token)).await.identity()["subject"],
+        "alice"
+    );
+    // An invalid credential is never downgraded to anonymous by an optional policy.
+    p.check(req("/v1/things").bearer("a.b.c"))
+        .await
+        .assert_refused(401, "invalid_token");
+    // Required beats optional: /v1/admin/ needs Basic even though /v1/ is optional.
+    p.check(req("/v1/admin/users"))
+        .await
+        .assert_refused(401, "missing_token");
+    // ...and a JWT that satisfies the optional policy does not satisfy the required one.
+    p.check(req("/v1/admin/users").bearer(&token))
+        .await
+        .assert_refused(401, "missing_token");
+    // Encoded or dotted paths meet the same policy.
+    p.check(req("/v1/%61dmin/users"))
+        .await
+        .assert_refused(401, "missing_token");
+    p.check(req("/v1/x/../admin/users"))
+        .await
+        .assert_refused(401, "missing_token");
+    let a = p
+        .check(req("/v1/admin/users").header("authorization", &basic("ops", "pw")))
+        .await;
+    assert!(a.allowed(), "{}", a.json);
+    // Requirements add up: POST /v1/orders needs orders:admin, which alice lacks.
+    p.check(req("/v1/orders").method("POST").bearer(&token))
+        .await
+        .assert_refused(403, "insufficient_scope");
+    let mut c = claims("root");
+    c["scope"] = json!("orders:admin");
+    assert!(
+        p.check(req("/v1/orders").method("POST").bearer(&ec.sign(&c)))
+            .await
+            .allowed()
+    );
+    // GET is not matched by "writes".
+    assert!(p.check(req("/v1/orders").bearer(&token)).await.allowed());
+}
+
+#[tokio::test]
+async fn host_and_method_matching() {
+    let ec = Key::es256("ec256-a.key.pem", "ec-a");
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[&ec]).to_string()).unwrap();
+    let cfg = format!(
+        r#"authentication:
+  policies:
+    - name: api
+      match: {{hosts: ["api.example.com", "*.internal.example.com"], methods: [GET]}}
+      methods: [jwt]
+      jwt: {{issuer: "{ISSUER}", audiences: [orders], algorithms: [ES256], jwks_file: {}}}
+"#,
+        jwks_path.display()
+    );
+    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    p.check(req("/x"))
+        .await
+        .assert_refused(401, "missing_token");
+    p.check(req("/x").host("API.example.com:443"))
+        .await
+        .assert_refused(401, "missing_token");
+    p.check(req("/x").host("a.internal.example.com"))
+        .await
+        .assert_refused(401, "missing_token");
+    assert_eq!(
+        p.check(req("/x").host("other.example.com"))
+            .await
+            .identity(),
+        json!("absent")
+    );
+    assert_eq!(
+        p.check(req("/x").method("POST")).await.identity(),
+        json!("absent")
+    );
+}
+
+// --- trusted OIDC issuers ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn trusted_oidc_issuer_with_email_rules_and_grants() {
+    let ec = Key::es256("ec256-a.key.pem", "ec-a");
+    let server = IssuerServer::start(jwks(&[&ec])).await;
+    let iss = server.url();
+    let cfg = format!(
+        r#"authentication:
+  policies:
+    - name: api
+      methods: [jwt]
+  trust:
+    oidc:
+      - issuer: {iss}
+        audiences: [portcullis]
+        allowedDomains: [example.com]
+        allowedEmails: [guest@partner.org]
+        clockSkewSeconds: 10
+        grants: [{{kind: read, namespace: acme}}]
+"#
+    );
+    let p = Portcullis::start(&cfg).await;
+    let token = |email: &str, verified: bool| {
+        ec.sign(
+            &json!({"iss": iss, "aud": "portcullis", "sub": "u1", "exp": now() + 300,
+                        "email": email, "email_verified": verified}),
+        )
+    };
+    let a = p
+        .check(req("/x").bearer(&token("dev@example.com", true)))
+        .await;
+    assert!(a.allowed(), "{}", a.json);
+    let id = a.identity();
+    assert_eq!(id["issuer"], iss.as_str());
+    assert_eq!(id["grants"], json!([{"kind": "read", "namespace": "acme"}]));
+    assert!(
+        p.check(req("/x").bearer(&token("guest@partner.org", true)))
+            .await
+            .allowed()
+    );
+    p.check(req("/x").bearer(&token("dev@example.com", false)))
+        .await
+        .assert_refused(401, "invalid_token");
+    p.check(req("/x").bearer(&token("dev@evil.com", true)))
+        .await
+        .assert_refused(401, "invalid_token");
+    p.check(req("/x").bearer(&token("dev@sub.example.com.evil.com", true)))
+        .await
+        .assert_refused(401, "invalid_token");
+    // A token from an issuer that is not trusted (and no jwt block): refused.
+    let mut other = claims("u");
+    other["iss"] = json!("https://elsewhere.test");
+    p.check(req("/x").bearer(&ec.sign(&other)))
+        .await
+        .assert_refused(401, "invalid_token");
+    // Wrong audience for the trusted issuer.
+    let t = ec.sign(
+        &json!({"iss": iss, "aud": "other", "sub": "u1", "exp": now() + 300,
+                            "email": "dev@example.com", "email_verified": true}),
+    );
+    p.check(req("/x").bearer(&t))
+        .await
+        .assert_refused(401, "invalid_token");
+}
+
+#[tokio::test]
+async fn oidc_discovery_naming_another_issuer_is_refused() {
+    let ec = Key::es256("ec256-a.key.pem", "ec-a");
+    let server = IssuerServer::start(jwks(&[&ec])).await;
+    server.set(|s| s.discovery_issuer = Some("https://evil.test".into()));
+    let iss = server.url();
+    let cfg = format!(
+        "authentication:\n  policies:\n    - name: api\n      methods: [jwt]\n  trust:\n    oidc:\n      - issuer: {iss}\n"
+    );
+    let p = Portcullis::start(&cfg).await;
+    let t = ec.sign(&json!({"iss": iss, "sub": "u1", "exp": now() + 300}));
+    p.check(req("/x").bearer(&t))
+        .await
+        .assert_refused(401, "invalid_signature");
+}
+
+// --- config -----------------------------------------------------------------------------------
+
+#[test]
+fn dangerous_configs_are_refused() {
+    let load = |yaml: &str| {
+        let tree: serde_json::Value = yaml_serde::from_str(yaml).unwrap();
+        portcullis::config::Config::from_tree(tree, "t.yaml").map(|_| ())
+    };
+    let base = |jwt: &str| {
+        format!(
+            "authentication:\n  policies:\n    - name: a\n      methods: [jwt]\n      jwt: {jwt}\n"
+        )
+    };
+    assert!(load(&base("{algorithms: [none], jwks_file: x}")).is_err());
+    assert!(load(&base("{algorithms: [], jwks_file: x}")).is_err());
+    assert!(
+        load(&base("{jwks_file: x}")).is_err(),
+        "the allow-list is required"
+    );
+    assert!(
+        load(&base("{algorithms: [HS256], jwks_file: x}")).is_err(),
+        "HS only with a secret"
+    );
+    assert!(load(&base("{algorithms: [RS256], secret_env: S}")).is_err());
+    assert!(
+        load(&base(
+            "{algorithms: [RS256], jwks_file: x, jwks_uri: 'http://a'}"
+        ))
+        .is_err()
+    );
+    assert!(load(&base("{algorithms: [RS256], jwks_file: x}")).is_ok());
+    assert!(
+        load("authentication:\n  policies:\n    - name: a\n      methods: [api_key]\n").is_err()
+    );
+    assert!(
+        load(
+            "authentication:\n  policies:\n    - name: a\n      methods: [basic]\n      nope: 1\n"
+        )
+        .is_err()
+    );
+}
