@@ -194,6 +194,34 @@ impl Authenticator {
         &self.audit
     }
 
+    /// Verifies a token from a trusted OIDC issuer (`trust.oidc`), for the gateway's
+    /// `ExchangeOidcToken`: the issuer's own rules and keys, as on the Check path. `Err` is the
+    /// reason, for logs only.
+    pub async fn verify_trusted_oidc(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Arc<Identity>, String> {
+        const MAX: usize = 16 * 1024;
+        if token.len() > MAX {
+            return Err("token too large".into());
+        }
+        let issuer = jwt::peek_issuer(token, MAX).ok_or("no issuer")?;
+        let trusted = self
+            .oidc
+            .iter()
+            .find(|o| o.config.issuer == issuer)
+            .ok_or("issuer is not trusted")?;
+        let verifier = trusted
+            .verifier()
+            .await
+            .ok_or("trusted issuer's keys unavailable")?;
+        verifier
+            .authenticate(token, now)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// The API key store of the named policy (for the gateway's key management).
     pub fn api_key_store(&self, policy: &str) -> Option<Arc<ApiKeyStore>> {
         self.policies
