@@ -243,13 +243,23 @@ impl App {
                     key: "gateway".into(),
                     message,
                 })?;
-                Some(Gateway::new(
-                    namespaces.clone(),
-                    Authenticator::new(mode, g.audience.clone()),
-                    log,
-                    ext.decision_path(),
-                    g,
-                ))
+                let api_keys =
+                    crate::gateway::tokens::ApiKeys::from_config(config, security.as_deref())
+                        .map_err(|message| ConfigError::Invalid {
+                            file: "config".into(),
+                            key: "gateway.api_key_policy".into(),
+                            message,
+                        })?;
+                Some(
+                    Gateway::new(
+                        namespaces.clone(),
+                        Authenticator::new(mode, g.audience.clone()),
+                        log,
+                        ext.decision_path(),
+                        g,
+                    )
+                    .with_security(security.clone(), api_keys),
+                )
             }
             _ => None,
         };

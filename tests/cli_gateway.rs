@@ -46,10 +46,16 @@ fn start(
     gateway_addr: &str,
 ) -> Result<Server, String> {
     let cfg = dir.join("config.yaml");
+    let keys = dir.join("keys.json");
+    std::fs::write(&keys, "{\"keys\": []}").unwrap();
     std::fs::write(
         &cfg,
         format!(
-            "plugins:\n  envoy_ext_authz_grpc:\n    addr: 127.0.0.1:0\ngateway:\n  addr: {gateway_addr}\n"
+            "plugins:\n  envoy_ext_authz_grpc:\n    addr: 127.0.0.1:0\ngateway:\n  addr: {gateway_addr}\n\
+             authentication:\n  policies:\n    - name: keys\n      match: {{path_prefixes: [/keys-only/]}}\n      \
+             methods: [api_key]\n      required: false\n      \
+             api_key: {{header: x-api-key, prefix: sk_cli_, store: \"{}\"}}\n",
+            keys.display()
         ),
     )
     .unwrap();
@@ -429,10 +435,47 @@ fn cli_end_to_end_mint_put_decide_tail() {
     let check = cli(&["check", "--addr", &server.grpc], &[]);
     assert_eq!(check.status.code(), Some(1), "the default policy denies");
 
-    // API keys wait for the authentication module: a clear failure, never a fake success.
-    let out = cli(&["keys", "ls", "--gateway", gw, "--token", &root], &[]);
+    // API keys: the secret once, listed without it, revoked.
+    let created = json(&ok(cli(
+        &[
+            "keys",
+            "create",
+            "--subject",
+            "ci",
+            "--scope",
+            "gateway:read",
+            "--gateway",
+            gw,
+            "--token",
+            &root,
+        ],
+        &[],
+    )));
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("sk_cli_"));
+    let id = created["id"].as_str().unwrap().to_string();
+    let listed = ok(cli(&["keys", "ls", "--gateway", gw, "--token", &root], &[]));
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(&secret));
+    assert_eq!(json(&listed)["keys"][0]["id"], id.as_str());
+    let revoked = json(&ok(cli(
+        &["keys", "revoke", &id, "--gateway", gw, "--token", &root],
+        &[],
+    )));
+    assert_eq!(revoked["revoked"], true);
+    let out = cli(
+        &[
+            "keys",
+            "revoke",
+            "key_nope",
+            "--gateway",
+            gw,
+            "--token",
+            &root,
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Unimplemented"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
 
     // Failures: no credentials, a bad input, conflicting credential flags.
     let out = cli(&["status", "--gateway", gw], &[]);

@@ -6,7 +6,12 @@ mod gateway_support;
 use gateway_support::*;
 
 /// Calls `rpc` with a valid request; the result code.
-async fn call(ch: &Channel, rpc: portcullis::gateway::access::Rpc, auth: &Auth) -> Code {
+async fn call(
+    ch: &Channel,
+    rpc: portcullis::gateway::access::Rpc,
+    auth: &Auth,
+    api_key: &str,
+) -> Code {
     use portcullis::gateway::access::Rpc as R;
     let ns = "ops".to_string();
     match rpc {
@@ -142,12 +147,25 @@ async fn call(ch: &Channel, rpc: portcullis::gateway::access::Rpc, auth: &Auth) 
         ),
         R::ExchangeOidcToken => code(
             AuthServiceClient::new(ch.clone())
-                .exchange_oidc_token(req(pb::ExchangeOidcTokenRequest::default(), auth))
+                .exchange_oidc_token(req(
+                    pb::ExchangeOidcTokenRequest {
+                        id_token: "not-a-token".into(),
+                        ..Default::default()
+                    },
+                    auth,
+                ))
                 .await,
         ),
         R::CreateApiKey => code(
             AuthServiceClient::new(ch.clone())
-                .create_api_key(req(pb::CreateApiKeyRequest::default(), auth))
+                .create_api_key(req(
+                    pb::CreateApiKeyRequest {
+                        subject: "svc".into(),
+                        scopes: vec!["gateway:read".into()],
+                        ttl_seconds: 0,
+                    },
+                    auth,
+                ))
                 .await,
         ),
         R::ListApiKeys => code(
@@ -155,14 +173,34 @@ async fn call(ch: &Channel, rpc: portcullis::gateway::access::Rpc, auth: &Auth) 
                 .list_api_keys(req(pb::ListApiKeysRequest::default(), auth))
                 .await,
         ),
-        R::RevokeApiKey => code(
-            AuthServiceClient::new(ch.clone())
-                .revoke_api_key(req(pb::RevokeApiKeyRequest::default(), auth))
-                .await,
-        ),
+        R::RevokeApiKey => {
+            let mut c = AuthServiceClient::new(ch.clone());
+            let id = c
+                .create_api_key(req(
+                    pb::CreateApiKeyRequest {
+                        subject: "doomed".into(),
+                        ..Default::default()
+                    },
+                    auth,
+                ))
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().key.map(|k| k.id))
+                .unwrap_or_else(|| "missing".into());
+            code(
+                c.revoke_api_key(req(pb::RevokeApiKeyRequest { id }, auth))
+                    .await,
+            )
+        }
         R::ExchangeApiKey => code(
             AuthServiceClient::new(ch.clone())
-                .exchange_api_key(req(pb::ExchangeApiKeyRequest::default(), auth))
+                .exchange_api_key(req(
+                    pb::ExchangeApiKeyRequest {
+                        api_key: api_key.into(),
+                        ..Default::default()
+                    },
+                    auth,
+                ))
                 .await,
         ),
         R::GetJwks => code(
@@ -182,14 +220,11 @@ async fn call(ch: &Channel, rpc: portcullis::gateway::access::Rpc, auth: &Auth) 
 fn expected(rpc: portcullis::gateway::access::Rpc, mode: &str) -> Code {
     use portcullis::gateway::access::Rpc as R;
     match rpc {
-        // Waiting for the authentication module: never a fake success.
-        R::ExchangeOidcToken
-        | R::CreateApiKey
-        | R::ListApiKeys
-        | R::RevokeApiKey
-        | R::ExchangeApiKey
-        | R::GetJwks => Code::Unimplemented,
-        R::MintAccessToken if mode != "jwt" => Code::FailedPrecondition,
+        // A garbage ID token (tests/gateway_auth.rs exchanges a real one).
+        R::ExchangeOidcToken if mode == "jwt" => Code::Unauthenticated,
+        R::ExchangeOidcToken => Code::FailedPrecondition,
+        // Issuing gateway tokens needs JWT mode.
+        R::MintAccessToken | R::ExchangeApiKey if mode != "jwt" => Code::FailedPrecondition,
         _ => Code::Ok,
     }
 }
@@ -246,17 +281,38 @@ async fn every_rpc_under_every_auth_mode() {
         ("open", vec![], Auth::None, vec![]),
     ];
     for (mode, env, good, bad) in modes {
-        let gw = Gw::start(&env, "  addr: 127.0.0.1:0\n").await;
+        // An API key store (with one key carrying a gateway grant) and internal-token keys.
+        let keys_dir = tempfile::tempdir().unwrap();
+        let store_path = keys_dir.path().join("keys.json");
+        std::fs::write(&store_path, "{\"keys\": []}").unwrap();
+        let api_key = portcullis::authn::api_key::ApiKeyStore::open(&store_path)
+            .unwrap()
+            .create(portcullis::authn::api_key::NewApiKey {
+                subject: "svc".into(),
+                scopes: vec!["gateway:read".into()],
+                prefix: "sk_gw_".into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .secret;
+        let yaml = format!(
+            "  addr: 127.0.0.1:0\nauthentication:\n  policies:\n    - name: keys\n      \
+             match: {{path_prefixes: [/keys-only/]}}\n      methods: [api_key]\n      \
+             required: false\n      api_key: {{header: x-api-key, prefix: sk_gw_, store: \"{}\"}}\n\
+             internal_token:\n  enabled: false\n",
+            store_path.display()
+        );
+        let gw = Gw::start(&env, &yaml).await;
         let ch = gw.channel().await;
         for rpc in Rpc::ALL {
-            let got = call(&ch, *rpc, &good).await;
+            let got = call(&ch, *rpc, &good, &api_key).await;
             assert_eq!(
                 got,
                 expected(*rpc, mode),
                 "{mode}: {rpc:?} with good credentials"
             );
             for b in &bad {
-                let got = call(&ch, *rpc, b).await;
+                let got = call(&ch, *rpc, b, &api_key).await;
                 let want = if rpc.access() == Access::Public {
                     expected(*rpc, mode)
                 } else {

@@ -591,7 +591,6 @@ pub async fn keys(cmd: KeysCommand) -> Result<(), CliError> {
                     subject,
                     scopes,
                     ttl_seconds,
-                    scope: None,
                 }))
                 .await
                 .map_err(failed)?

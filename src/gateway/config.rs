@@ -6,7 +6,9 @@
 //!   allow_open: false             # open mode refuses a non-loopback addr unless true
 //!   cors_origins: [https://console.example.com]
 //!   audience: portcullis-gateway  # the `aud` gateway JWTs must carry
-//!   max_token_ttl_seconds: 86400  # the longest MintAccessToken lifetime
+//!   max_token_ttl_seconds: 86400  # the longest lifetime of a token the gateway issues
+//!   api_key_policy: keys          # the authentication policy whose API key store the gateway
+//!                                 # manages (default: the first one with `api_key`)
 //!   # secrets, when not in the environment (the environment wins):
 //!   jwt_secret: ...               # GATEWAY_JWT_SECRET
 //!   token: ...                    # GATEWAY_TOKEN
@@ -49,6 +51,8 @@ pub struct GatewayConfig {
     #[serde(default = "default_max_ttl")]
     pub max_token_ttl_seconds: u64,
     #[serde(default)]
+    pub api_key_policy: Option<String>,
+    #[serde(default)]
     pub jwt_secret: Option<Secret>,
     #[serde(default)]
     pub token: Option<Secret>,
@@ -65,6 +69,7 @@ impl Default for GatewayConfig {
             cors_origins: Vec::new(),
             audience: default_audience(),
             max_token_ttl_seconds: default_max_ttl(),
+            api_key_policy: None,
             jwt_secret: None,
             token: None,
             password: None,

@@ -22,9 +22,9 @@ pub enum GatewayError {
     /// A malformed request.
     #[error("{0}")]
     Invalid(String),
-    /// An RPC this build does not serve yet.
+    /// The gateway is not set up for this call (mode, missing store or trust).
     #[error("{0}")]
-    Unimplemented(&'static str),
+    Precondition(&'static str),
     /// Something failed on our side; the message is logged, the caller sees a generic one.
     #[error("{0}")]
     Internal(String),

@@ -58,6 +58,10 @@ struct Inner {
     cors_origins: Vec<String>,
     /// Set when the gateway shuts down, so that open streams end.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Authentication (OIDC trust) and internal-token keys, when configured.
+    security: Option<Arc<crate::authn::security::Security>>,
+    /// The API key store the gateway manages, when configured.
+    api_keys: Option<tokens::ApiKeys>,
 }
 
 impl Gateway {
@@ -79,8 +83,32 @@ impl Gateway {
                 max_token_ttl: config.max_token_ttl_seconds,
                 cors_origins: config.cors_origins.clone(),
                 stopping: tokio::sync::watch::channel(false).0,
+                security: None,
+                api_keys: None,
             }),
         }
+    }
+
+    /// Adds the authentication module (OIDC exchange, internal-token JWKS) and the API key
+    /// store to manage. Call before the gateway is shared.
+    pub fn with_security(
+        mut self,
+        security: Option<Arc<crate::authn::security::Security>>,
+        api_keys: Option<tokens::ApiKeys>,
+    ) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.security = security;
+            inner.api_keys = api_keys;
+        }
+        self
+    }
+
+    pub(crate) fn security(&self) -> Option<&Arc<crate::authn::security::Security>> {
+        self.inner.security.as_ref()
+    }
+
+    pub(crate) fn api_keys(&self) -> Option<&tokens::ApiKeys> {
+        self.inner.api_keys.as_ref()
     }
 
     pub fn namespaces(&self) -> &Arc<Namespaces> {

@@ -1,22 +1,106 @@
-//! `AuthService`: delegation (`MintAccessToken`) and, once the authentication module lands,
-//! API keys, OIDC and API-key exchange, and the internal-token JWKS.
+//! `AuthService`: gateway tokens by delegation and by exchange, API keys, and the JWKS of the
+//! internal tokens.
 //!
-//! `MintAccessToken` works in JWT mode only and only narrows (see [`super::caller::delegate`]).
-//! The other RPCs answer UNIMPLEMENTED in this build, after the usual scope check: they need
-//! the API key store, the OIDC trust and the signing keys of `crate::authn` / `crate::token`,
-//! which this build does not have. They never pretend to succeed.
+//! - `MintAccessToken` (JWT callers): only narrows (see [`super::caller::delegate`]).
+//! - `ExchangeOidcToken` (public): an ID token from a trusted issuer
+//!   (`authentication.trust.oidc`) becomes a gateway token with the grants that issuer's
+//!   config gives (`grants:`), expiring no later than the ID token.
+//! - `ExchangeApiKey` (public): an API key of the managed store becomes a gateway token with
+//!   the grants the key carries as scopes (below), expiring no later than the key.
+//! - `CreateApiKey` / `RevokeApiKey` (readwrite) and `ListApiKeys` (read) act on the API key
+//!   store of one authentication policy (`gateway.api_key_policy`, default the first policy
+//!   with `api_key`); they need access to the default namespace. The secret of a created key
+//!   is in that response only; listings never show secrets or hashes.
+//! - `GetJwks` (public): the internal-token signing keys (`internal_token`), never the
+//!   gateway's HS256 secret; an empty set without `internal_token`.
+//!
+//! **Gateway grants of API keys** are scopes of the form `gateway:read` or
+//! `gateway:readwrite`, optionally narrowed to a namespace with `@`: `gateway:readwrite@acme`.
+//! A key without one exchanges for nothing (PERMISSION_DENIED). `CreateApiKey` refuses gateway
+//! scopes wider than the caller's own grants, and a JWT caller's keys expire no later than
+//! its token.
+//!
+//! Exchanges need the gateway to be in JWT mode (they sign with `GATEWAY_JWT_SECRET`); a
+//! refused credential is UNAUTHENTICATED with the usual generic message.
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::access::{Rpc, namespace_target};
-use super::caller::{Grant, GrantKind, Scope, delegate, now};
+use super::caller::{
+    Audience, Caller, Claims, DelegationError, Grant, GrantKind, Method, Scope, ScopeClaims,
+    delegate, now,
+};
 use super::pb::{self, AccessToken, MintAccessTokenRequest};
 use super::{Gateway, GatewayError, caller_of};
+use crate::authn::api_key::{ApiKeyRecord, ApiKeyStore, NewApiKey};
+use crate::authn::security::Security;
+use crate::config::Config;
 use crate::namespaces::DEFAULT_NAMESPACE;
 
-const NEEDS_AUTHN: &str = "this build of portcullis has no API key store, OIDC trust or \
-                           internal-token keys (the authentication module); this RPC is not \
-                           available yet";
+/// The default lifetime of an exchanged token.
+const DEFAULT_TTL: u64 = 300;
+
+/// The API key store the gateway manages.
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    /// The authentication policy it belongs to.
+    pub policy: String,
+    pub store: Arc<ApiKeyStore>,
+    /// The policy's accepted prefixes; new keys get the first.
+    pub prefixes: Vec<String>,
+}
+
+impl ApiKeys {
+    /// The store of `gateway.api_key_policy`, else of the first policy with `api_key`; `None`
+    /// when no policy has one. A named policy without `api_key` is an error.
+    pub fn from_config(
+        config: &Config,
+        security: Option<&Security>,
+    ) -> Result<Option<Self>, String> {
+        let Some(authn) = &config.authentication else {
+            return match config
+                .gateway
+                .as_ref()
+                .and_then(|g| g.api_key_policy.as_ref())
+            {
+                Some(name) => Err(format!("no authentication policy named {name:?}")),
+                None => Ok(None),
+            };
+        };
+        let named = config
+            .gateway
+            .as_ref()
+            .and_then(|g| g.api_key_policy.clone());
+        let policy = match &named {
+            Some(name) => authn
+                .policies
+                .iter()
+                .find(|p| &p.name == name)
+                .ok_or_else(|| format!("no authentication policy named {name:?}"))?,
+            None => match authn.policies.iter().find(|p| p.api_key.is_some()) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        let Some(config) = &policy.api_key else {
+            return Err(format!(
+                "authentication policy {:?} has no api_key",
+                policy.name
+            ));
+        };
+        let store = security
+            .and_then(|s| s.authn.as_ref())
+            .and_then(|a| a.api_key_store(&policy.name))
+            .ok_or_else(|| format!("the API key store of {:?} is not open", policy.name))?;
+        Ok(Some(Self {
+            policy: policy.name.clone(),
+            store,
+            prefixes: config.prefix.0.clone(),
+        }))
+    }
+}
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -65,11 +149,139 @@ pub fn grant_to_pb(g: &Grant) -> pb::Grant {
     }
 }
 
+/// `gateway:read`, `gateway:readwrite`, `gateway:readwrite@acme` → a grant; other scopes
+/// → `None`; a malformed gateway scope → `Err`.
+pub fn grant_of_scope(scope: &str) -> Option<Result<Grant, String>> {
+    let rest = scope.strip_prefix("gateway:")?;
+    let (kind, ns) = match rest.split_once('@') {
+        Some((k, ns)) => (k, Some(ns.to_string())),
+        None => (rest, None),
+    };
+    let kind = match kind {
+        "read" => GrantKind::Read,
+        "readwrite" => GrantKind::Readwrite,
+        _ => {
+            return Some(Err(format!(
+                "{scope:?}: expected gateway:read or gateway:readwrite"
+            )));
+        }
+    };
+    let grant = Grant {
+        namespace: ns,
+        ..Grant::all(kind)
+    };
+    Some(
+        grant
+            .scope()
+            .validate()
+            .map(|()| grant)
+            .map_err(|e| format!("{scope:?}: {e}")),
+    )
+}
+
+/// The gateway grants an API key carries.
+fn key_grants(record: &ApiKeyRecord) -> Result<Vec<Grant>, String> {
+    record
+        .scopes
+        .iter()
+        .filter_map(|s| grant_of_scope(s))
+        .collect()
+}
+
 /// Key management acts on the sidecar as a whole: it needs access to the default namespace.
-fn authorize_keys<T>(request: &Request<T>, rpc: Rpc) -> Result<(), GatewayError> {
+fn authorize_keys<T>(request: &Request<T>, rpc: Rpc) -> Result<Caller, GatewayError> {
     let caller = caller_of(request)?;
     rpc.authorize(&caller, &namespace_target(DEFAULT_NAMESPACE))?;
-    Ok(())
+    Ok(caller)
+}
+
+fn api_keys(gw: &Gateway) -> Result<&ApiKeys, GatewayError> {
+    gw.api_keys().ok_or(GatewayError::Precondition(
+        "no API key store: configure an authentication policy with api_key \
+         (gateway.api_key_policy names which)",
+    ))
+}
+
+fn unix(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// Signs a gateway token for an exchanged credential.
+fn issue(
+    gw: &Gateway,
+    subject: &str,
+    scope: Scope,
+    grants: Vec<Grant>,
+    ttl: u64,
+    credential_exp: Option<i64>,
+) -> Result<AccessToken, GatewayError> {
+    scope.validate().map_err(GatewayError::Invalid)?;
+    let auth = gw.authenticator();
+    let now = now();
+    let ttl = if ttl == 0 { DEFAULT_TTL } else { ttl }.min(gw.max_token_ttl());
+    let mut exp = now.saturating_add(ttl);
+    if let Some(cap) = credential_exp {
+        exp = exp.min(u64::try_from(cap).unwrap_or(0));
+    }
+    if exp <= now {
+        return Err(GatewayError::Unauthenticated);
+    }
+    let claims = Claims {
+        sub: subject.to_string(),
+        aud: Audience::One(auth.audience().to_string()),
+        exp,
+        iat: Some(now),
+        scope: ScopeClaims::from(&scope),
+        grants: Some(grants),
+    };
+    access_token(gw, &claims)
+}
+
+fn access_token(gw: &Gateway, claims: &Claims) -> Result<AccessToken, GatewayError> {
+    let token = gw
+        .authenticator()
+        .sign(claims)
+        .ok_or(GatewayError::Delegation(DelegationError::NotJwt))?
+        .map_err(GatewayError::Internal)?;
+    let scope = Scope::from(&claims.scope);
+    Ok(AccessToken {
+        token,
+        expires_at: unix(claims.exp),
+        scope: Some(pb::Scope {
+            namespace: scope.namespace.unwrap_or_default(),
+            agent: scope.agent.unwrap_or_default(),
+            session: scope.session.unwrap_or_default(),
+            channel: scope.channel.unwrap_or_default(),
+        }),
+        grants: claims
+            .grants
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(grant_to_pb)
+            .collect(),
+    })
+}
+
+fn key_to_pb(r: &ApiKeyRecord) -> pb::ApiKey {
+    pb::ApiKey {
+        id: r.id.clone(),
+        subject: r.subject.clone(),
+        scopes: r.scopes.clone(),
+        expires_at: r.expires_at.unwrap_or(0),
+        revoked: r.revoked,
+        created_at: r.created_at.unwrap_or(0),
+    }
+}
+
+/// Refuses exchanges outside JWT mode before any credential is looked at.
+fn require_jwt(gw: &Gateway) -> Result<(), GatewayError> {
+    match gw.authenticator().mode() {
+        super::AuthMode::Jwt(_) => Ok(()),
+        _ => Err(GatewayError::Precondition(
+            "exchanges issue gateway JWTs: set GATEWAY_JWT_SECRET",
+        )),
+    }
 }
 
 #[tonic::async_trait]
@@ -96,51 +308,132 @@ impl pb::auth_service_server::AuthService for Service {
             now(),
         )
         .map_err(GatewayError::from)?;
-        let token = auth
-            .sign(&claims)
-            .ok_or(GatewayError::Delegation(
-                super::caller::DelegationError::NotJwt,
-            ))?
-            .map_err(GatewayError::Internal)?;
-        let scope = Scope::from(&claims.scope);
+        let token = access_token(&self.0, &claims)?;
         tracing::info!(
             authn.subject = %caller.subject,
-            token.ns = scope.namespace.as_deref().unwrap_or(""),
+            token.ns = token.scope.as_ref().map_or("", |s| s.namespace.as_str()),
             token.exp = claims.exp,
             "gateway token minted by delegation"
         );
-        Ok(Response::new(AccessToken {
-            token,
-            expires_at: i64::try_from(claims.exp).unwrap_or(i64::MAX),
-            scope: Some(pb::Scope {
-                namespace: scope.namespace.unwrap_or_default(),
-                agent: scope.agent.unwrap_or_default(),
-                session: scope.session.unwrap_or_default(),
-                channel: scope.channel.unwrap_or_default(),
-            }),
-            grants: claims
-                .grants
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .map(grant_to_pb)
-                .collect(),
-        }))
+        Ok(Response::new(token))
     }
 
     async fn exchange_oidc_token(
         &self,
-        _request: Request<pb::ExchangeOidcTokenRequest>,
+        request: Request<pb::ExchangeOidcTokenRequest>,
     ) -> Result<Response<AccessToken>, Status> {
-        Err(GatewayError::Unimplemented(NEEDS_AUTHN).into())
+        require_jwt(&self.0)?;
+        let req = request.into_inner();
+        let authn =
+            self.0
+                .security()
+                .and_then(|s| s.authn.as_ref())
+                .ok_or(GatewayError::Precondition(
+                    "no trusted OIDC issuers: configure authentication.trust.oidc",
+                ))?;
+        let identity = authn
+            .verify_trusted_oidc(&req.id_token, crate::authn::now())
+            .await
+            .map_err(|reason| {
+                tracing::info!(reason = %reason, "OIDC exchange refused");
+                GatewayError::Unauthenticated
+            })?;
+        let grants: Vec<Grant> = identity
+            .grants
+            .iter()
+            .map(|g| Grant {
+                kind: match g.kind {
+                    crate::authn::config::GrantKind::Read => GrantKind::Read,
+                    crate::authn::config::GrantKind::Readwrite => GrantKind::Readwrite,
+                },
+                namespace: g.namespace.clone(),
+                agent: g.agent.clone(),
+                session: g.session.clone(),
+                channel: g.channel.clone(),
+            })
+            .collect();
+        if grants.is_empty() {
+            return Err(GatewayError::Denied(super::access::Denied {
+                rpc: Rpc::ExchangeOidcToken,
+            })
+            .into());
+        }
+        for g in &grants {
+            g.scope()
+                .validate()
+                .map_err(|e| GatewayError::Internal(format!("trust.oidc grant: {e}")))?;
+        }
+        let token = issue(
+            &self.0,
+            &identity.subject,
+            scope_of(req.scope.as_ref()),
+            grants,
+            req.ttl_seconds,
+            identity.expires_at,
+        )?;
+        tracing::info!(authn.subject = %identity.subject, authn.method = "oidc", "gateway token issued for an ID token");
+        Ok(Response::new(token))
     }
 
     async fn create_api_key(
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        authorize_keys(&request, Rpc::CreateApiKey)?;
-        Err(GatewayError::Unimplemented(NEEDS_AUTHN).into())
+        let caller = authorize_keys(&request, Rpc::CreateApiKey)?;
+        let keys = api_keys(&self.0)?.clone();
+        let req = request.into_inner();
+        if req.subject.is_empty() {
+            return Err(GatewayError::Invalid("subject must not be empty".into()).into());
+        }
+        // Gateway grants in the key: never wider than the caller's own.
+        for scope in &req.scopes {
+            if let Some(grant) = grant_of_scope(scope) {
+                let g = grant.map_err(GatewayError::Invalid)?;
+                let within = caller.scope.contains(&g.scope())
+                    && caller
+                        .grants
+                        .iter()
+                        .any(|p| g.kind <= p.kind && p.scope().contains(&g.scope()));
+                if !within {
+                    return Err(GatewayError::Delegation(DelegationError::Widens(
+                        "a gateway scope of the key is wider than the caller's grants".into(),
+                    ))
+                    .into());
+                }
+            }
+        }
+        let now = crate::authn::now();
+        let mut expires_at = (req.ttl_seconds > 0)
+            .then(|| now.saturating_add(i64::try_from(req.ttl_seconds).unwrap_or(i64::MAX)));
+        if caller.method == Method::Jwt
+            && let Some(exp) = caller.expires_at
+        {
+            let cap = unix(exp);
+            expires_at = Some(expires_at.map_or(cap, |e| e.min(cap)));
+        }
+        let subject = req.subject.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            keys.store.create(NewApiKey {
+                subject: req.subject,
+                scopes: req.scopes,
+                roles: Vec::new(),
+                expires_at,
+                prefix: keys.prefixes.first().cloned().unwrap_or_default(),
+            })
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(format!("key store task: {e}")))?
+        .map_err(GatewayError::Internal)?;
+        tracing::info!(
+            api_key.id = %created.record.id,
+            api_key.subject = %subject,
+            authn.subject = %caller.subject,
+            "API key created through the gateway"
+        );
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key: Some(key_to_pb(&created.record)),
+            secret: created.secret,
+        }))
     }
 
     async fn list_api_keys(
@@ -148,28 +441,106 @@ impl pb::auth_service_server::AuthService for Service {
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         authorize_keys(&request, Rpc::ListApiKeys)?;
-        Err(GatewayError::Unimplemented(NEEDS_AUTHN).into())
+        let keys = api_keys(&self.0)?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.store.list().iter().map(key_to_pb).collect(),
+        }))
     }
 
     async fn revoke_api_key(
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        authorize_keys(&request, Rpc::RevokeApiKey)?;
-        Err(GatewayError::Unimplemented(NEEDS_AUTHN).into())
+        let caller = authorize_keys(&request, Rpc::RevokeApiKey)?;
+        let keys = api_keys(&self.0)?.clone();
+        let id = request.into_inner().id;
+        let key_id = id.clone();
+        let revoked = tokio::task::spawn_blocking(move || keys.store.revoke(&key_id))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("key store task: {e}")))?
+            .map_err(GatewayError::Internal)?;
+        if !revoked {
+            return Err(Status::not_found(format!("API key {id:?} not found")));
+        }
+        tracing::info!(api_key.id = %id, authn.subject = %caller.subject, "API key revoked through the gateway");
+        Ok(Response::new(pb::RevokeApiKeyResponse { revoked }))
     }
 
     async fn exchange_api_key(
         &self,
-        _request: Request<pb::ExchangeApiKeyRequest>,
+        request: Request<pb::ExchangeApiKeyRequest>,
     ) -> Result<Response<AccessToken>, Status> {
-        Err(GatewayError::Unimplemented(NEEDS_AUTHN).into())
+        require_jwt(&self.0)?;
+        let keys = api_keys(&self.0)?;
+        let req = request.into_inner();
+        let prefixed =
+            keys.prefixes.is_empty() || keys.prefixes.iter().any(|p| req.api_key.starts_with(p));
+        let record = if prefixed {
+            keys.store
+                .authenticate(&req.api_key, crate::authn::now())
+                .map_err(|reason| {
+                    tracing::info!(reason = %reason, "API key exchange refused");
+                    GatewayError::Unauthenticated
+                })?
+        } else {
+            tracing::info!("API key exchange refused: wrong prefix");
+            return Err(GatewayError::Unauthenticated.into());
+        };
+        let grants = key_grants(&record).map_err(GatewayError::Internal)?;
+        if grants.is_empty() {
+            return Err(GatewayError::Denied(super::access::Denied {
+                rpc: Rpc::ExchangeApiKey,
+            })
+            .into());
+        }
+        let token = issue(
+            &self.0,
+            &record.subject,
+            scope_of(req.scope.as_ref()),
+            grants,
+            req.ttl_seconds,
+            record.expires_at,
+        )?;
+        tracing::info!(api_key.id = %record.id, authn.subject = %record.subject, "gateway token issued for an API key");
+        Ok(Response::new(token))
     }
 
     async fn get_jwks(
         &self,
         _request: Request<pb::GetJwksRequest>,
     ) -> Result<Response<pb::GetJwksResponse>, Status> {
-        Err(GatewayError::Unimplemented(NEEDS_AUTHN).into())
+        let jwks = self
+            .0
+            .security()
+            .and_then(|s| s.minter.as_ref())
+            .map(|m| m.jwks())
+            .unwrap_or_else(|| serde_json::json!({"keys": []}));
+        Ok(Response::new(pb::GetJwksResponse {
+            jwks_json: jwks.to_string(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_scopes_of_keys() {
+        assert_eq!(
+            grant_of_scope("gateway:read"),
+            Some(Ok(Grant::all(GrantKind::Read)))
+        );
+        assert_eq!(
+            grant_of_scope("gateway:readwrite@acme:team"),
+            Some(Ok(Grant {
+                namespace: Some("acme:team".into()),
+                ..Grant::all(GrantKind::Readwrite)
+            }))
+        );
+        assert_eq!(grant_of_scope("orders:read"), None);
+        for bad in ["gateway:admin", "gateway:read@", "gateway:read@a::b"] {
+            assert!(matches!(grant_of_scope(bad), Some(Err(_))), "{bad}");
+        }
     }
 }

@@ -63,7 +63,7 @@ impl From<crate::gateway::GatewayError> for Status {
             G::Delegation(e @ D::Invalid(_)) => Status::invalid_argument(e.to_string()),
             G::Delegation(D::Widens(_)) => Status::permission_denied("permission denied"),
             G::Invalid(m) => Status::invalid_argument(m),
-            G::Unimplemented(m) => Status::unimplemented(m),
+            G::Precondition(m) => Status::failed_precondition(m),
             G::Internal(m) => {
                 tracing::error!(error = %m, "gateway call failed");
                 Status::internal("internal error")
