@@ -248,6 +248,7 @@ fn cli_end_to_end_mint_put_decide_tail() {
             gw,
             "--token",
             &acme,
+            "--grpc-web",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
