@@ -250,16 +250,15 @@ impl App {
                             key: "gateway.api_key_policy".into(),
                             message,
                         })?;
-                Some(
-                    Gateway::new(
-                        namespaces.clone(),
-                        Authenticator::new(mode, g.audience.clone()),
-                        log,
-                        ext.decision_path(),
-                        g,
-                    )
-                    .with_security(security.clone(), api_keys),
-                )
+                Some(Gateway::new(
+                    namespaces.clone(),
+                    Authenticator::new(mode, g.audience.clone()),
+                    log,
+                    ext.decision_path(),
+                    g,
+                    security.clone(),
+                    api_keys,
+                ))
             }
             _ => None,
         };

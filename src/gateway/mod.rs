@@ -65,13 +65,17 @@ struct Inner {
 }
 
 impl Gateway {
-    /// A gateway over `namespaces`. `decision_path` is the default for `Decide`.
+    /// A gateway over `namespaces`. `decision_path` is the default for `Decide`; `security`
+    /// (OIDC trust, internal-token keys) and `api_keys` (the managed key store) come from the
+    /// authentication module when it is configured.
     pub fn new(
         namespaces: Arc<Namespaces>,
         auth: Authenticator,
         log: DecisionLog,
         decision_path: impl Into<String>,
         config: &GatewayConfig,
+        security: Option<Arc<crate::authn::security::Security>>,
+        api_keys: Option<tokens::ApiKeys>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -83,24 +87,10 @@ impl Gateway {
                 max_token_ttl: config.max_token_ttl_seconds,
                 cors_origins: config.cors_origins.clone(),
                 stopping: tokio::sync::watch::channel(false).0,
-                security: None,
-                api_keys: None,
+                security,
+                api_keys,
             }),
         }
-    }
-
-    /// Adds the authentication module (OIDC exchange, internal-token JWKS) and the API key
-    /// store to manage. Call before the gateway is shared.
-    pub fn with_security(
-        mut self,
-        security: Option<Arc<crate::authn::security::Security>>,
-        api_keys: Option<tokens::ApiKeys>,
-    ) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.security = security;
-            inner.api_keys = api_keys;
-        }
-        self
     }
 
     pub(crate) fn security(&self) -> Option<&Arc<crate::authn::security::Security>> {
