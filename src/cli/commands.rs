@@ -508,18 +508,15 @@ pub async fn logs(cmd: LogsCommand) -> Result<(), CliError> {
     // Tells a caller (or a test) that the subscription is in place.
     eprintln!("following decisions at {}", gw.display);
     if gw.format == Format::Table {
-        output::text(&output::table(
-            &[
-                "TIME",
-                "NAMESPACE",
-                "OUTCOME",
-                "PATH",
-                "AGENT",
-                "CHANNEL",
-                "DECISION",
-            ],
-            &[],
-        ))?;
+        output::text(&tail_row([
+            "TIME",
+            "NAMESPACE",
+            "OUTCOME",
+            "PATH",
+            "AGENT",
+            "CHANNEL",
+            "DECISION",
+        ]))?;
     }
     let mut seen = 0u64;
     while a.count.is_none_or(|c| seen < c) {
@@ -546,24 +543,30 @@ pub async fn logs(cmd: LogsCommand) -> Result<(), CliError> {
                     "event": event,
                 }))?;
             }
-            Format::Table => {
-                let table = output::table(
-                    &["", "", "", "", "", "", ""],
-                    &[vec![
-                        e.timestamp.clone(),
-                        e.namespace.clone(),
-                        outcome_name(e.outcome).to_string(),
-                        e.path.clone(),
-                        e.agent.clone(),
-                        e.channel.clone(),
-                        e.decision_id.clone(),
-                    ]],
-                );
-                output::text(table.lines().nth(1).unwrap_or_default())?;
-            }
+            Format::Table => output::text(&tail_row([
+                e.timestamp.as_str(),
+                e.namespace.as_str(),
+                outcome_name(e.outcome),
+                e.path.as_str(),
+                e.agent.as_str(),
+                e.channel.as_str(),
+                e.decision_id.as_str(),
+            ]))?,
         }
     }
     Ok(())
+}
+
+/// One line of `logs tail` on a terminal: fixed-width columns, so that rows printed as they
+/// arrive line up.
+fn tail_row(cells: [&str; 7]) -> String {
+    const WIDTHS: [usize; 6] = [30, 16, 9, 24, 12, 12];
+    let mut line = String::new();
+    for (cell, w) in cells.iter().zip(WIDTHS) {
+        line.push_str(&format!("{cell:<w$}  "));
+    }
+    line.push_str(cells[6]);
+    line
 }
 
 /// `keys ...`.
