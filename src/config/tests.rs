@@ -1,0 +1,220 @@
+//! Config parsing, overrides and validation.
+
+use super::tree::{apply_set, normalize_alias, parse_yaml};
+use super::*;
+
+fn load_str(yaml: &str, sets: &[&str]) -> Result<Config, ConfigError> {
+    let mut tree = parse_yaml(yaml, "test.yaml")?;
+    normalize_alias(&mut tree, "test.yaml")?;
+    for s in sets {
+        apply_set(&mut tree, s)?;
+    }
+    normalize_alias(&mut tree, SET_SOURCE)?;
+    Config::from_tree(tree, "test.yaml")
+}
+
+#[test]
+fn defaults_match_opa_envoy() {
+    let c = load_str("", &[]).unwrap();
+    let e = &c.plugins.envoy_ext_authz_grpc;
+    assert_eq!(e.addr, ":9191");
+    assert_eq!(e.decision_path(), "envoy/authz/allow");
+    assert_eq!(e.grpc_max_recv_msg_size, 4 * 1024 * 1024);
+    assert!(!e.dry_run);
+    assert!(!c.decision_logs.console);
+}
+
+#[test]
+fn set_overrides_file_and_types_values() {
+    let yaml = "plugins:\n  envoy_ext_authz_grpc:\n    addr: :9000\n    dry-run: false\n";
+    let c = load_str(
+        yaml,
+        &[
+            "plugins.envoy_ext_authz_grpc.addr=127.0.0.1:9191",
+            "plugins.envoy_ext_authz_grpc.dry-run=true",
+            "plugins.envoy_ext_authz_grpc.path=a/b",
+            "decision_logs.console=false",
+        ],
+    )
+    .unwrap();
+    let e = &c.plugins.envoy_ext_authz_grpc;
+    assert_eq!(e.addr, "127.0.0.1:9191");
+    assert!(e.dry_run);
+    assert_eq!(e.decision_path(), "a/b");
+}
+
+#[test]
+fn alias_block_is_accepted() {
+    let yaml = "envoy:\n  ext_authz:\n    grpc:\n      addr: :7000\n      path: x/y\n";
+    let c = load_str(yaml, &[]).unwrap();
+    assert_eq!(c.plugins.envoy_ext_authz_grpc.addr, ":7000");
+    assert_eq!(c.plugins.envoy_ext_authz_grpc.decision_path(), "x/y");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = load_str("plugins:\n  envoy_ext_authz_grpc:\n    adr: x\n", &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("test.yaml"), "{msg}");
+    assert!(msg.contains("adr"), "{msg}");
+    let err = load_str("", &["plugins.envoy_ext_authz_grpc.nope=1"]).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+    let err = load_str("", &["plugins.other_plugin.x=1"]).unwrap_err();
+    assert!(err.to_string().contains("other_plugin"), "{err}");
+}
+
+#[test]
+fn bad_value_is_named() {
+    let err = load_str("", &["plugins.envoy_ext_authz_grpc.dry-run=maybe"]).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("plugins.envoy_ext_authz_grpc.dry-run"),
+        "{msg}"
+    );
+    let err = load_str("", &["plugins.envoy_ext_authz_grpc.addr=nohost"]).unwrap_err();
+    assert!(err.to_string().contains("addr"), "{err}");
+    let err = load_str("", &["plugins.envoy_ext_authz_grpc.path=a//b"]).unwrap_err();
+    assert!(err.to_string().contains("path"), "{err}");
+}
+
+#[test]
+fn path_and_query_are_exclusive() {
+    let err = load_str(
+        "",
+        &[
+            "plugins.envoy_ext_authz_grpc.path=a/b",
+            "plugins.envoy_ext_authz_grpc.query=data.a.b",
+        ],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("only one"), "{err}");
+}
+
+#[test]
+fn unsupported_sections_are_refused_not_ignored() {
+    let err = load_str("gateway:\n  addr: x\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("gateway"), "{err}");
+}
+
+#[test]
+fn gateway_and_namespaces_sections() {
+    let c = load_str("", &[]).unwrap();
+    assert!(c.gateway.is_none());
+    let c = load_str(
+        "gateway:\n  cors_origins: [https://app.example.com]\nnamespaces:\n  acme:\n    paths: [/x]\n",
+        &["gateway.allow_open=true"],
+    )
+    .unwrap();
+    let g = c.gateway.unwrap();
+    assert_eq!(g.addr, "127.0.0.1:9292");
+    assert!(g.allow_open && g.enabled);
+    assert_eq!(c.namespaces["acme"].paths, vec![PathBuf::from("/x")]);
+    let c = load_str("", &["gateway.addr=127.0.0.1:1"]).unwrap();
+    assert_eq!(c.gateway.unwrap().addr, "127.0.0.1:1");
+    for (yaml, key) in [
+        (
+            "gateway:\n  cors_origins: ['*']\n",
+            "gateway.cors_origins[0]",
+        ),
+        ("gateway:\n  addr: unix:///x.sock\n", "gateway.addr"),
+        ("gateway:\n  nope: 1\n", "nope"),
+        ("namespaces:\n  'a b': {}\n", "namespaces.a b"),
+        ("namespaces:\n  default: {}\n", "namespaces.default"),
+    ] {
+        let err = load_str(yaml, &[]).unwrap_err().to_string();
+        assert!(err.contains(key), "{yaml}: {err}");
+    }
+}
+
+#[test]
+fn observability_sections_are_checked() {
+    let c = load_str(
+        "services: {logs: {url: http://127.0.0.1:1}}\n\
+         decision_logs:\n  service: logs\n  reporting: {min_delay_seconds: 0.5, max_delay_seconds: 1}\n  \
+         file: {path: /tmp/d.log}\n\
+         distributed_tracing: {type: grpc, address: 'otel:4317', sample_percentage: 10}\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.decision_logs.resource(), "/logs");
+    assert_eq!(c.decision_logs.file.unwrap().max_backups, 3);
+    for (yaml, key) in [
+        ("decision_logs: {service: nope}", "decision_logs.service"),
+        (
+            "decision_logs: {reporting: {min_delay_seconds: 5}}",
+            "decision_logs.reporting",
+        ),
+        (
+            "decision_logs: {reporting: {min_delay_seconds: 5, max_delay_seconds: 1}}",
+            "decision_logs.reporting.max_delay_seconds",
+        ),
+        (
+            "decision_logs: {reporting: {trigger: manual}}",
+            "decision_logs.reporting.trigger",
+        ),
+        (
+            "decision_logs: {reporting: {upload_size_limit_bytes: 0}}",
+            "decision_logs.reporting.upload_size_limit_bytes",
+        ),
+        (
+            "decision_logs: {mask_decision: 'a//b'}",
+            "decision_logs.mask_decision",
+        ),
+        (
+            "decision_logs: {file: {path: x, max_size_bytes: 0}}",
+            "decision_logs.file.max_size_bytes",
+        ),
+        (
+            "distributed_tracing: {type: http}",
+            "distributed_tracing.type",
+        ),
+        (
+            "distributed_tracing: {sample_percentage: 101}",
+            "distributed_tracing.sample_percentage",
+        ),
+        (
+            "distributed_tracing: {encryption: tls}",
+            "distributed_tracing.encryption",
+        ),
+        (
+            "plugins: {envoy_ext_authz_grpc: {grpc-request-duration-seconds-buckets: []}}",
+            "grpc-request-duration-seconds-buckets",
+        ),
+    ] {
+        let err = load_str(yaml, &[]).unwrap_err().to_string();
+        assert!(err.contains(key), "{yaml}: {err}");
+    }
+}
+
+#[test]
+fn set_without_equals_is_an_error() {
+    let err = load_str("", &["decision_logs.console"]).unwrap_err();
+    assert!(matches!(err, ConfigError::Set { .. }), "{err}");
+}
+
+#[test]
+fn listen_addr_forms() {
+    assert_eq!(
+        ListenAddr::parse(":9191").unwrap(),
+        ListenAddr::Tcp("0.0.0.0:9191".parse().unwrap())
+    );
+    assert_eq!(
+        ListenAddr::parse("grpc://127.0.0.1:1").unwrap(),
+        ListenAddr::Tcp("127.0.0.1:1".parse().unwrap())
+    );
+    assert_eq!(
+        ListenAddr::parse("localhost:8181").unwrap(),
+        ListenAddr::Host("localhost:8181".into())
+    );
+    assert_eq!(
+        ListenAddr::parse("unix:///tmp/x.sock").unwrap(),
+        ListenAddr::Unix("/tmp/x.sock".into())
+    );
+    assert_eq!(
+        ListenAddr::parse("unix://@authz").unwrap(),
+        ListenAddr::Abstract("authz".into())
+    );
+    assert!(ListenAddr::parse("unix://@").is_err());
+    assert!(ListenAddr::parse("host").is_err());
+    assert!(ListenAddr::parse(":99999").is_err());
+}
