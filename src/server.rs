@@ -284,6 +284,7 @@ pub fn policy_options(config: &Config) -> PolicyOptions {
     PolicyOptions {
         decision_path: ext.decision_path().to_string(),
         eval_timeout: ext.eval_timeout(),
+        engine: config.runtime.policy_engine,
         ..Default::default()
     }
 }

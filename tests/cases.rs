@@ -120,7 +120,7 @@ fn subset(expected: &Json, actual: &Json, path: &str, errors: &mut Vec<String>) 
     }
 }
 
-async fn run_file(path: &Path) -> (usize, Vec<String>) {
+async fn run_file(path: &Path, engine: &str) -> (usize, Vec<String>) {
     let text = std::fs::read_to_string(path).unwrap();
     let file: CaseFile = yaml_serde::from_str(&text)
         .unwrap_or_else(|e| panic!("{}: invalid case file: {e}", path.display()));
@@ -137,6 +137,7 @@ async fn run_file(path: &Path) -> (usize, Vec<String>) {
         policies,
         data: file.data.clone(),
         config: file.config.as_deref().unwrap_or(""),
+        sets: vec![format!("runtime.policy_engine={engine}")],
         paths: file
             .paths
             .iter()
@@ -148,7 +149,7 @@ async fn run_file(path: &Path) -> (usize, Vec<String>) {
     let mut client = server.client().await;
     let mut failures = Vec::new();
     for case in &file.cases {
-        let label = format!("{} / {}", path.display(), case.name);
+        let label = format!("{} [{engine}] / {}", path.display(), case.name);
         if let Err(e) = case.request.validate() {
             failures.push(format!("{label}: invalid request: {e}"));
             continue;
@@ -244,6 +245,8 @@ fn check_response(label: &str, mut json: Json, case: &Case, failures: &mut Vec<S
     }
 }
 
+/// Every case on the interpreter, and again with the bytecode VM where it applies: both must
+/// give the same answers.
 #[tokio::test]
 async fn check_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
@@ -252,10 +255,12 @@ async fn check_cases() {
     assert!(!files.is_empty(), "no case files under {}", root.display());
     let mut total = 0;
     let mut failures = Vec::new();
-    for file in &files {
-        let (n, f) = run_file(file).await;
-        total += n;
-        failures.extend(f);
+    for engine in ["interpreter", "auto"] {
+        for file in &files {
+            let (n, f) = run_file(file, engine).await;
+            total += n;
+            failures.extend(f);
+        }
     }
     println!(
         "{} case files, {total} cases, {} failures",

@@ -24,6 +24,9 @@ pub struct BenchEvalArgs {
     /// A request case file (YAML); its Check input document is the input.
     #[arg(long)]
     pub case: Option<PathBuf>,
+    /// The engine: `interpreter`, or `auto` (the bytecode VM where it applies).
+    #[arg(long, value_enum, default_value = "interpreter")]
+    pub engine: crate::policy::EngineChoice,
     /// Evaluations to time (after as many warm-up evaluations, at most 1000).
     #[arg(long, default_value_t = 10_000)]
     pub count: u32,
@@ -48,6 +51,8 @@ pub enum EvalBenchError {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EvalReport {
     pub query: String,
+    /// The engine that evaluated (`vm` or `interpreter`).
+    pub engine: &'static str,
     pub count: u32,
     pub result: serde_json::Value,
     pub mean_ns: u64,
@@ -78,6 +83,7 @@ pub fn measure(args: &BenchEvalArgs) -> Result<EvalReport, EvalBenchError> {
     let opts = PolicyOptions {
         decision_path: path,
         eval_timeout: Duration::from_secs(10),
+        engine: args.engine,
         ..Default::default()
     };
     let snapshot = Snapshot::build(&Sources::read(&args.data, &[])?, &opts, 1)?;
@@ -122,6 +128,7 @@ pub fn measure(args: &BenchEvalArgs) -> Result<EvalReport, EvalBenchError> {
     let total: u128 = samples.iter().map(|&s| u128::from(s)).sum();
     Ok(EvalReport {
         query: args.query.clone(),
+        engine: snapshot.engine_name(),
         count: args.count,
         result: serde_json::to_value(&first.value).unwrap_or(serde_json::Value::Null),
         mean_ns: (total / samples.len() as u128) as u64,
@@ -168,6 +175,7 @@ mod tests {
             data: vec![p.clone()],
             input: Some(i),
             case: None,
+            engine: Default::default(),
             count: 50,
             query: "data.a.allow".into(),
         })
@@ -179,6 +187,7 @@ mod tests {
             data: vec![p],
             input: None,
             case: None,
+            engine: Default::default(),
             count: 5,
             query: "allow".into(),
         })

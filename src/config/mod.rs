@@ -207,6 +207,10 @@ pub struct Runtime {
     /// Tokio worker threads; default: the number of CPUs, at most 4 (a sidecar shares its pod).
     #[serde(default)]
     pub worker_threads: Option<usize>,
+    /// `interpreter` (default) or `auto`: evaluate the decision rule on regorus' bytecode VM
+    /// where it compiles and is known to answer like the interpreter.
+    #[serde(default)]
+    pub policy_engine: crate::policy::EngineChoice,
 }
 
 /// Sections that belong to the product but that this build refuses rather than ignores.

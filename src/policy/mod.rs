@@ -20,6 +20,7 @@ pub mod builtins;
 pub mod loader;
 pub mod overlay;
 mod roots;
+pub mod vm;
 pub mod watch;
 
 use std::cell::RefCell;
@@ -103,6 +104,21 @@ pub struct PolicyOptions {
     pub skip_verify: bool,
     /// Limits on bundle archives.
     pub bundle_limits: bundle::Limits,
+    /// Which engine evaluates the decision rule.
+    pub engine: EngineChoice,
+}
+
+/// Which engine evaluates the decision on the Check path (`runtime.policy_engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// regorus' interpreter, for every policy (the default).
+    #[default]
+    Interpreter,
+    /// regorus' bytecode VM ([`vm`]) when the decision is a rule the VM compiles and is known to
+    /// answer like the interpreter; the interpreter otherwise, and for a request the VM fails
+    /// on with anything but the time limit.
+    Auto,
 }
 
 impl Default for PolicyOptions {
@@ -115,6 +131,7 @@ impl Default for PolicyOptions {
             verification: None,
             skip_verify: false,
             bundle_limits: bundle::Limits::default(),
+            engine: EngineChoice::default(),
         }
     }
 }
@@ -162,6 +179,8 @@ pub struct Snapshot {
     modules: Vec<(String, String)>,
     loaded_at: std::time::SystemTime,
     eval_timeout: Duration,
+    /// The decision rule compiled for the VM, with [`EngineChoice::Auto`].
+    vm: Option<vm::VmPolicy>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -207,6 +226,9 @@ impl Snapshot {
         let mut engine = Engine::new();
         engine.set_rego_v0(opts.rego_v0);
         engine.set_gather_prints(true);
+        // As in OPA, a failing builtin call (`to_number("x")`) is undefined rather than an
+        // evaluation error that Envoy's failure_mode_allow could turn into a pass.
+        engine.set_strict_builtin_errors(false);
         engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
             limit: opts.eval_timeout,
             check_interval: NonZeroU32::MIN.saturating_add(63),
@@ -261,6 +283,18 @@ impl Snapshot {
             .add_data(Value::from(serde_json::Value::Object(data)))
             .map_err(|e| PolicyError::Engine(format!("data: {e}")))?;
         let entry = resolve_entry(&mut engine, &opts.decision_path)?;
+        let vm = match (&entry, opts.engine) {
+            (Entry::Rule(rule), EngineChoice::Auto) => {
+                match vm::VmPolicy::compile(&mut engine, rule) {
+                    Ok(vm) => Some(vm.with_time_limit(opts.eval_timeout)),
+                    Err(e) => {
+                        tracing::info!(reason = %e, "the decision runs on the interpreter");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         Ok(Self {
             id: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
             revision,
@@ -278,6 +312,7 @@ impl Snapshot {
             modules,
             loaded_at: std::time::SystemTime::now(),
             eval_timeout: opts.eval_timeout,
+            vm,
         })
     }
 
@@ -306,9 +341,33 @@ impl Snapshot {
         !matches!(self.entry, Entry::Missing)
     }
 
+    /// Which engine evaluates the decision: `vm` or `interpreter`.
+    pub fn engine_name(&self) -> &'static str {
+        if self.vm.is_some() {
+            "vm"
+        } else {
+            "interpreter"
+        }
+    }
+
     /// Evaluates the decision path against `input`.
     pub fn eval(&self, input: Value) -> Result<Evaluation, EvalError> {
         let start = Instant::now();
+        if let Some(vm) = &self.vm {
+            match vm.eval(input.clone()) {
+                Ok(value) => {
+                    return Ok(Evaluation {
+                        value,
+                        prints: Vec::new(),
+                        elapsed: start.elapsed(),
+                    });
+                }
+                Err(vm::VmEvalError::TimeLimit(limit)) => return Err(EvalError::Timeout(limit)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the VM failed; evaluating on the interpreter");
+                }
+            }
+        }
         let entry = self.entry.clone();
         let (result, prints) = self.with_engine(|engine| {
             engine.set_input(input);

@@ -37,8 +37,9 @@
 //!
 //! The extensions are stateless, `Send + Sync`, and clone as a function pointer plus a flag, so
 //! regorus' per-call `Rc::make_mut` clone of a shared extension costs one small allocation.
-//! They run on the regorus interpreter (`Engine`, `CompiledPolicy`); regorus' RVM bytecode
-//! compiler does not know host extensions and rejects policies that call them.
+//! They run on the regorus interpreter (`Engine`, `CompiledPolicy`) as extensions; on regorus'
+//! bytecode VM, which cannot call extensions, [`super::vm`] routes the same functions through
+//! host-await calls ([`lookup`]).
 
 mod cache;
 mod crypto;
@@ -171,6 +172,19 @@ const BUILTINS: &[Builtin] = &[
 /// The Rego paths of the builtins [`register`] adds.
 pub fn names() -> impl Iterator<Item = &'static str> {
     BUILTINS.iter().map(|b| b.name)
+}
+
+/// A builtin's implementation.
+pub(crate) type BuiltinFn = fn(&[Value]) -> BuiltinResult<Value>;
+
+/// The arity and implementation of the builtin named `name`, for hosts that call the
+/// builtins themselves rather than through [`register`] (the RVM in [`super::vm`]). The
+/// caller applies the [`ErrorMode`]: with [`ErrorMode::Undefined`] an `Err` means undefined.
+pub(crate) fn lookup(name: &str) -> Option<(u8, BuiltinFn)> {
+    BUILTINS
+        .iter()
+        .find(|b| b.name == name)
+        .map(|b| (b.nargs, b.eval))
 }
 
 /// Registers every extension builtin on `engine` with OPA's default error semantics
