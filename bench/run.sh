@@ -19,6 +19,7 @@
 #   BENCH_CONCURRENCY    workers (default 32); BENCH_CONNECTIONS  HTTP/2 connections (default 2)
 #   PORTCULLIS           binary to use; when unset, `cargo build --release` builds
 #                        ${CARGO_TARGET_DIR:-target}/release/portcullis first
+#   BENCH_RUN_ARGS       extra `portcullis run` arguments, e.g. '--set=runtime.policy_engine=auto'
 #   FLOOR_ADDR           floor's gRPC address (default 127.0.0.1:9292)
 #   GRPC_ADDR, HTTP_ADDR Portcullis's gRPC and HTTP addresses (default 127.0.0.1:9191, :8181)
 #
@@ -68,6 +69,7 @@ if [[ -z "${PORTCULLIS:-}" ]]; then
 fi
 [[ -x "$PORTCULLIS" ]] || die "binary $PORTCULLIS not found or not executable"
 
+read -r -a RUN_ARGS <<<"${BENCH_RUN_ARGS:-}"
 REQUEST_ARGS=(--case "$CASE")
 if [[ -n "${BENCH_AUTHORIZATION:-}" ]]; then
   REQUEST_ARGS+=(-H "authorization: ${BENCH_AUTHORIZATION}")
@@ -161,7 +163,8 @@ ready_ms() {
   for _ in 1 2 3 4 5; do
     start=$(date +%s%N)
     "$PORTCULLIS" run --server --set "plugins.envoy_ext_authz_grpc.addr=$GRPC_ADDR" \
-      --addr "$HTTP_ADDR" --log-level error "$POLICIES" >/dev/null 2>&1 &
+      --addr "$HTTP_ADDR" --log-level error ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} "$POLICIES" \
+      >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 1 2000); do
       curl -sf "http://$HTTP_ADDR/health" >/dev/null 2>&1 && break
@@ -180,12 +183,15 @@ FLOOR_JSON="$(load floor "$FLOOR_ADDR")"
 stop_server
 
 start_server portcullis "$GRPC_ADDR" 60 "$PORTCULLIS" run --server \
-  --set "plugins.envoy_ext_authz_grpc.addr=$GRPC_ADDR" --addr "$HTTP_ADDR" "$POLICIES"
+  --set "plugins.envoy_ext_authz_grpc.addr=$GRPC_ADDR" --addr "$HTTP_ADDR" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} \
+  "$POLICIES"
 PORT_JSON="$(load portcullis "$GRPC_ADDR")"
 stop_server
 
 READY_MS="$(ready_ms)"
-EVAL_JSON="$("$PORTCULLIS" bench eval -d "$POLICIES" --case "$CASE" --count 20000 \
+ENGINE=interpreter
+[[ " ${RUN_ARGS[*]-} " == *"policy_engine=auto"* ]] && ENGINE=auto
+EVAL_JSON="$("$PORTCULLIS" bench eval -d "$POLICIES" --case "$CASE" --count 20000 --engine "$ENGINE" \
   data.envoy.authz.allow 2>/dev/null || true)"
 echo "eval: $EVAL_JSON" >&2
 
