@@ -753,3 +753,38 @@ fn bundle_config_errors_name_the_key() {
         "bundles/authz"
     );
 }
+
+#[tokio::test]
+async fn decision_log_events_name_the_bundle_revisions() {
+    use portcullis::telemetry::decision_log::{DecisionLog, LogSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("authz.tar.gz");
+    std::fs::write(&archive, tar_gz(&as_refs(&authz_bundle("rev-42", true)))).unwrap();
+    let log = DecisionLog::start(LogSettings::default(), None).unwrap();
+    let server = TestServer::start(support::Spec {
+        paths: vec![archive.clone()],
+        log: Some(log.clone()),
+        ..Default::default()
+    })
+    .await;
+    let mut sub = log.subscribe();
+    let mut client = server.client().await;
+    client.check(CheckRequest::default()).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+        .await
+        .expect("an event within the deadline")
+        .unwrap();
+    // A bundle given as a PATH is named by its path, as in OPA.
+    let mut expected = serde_json::Map::new();
+    expected.insert(
+        archive.display().to_string(),
+        serde_json::json!({"revision": "rev-42"}),
+    );
+    assert_eq!(
+        event.json()["bundles"],
+        serde_json::Value::Object(expected),
+        "{}",
+        event.json()
+    );
+    server.stop().await;
+}

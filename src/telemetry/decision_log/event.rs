@@ -112,6 +112,15 @@ impl DecisionRecord {
         }
         if let Some(s) = &self.snapshot {
             e.insert("revision".into(), json!(s.revision().to_string()));
+            // OPA's `bundles`: the revision of each bundle the decision was made with.
+            if !s.bundles().is_empty() {
+                let bundles: serde_json::Map<String, Json> = s
+                    .bundles()
+                    .iter()
+                    .map(|b| (b.name.clone(), json!({"revision": b.revision})))
+                    .collect();
+                e.insert("bundles".into(), Json::Object(bundles));
+            }
         }
         e.insert("path".into(), json!(self.path.as_deref().unwrap_or(path)));
         let namespace = self.namespace.clone().or_else(|| {
