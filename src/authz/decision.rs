@@ -308,24 +308,7 @@ fn header_object(v: &Value, out: &mut Vec<(String, String)>) -> Result<(), Decis
     let Value::Object(obj) = v else {
         return Ok(());
     };
-    for (k, val) in obj.iter_sorted() {
-        let Value::String(key) = k else {
-            return Err(DecisionError::HeaderValue(k.to_string()));
-        };
-        match val {
-            Value::String(s) => out.push((key.to_string(), s.to_string())),
-            Value::Array(_) | Value::Set(_) => {
-                for item in items(val).unwrap_or_default() {
-                    let Value::String(s) = item else {
-                        return Err(DecisionError::HeaderValue(key.to_string()));
-                    };
-                    out.push((key.to_string(), s.to_string()));
-                }
-            }
-            _ => return Err(DecisionError::HeaderValue(key.to_string())),
-        }
-    }
-    Ok(())
+    string_pairs(obj, out, DecisionError::HeaderValue)
 }
 
 fn query_params(v: &Value) -> Result<Vec<(String, String)>, DecisionError> {
@@ -337,24 +320,35 @@ fn query_params(v: &Value) -> Result<Vec<(String, String)>, DecisionError> {
         });
     };
     let mut out = Vec::new();
+    string_pairs(obj, &mut out, DecisionError::QueryValue)?;
+    Ok(out)
+}
+
+/// `{key: "v"}` or `{key: ["v1", "v2"]}` -> (key, value) pairs in key order; `bad` names the
+/// offending key otherwise.
+fn string_pairs(
+    obj: &regorus::value::Object,
+    out: &mut Vec<(String, String)>,
+    bad: fn(String) -> DecisionError,
+) -> Result<(), DecisionError> {
     for (k, val) in obj.iter_sorted() {
         let Value::String(key) = k else {
-            return Err(DecisionError::QueryValue(k.to_string()));
+            return Err(bad(k.to_string()));
         };
         match val {
             Value::String(s) => out.push((key.to_string(), s.to_string())),
             Value::Array(_) | Value::Set(_) => {
                 for item in items(val).unwrap_or_default() {
                     let Value::String(s) = item else {
-                        return Err(DecisionError::QueryValue(key.to_string()));
+                        return Err(bad(key.to_string()));
                     };
                     out.push((key.to_string(), s.to_string()));
                 }
             }
-            _ => return Err(DecisionError::QueryValue(key.to_string())),
+            _ => return Err(bad(key.to_string())),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `http_status` must be an integer naming a status in Envoy's `StatusCode` enum.
