@@ -9,6 +9,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// With the `mimalloc` feature: regorus allocates and frees many small values per evaluation,
+/// and mimalloc's thread-local free lists make that cheaper than the system allocator, at the
+/// cost of a larger resident set.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use portcullis::config::{Config, ListenAddr};
 use portcullis::policy::{LoadSpec, PolicyOptions, PolicyStore};
 use portcullis::server::{self, App, GrpcListener, Listeners};
