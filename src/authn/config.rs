@@ -363,6 +363,7 @@ pub struct Grant {
 #[serde(rename_all = "lowercase")]
 pub enum GrantKind {
     Read,
+    #[serde(alias = "read_write")]
     Readwrite,
 }
 

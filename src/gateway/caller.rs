@@ -36,14 +36,9 @@ pub const MAX_GRANTS: usize = 64;
 /// Leeway on `exp`, for clock differences between the minting and the verifying host.
 pub const EXP_LEEWAY_SECONDS: u64 = 5;
 
-/// What a grant allows. `ReadWrite` includes `Read`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GrantKind {
-    Read,
-    #[serde(alias = "read_write")]
-    Readwrite,
-}
+/// Grants are the ones trusted OIDC issuers map to (`authentication.trust.oidc[].grants`): one
+/// type, so a grant from an exchange and one from a token claim are the same thing.
+pub use crate::authn::config::{Grant, GrantKind};
 
 /// Where something happens: a namespace and, below it, an agent, a session and a channel.
 /// As a restriction, `None` means "not restricted on that field".
@@ -51,21 +46,6 @@ pub enum GrantKind {
 #[serde(deny_unknown_fields)]
 pub struct Scope {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "ns")]
-    pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-}
-
-/// One entry of the `grants` claim.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grant {
-    pub kind: GrantKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,

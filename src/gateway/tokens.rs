@@ -157,14 +157,10 @@ pub fn grant_of_scope(scope: &str) -> Option<Result<Grant, String>> {
         Some((k, ns)) => (k, Some(ns.to_string())),
         None => (rest, None),
     };
-    let kind = match kind {
-        "read" => GrantKind::Read,
-        "readwrite" => GrantKind::Readwrite,
-        _ => {
-            return Some(Err(format!(
-                "{scope:?}: expected gateway:read or gateway:readwrite"
-            )));
-        }
+    let Some(kind) = GrantKind::parse(kind) else {
+        return Some(Err(format!(
+            "{scope:?}: expected gateway:read or gateway:readwrite"
+        )));
     };
     let grant = Grant {
         namespace: ns,
@@ -338,20 +334,7 @@ impl pb::auth_service_server::AuthService for Service {
                 tracing::info!(reason = %reason, "OIDC exchange refused");
                 GatewayError::Unauthenticated
             })?;
-        let grants: Vec<Grant> = identity
-            .grants
-            .iter()
-            .map(|g| Grant {
-                kind: match g.kind {
-                    crate::authn::config::GrantKind::Read => GrantKind::Read,
-                    crate::authn::config::GrantKind::Readwrite => GrantKind::Readwrite,
-                },
-                namespace: g.namespace.clone(),
-                agent: g.agent.clone(),
-                session: g.session.clone(),
-                channel: g.channel.clone(),
-            })
-            .collect();
+        let grants: Vec<Grant> = identity.grants.clone();
         if grants.is_empty() {
             return Err(GatewayError::Denied(super::access::Denied {
                 rpc: Rpc::ExchangeOidcToken,
