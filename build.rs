@@ -59,6 +59,11 @@ fn compile_gateway_protos(out: &Path) -> Result<(), Box<dyn std::error::Error>> 
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // One `google.protobuf.Value` type in the crate: envoy-types' (the Check path's).
+        .extern_path(
+            ".google.protobuf.Value",
+            "::envoy_types::pb::google::protobuf::Value",
+        )
         .build_client(true)
         .build_server(true)
         .out_dir(out)

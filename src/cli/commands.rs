@@ -212,7 +212,7 @@ fn outcome_name(o: i32) -> &'static str {
     }
 }
 
-fn value_json(v: &Option<prost_types::Value>) -> Json {
+fn value_json(v: &Option<envoy_types::pb::google::protobuf::Value>) -> Json {
     v.as_ref().and_then(pb::value_to_json).unwrap_or(Json::Null)
 }
 

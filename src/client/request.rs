@@ -34,7 +34,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, CheckRequest, attribute_context,
 };
-use envoy_types::pb::google::protobuf::{ListValue, Struct, Timestamp, Value, value::Kind};
+use envoy_types::pb::google::protobuf::Timestamp;
 use serde::{Deserialize, Deserializer};
 
 /// Default `:method`.
@@ -567,34 +567,12 @@ fn random_stream_id() -> String {
     u64::from_be_bytes(first).to_string()
 }
 
-/// A JSON object as a `google.protobuf.Struct`.
-pub fn json_object_to_struct(map: &serde_json::Map<String, serde_json::Value>) -> Struct {
-    Struct {
-        fields: map
-            .iter()
-            .map(|(k, v)| (k.clone(), json_to_value(v)))
-            .collect(),
-    }
-}
-
-/// A JSON value as a `google.protobuf.Value` (numbers become doubles).
-pub fn json_to_value(v: &serde_json::Value) -> Value {
-    let kind = match v {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
-        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(a) => Kind::ListValue(ListValue {
-            values: a.iter().map(json_to_value).collect(),
-        }),
-        serde_json::Value::Object(o) => Kind::StructValue(json_object_to_struct(o)),
-    };
-    Value { kind: Some(kind) }
-}
+pub use crate::grpc::json::{json_object_to_struct, json_to_value};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::google::protobuf::value::Kind;
 
     fn parse(yaml: &str) -> Result<RequestSpec, RequestError> {
         RequestSpec::from_yaml_str(yaml, Path::new("case.yaml"))

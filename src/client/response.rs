@@ -15,7 +15,6 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::service::auth::v3::{
     CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response::HttpResponse,
 };
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 use serde_json::{Map, Value as Json, json};
 
@@ -156,48 +155,7 @@ fn query_parameter_json(q: &QueryParameter) -> Json {
     json!({ "key": q.key, "value": q.value })
 }
 
-/// A `google.protobuf.Struct` as a plain JSON object, keys sorted.
-pub fn struct_json(s: &Struct) -> Json {
-    let mut keys: Vec<&String> = s.fields.keys().collect();
-    keys.sort();
-    let mut out = Map::new();
-    for k in keys {
-        if let Some(v) = s.fields.get(k) {
-            out.insert(k.clone(), value_json(v));
-        }
-    }
-    Json::Object(out)
-}
-
-/// A `google.protobuf.Value` as plain JSON.
-pub fn value_json(v: &Value) -> Json {
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Json::Null,
-        Some(Kind::BoolValue(b)) => json!(b),
-        Some(Kind::StringValue(s)) => json!(s),
-        Some(Kind::NumberValue(n)) => number_json(*n),
-        Some(Kind::ListValue(l)) => Json::Array(l.values.iter().map(value_json).collect()),
-        Some(Kind::StructValue(s)) => struct_json(s),
-    }
-}
-
-/// The largest integer a double holds exactly, and then some: 2^53.
-const EXACT_INT: f64 = 9_007_199_254_740_992.0;
-
-fn number_json(n: f64) -> Json {
-    if n.is_nan() {
-        return json!("NaN");
-    }
-    if n.is_infinite() {
-        return json!(if n > 0.0 { "Infinity" } else { "-Infinity" });
-    }
-    if n.fract() == 0.0 && n.abs() <= EXACT_INT {
-        // Exact: |n| <= 2^53 and integral.
-        #[allow(clippy::cast_possible_truncation)]
-        return json!(n as i64);
-    }
-    serde_json::Number::from_f64(n).map_or(Json::Null, Json::Number)
-}
+pub use crate::grpc::json::{struct_json, value_json};
 
 #[cfg(test)]
 mod tests {
@@ -205,6 +163,7 @@ mod tests {
     use envoy_types::pb::envoy::config::core::v3::HeaderValue;
     use envoy_types::pb::envoy::r#type::v3::HttpStatus;
     use envoy_types::pb::google::protobuf::{BoolValue, ListValue};
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
     fn hvo(key: &str, value: &str) -> HeaderValueOption {
         HeaderValueOption {
@@ -326,11 +285,14 @@ mod tests {
 
     #[test]
     fn numbers_render_like_protobuf_json() {
-        assert_eq!(number_json(3.0), json!(3));
-        assert_eq!(number_json(-0.5), json!(-0.5));
-        assert_eq!(number_json(1e300), json!(1e300));
-        assert_eq!(number_json(f64::NAN), json!("NaN"));
-        assert_eq!(number_json(f64::NEG_INFINITY), json!("-Infinity"));
+        assert_eq!(value_json(&sv(Kind::NumberValue(3.0))), json!(3));
+        assert_eq!(value_json(&sv(Kind::NumberValue(-0.5))), json!(-0.5));
+        assert_eq!(value_json(&sv(Kind::NumberValue(1e300))), json!(1e300));
+        assert_eq!(value_json(&sv(Kind::NumberValue(f64::NAN))), json!("NaN"));
+        assert_eq!(
+            value_json(&sv(Kind::NumberValue(f64::NEG_INFINITY))),
+            json!("-Infinity")
+        );
     }
 
     #[test]

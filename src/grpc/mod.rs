@@ -1,3 +1,4 @@
 //! gRPC plumbing shared by the services.
 
+pub mod json;
 pub mod status;
