@@ -92,6 +92,37 @@ impl Decision {
     }
 }
 
+/// The keys of a decision object, built once so that reading a decision allocates nothing.
+#[derive(Clone, Copy)]
+enum Key {
+    Allowed,
+    Headers,
+    DynamicMetadata,
+    RequestHeadersToRemove,
+    ResponseHeadersToAdd,
+    QueryParametersToSet,
+    QueryParametersToRemove,
+    InternalToken,
+    Body,
+    HttpStatus,
+}
+
+static KEYS: std::sync::LazyLock<[Value; 10]> = std::sync::LazyLock::new(|| {
+    [
+        "allowed",
+        "headers",
+        "dynamic_metadata",
+        "request_headers_to_remove",
+        "response_headers_to_add",
+        "query_parameters_to_set",
+        "query_parameters_to_remove",
+        "internal_token",
+        "body",
+        "http_status",
+    ]
+    .map(Value::from)
+});
+
 impl TryFrom<&Value> for Decision {
     type Error = DecisionError;
 
@@ -102,8 +133,8 @@ impl TryFrom<&Value> for Decision {
             Value::Object(obj) => obj,
             other => return Err(DecisionError::IllegalType(type_name(other))),
         };
-        let get = |key: &str| obj.get(&Value::from(key));
-        let allowed = match get("allowed") {
+        let get = |key: Key| obj.get(&KEYS[key as usize]);
+        let allowed = match get(Key::Allowed) {
             None => return Err(DecisionError::MissingAllowed),
             Some(Value::Bool(b)) => *b,
             Some(other) => {
@@ -114,11 +145,11 @@ impl TryFrom<&Value> for Decision {
                 });
             }
         };
-        let headers = match get("headers") {
+        let headers = match get(Key::Headers) {
             Some(v) => headers(v, "headers")?,
             None => Vec::new(),
         };
-        let dynamic_metadata = match get("dynamic_metadata") {
+        let dynamic_metadata = match get(Key::DynamicMetadata) {
             Some(v) => Some(to_struct(v)?),
             None => None,
         };
@@ -126,29 +157,29 @@ impl TryFrom<&Value> for Decision {
             Ok(Decision::Allow(Allow {
                 headers,
                 request_headers_to_remove: string_list(
-                    get("request_headers_to_remove"),
+                    get(Key::RequestHeadersToRemove),
                     "request_headers_to_remove",
                 )?,
-                response_headers_to_add: match get("response_headers_to_add") {
+                response_headers_to_add: match get(Key::ResponseHeadersToAdd) {
                     Some(v) => self::headers(v, "response_headers_to_add")?,
                     None => Vec::new(),
                 },
-                query_parameters_to_set: match get("query_parameters_to_set") {
+                query_parameters_to_set: match get(Key::QueryParametersToSet) {
                     Some(v) => query_params(v)?,
                     None => Vec::new(),
                 },
                 query_parameters_to_remove: string_list(
-                    get("query_parameters_to_remove"),
+                    get(Key::QueryParametersToRemove),
                     "query_parameters_to_remove",
                 )?,
                 dynamic_metadata,
-                internal_token: match get("internal_token") {
+                internal_token: match get(Key::InternalToken) {
                     None => TokenAsk::Unspecified,
                     Some(v) => token_ask(v)?,
                 },
             }))
         } else {
-            let body = match get("body") {
+            let body = match get(Key::Body) {
                 None => String::new(),
                 Some(Value::String(s)) => s.to_string(),
                 Some(other) => {
@@ -159,7 +190,7 @@ impl TryFrom<&Value> for Decision {
                     });
                 }
             };
-            let http_status = match get("http_status") {
+            let http_status = match get(Key::HttpStatus) {
                 None => StatusCode::Forbidden,
                 Some(v) => http_status(v)?,
             };

@@ -368,10 +368,9 @@ impl Snapshot {
                 }
             }
         }
-        let entry = self.entry.clone();
         let (result, prints) = self.with_engine(|engine| {
             engine.set_input(input);
-            let result = match &entry {
+            let result = match &self.entry {
                 Entry::Rule(rule) => engine.eval_rule(rule.clone()),
                 Entry::Query(query) => engine
                     .eval_query(query.clone(), false)
