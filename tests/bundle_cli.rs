@@ -4,9 +4,10 @@
 
 mod support;
 
-use std::net::TcpListener;
+use support::{Proc, free_port};
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -33,24 +34,6 @@ fn policy_dir(root: &Path) -> String {
     .unwrap();
     std::fs::write(dir.join("envoy/authz/data.json"), r#"{"open": true}"#).unwrap();
     dir.display().to_string()
-}
-
-/// A `portcullis run` process, killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

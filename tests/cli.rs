@@ -3,9 +3,11 @@
 
 mod support;
 
+use support::{Proc, free_port};
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
@@ -95,24 +97,6 @@ fn broken_policy_stops_startup_with_file_line_col() {
 fn usage_errors_exit_2() {
     let (code, _) = run_fails(&["run", "--no-such-flag"]);
     assert_eq!(code, 2);
-}
-
-/// A running `portcullis` process, killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts the binary and waits until its HTTP health answers.

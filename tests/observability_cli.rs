@@ -3,32 +3,16 @@
 
 mod support;
 
+use support::{Proc, free_port};
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
-
-/// A running `portcullis` process, killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Polls `/metrics` until `line` appears or the deadline passes.
 async fn metrics_until(addr: SocketAddr, line: &str) -> String {
