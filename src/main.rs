@@ -405,6 +405,12 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
             AbortOnDrop(tokio::spawn(d.run()))
         })
         .collect();
+    if let Some(query) = &ext.query {
+        tracing::warn!(
+            query = %query,
+            "plugins.envoy_ext_authz_grpc.query is deprecated (as in OPA-Envoy); use path"
+        );
+    }
     if !store.is_ready() {
         tracing::info!(
             pending = ?store.pending_bundles(),
@@ -412,7 +418,7 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         );
     } else if !store.snapshot().has_decision() {
         tracing::warn!(
-            path = ext.decision_path(),
+            path = ext.decision_label(),
             "no policy defines the decision path; every Check will fail as undefined"
         );
     }

@@ -212,7 +212,7 @@ impl App {
                     skip_body_parse: ext.skip_request_body_parse,
                     proto_descriptors,
                 },
-                path: ext.decision_path().to_string(),
+                path: ext.decision_label().to_string(),
             },
             log.clone(),
             metrics.clone(),
@@ -283,6 +283,7 @@ pub fn policy_options(config: &Config) -> PolicyOptions {
     let ext = &config.plugins.envoy_ext_authz_grpc;
     PolicyOptions {
         decision_path: ext.decision_path().to_string(),
+        decision_query: ext.query.clone(),
         eval_timeout: ext.eval_timeout(),
         engine: config.runtime.policy_engine,
         ..Default::default()

@@ -176,9 +176,21 @@ impl Default for ExtAuthz {
 pub const DEFAULT_PATH: &str = "envoy/authz/allow";
 
 impl ExtAuthz {
-    /// The decision path, `envoy/authz/allow` unless configured.
+    /// The decision path, `envoy/authz/allow` unless configured (an empty `path` too, as in
+    /// OPA-Envoy).
     pub fn decision_path(&self) -> &str {
-        self.path.as_deref().unwrap_or(DEFAULT_PATH)
+        self.path
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(DEFAULT_PATH)
+    }
+
+    /// What the decision log and warnings call the decision: the path, or the deprecated
+    /// `query` when that is configured.
+    pub fn decision_label(&self) -> &str {
+        self.query
+            .as_deref()
+            .unwrap_or_else(|| self.decision_path())
     }
 
     /// The policy evaluation time limit.
@@ -278,10 +290,12 @@ impl Config {
                 "specify only one of \"path\" and \"query\"".into(),
             ));
         }
-        if ext.query.is_some() {
+        if let Some(query) = &ext.query
+            && query.trim().is_empty()
+        {
             return Err(invalid(
                 "plugins.envoy_ext_authz_grpc.query",
-                "the deprecated \"query\" form is not supported; use \"path\"".into(),
+                "must not be empty".into(),
             ));
         }
         if let Some(path) = &ext.path {
@@ -350,25 +364,20 @@ impl Config {
     }
 }
 
-/// Checks a decision path such as `envoy/authz/allow`.
+/// Checks a decision path such as `envoy/authz/allow`. As in OPA-Envoy any segment is
+/// accepted (see [`crate::policy::reference`]); only control characters and absurd lengths are
+/// refused. An empty path means the default one.
 pub fn validate_decision_path(path: &str) -> Result<(), String> {
-    let trimmed = path.trim_matches('/');
-    if trimmed.is_empty() {
-        return Err("the decision path is empty".into());
+    if path.len() > MAX_DECISION_PATH {
+        return Err(format!(
+            "the decision path is longer than {MAX_DECISION_PATH} bytes"
+        ));
     }
-    for part in trimmed.split('/') {
-        if part.is_empty() {
-            return Err(format!("empty segment in decision path {path:?}"));
-        }
-        if !part
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(format!(
-                "segment {part:?} of decision path {path:?} has characters other than letters, \
-                 digits, '_' and '-'"
-            ));
-        }
+    if path.chars().any(char::is_control) {
+        return Err("the decision path has control characters".into());
     }
     Ok(())
 }
+
+/// The longest decision path accepted.
+pub const MAX_DECISION_PATH: usize = 1024;

@@ -73,8 +73,23 @@ fn bad_value_is_named() {
     );
     let err = load_str("", &["plugins.envoy_ext_authz_grpc.addr=nohost"]).unwrap_err();
     assert!(err.to_string().contains("addr"), "{err}");
-    let err = load_str("", &["plugins.envoy_ext_authz_grpc.path=a//b"]).unwrap_err();
+    let err = load_str("", &["plugins.envoy_ext_authz_grpc.path=a\tb"]).unwrap_err();
     assert!(err.to_string().contains("path"), "{err}");
+    // As in OPA-Envoy: empty segments are skipped, an empty path is the default one.
+    let c = load_str("", &["plugins.envoy_ext_authz_grpc.path=/a//b/"]).unwrap();
+    assert_eq!(c.plugins.envoy_ext_authz_grpc.decision_path(), "/a//b/");
+    let c = load_str("plugins: {envoy_ext_authz_grpc: {path: \"\"}}\n", &[]).unwrap();
+    assert_eq!(
+        c.plugins.envoy_ext_authz_grpc.decision_path(),
+        "envoy/authz/allow"
+    );
+}
+
+#[test]
+fn the_deprecated_query_is_accepted() {
+    let c = load_str("", &["plugins.envoy_ext_authz_grpc.query=data.a.b"]).unwrap();
+    assert_eq!(c.plugins.envoy_ext_authz_grpc.decision_label(), "data.a.b");
+    assert!(load_str("", &["plugins.envoy_ext_authz_grpc.query= "]).is_err());
 }
 
 #[test]
@@ -157,7 +172,7 @@ fn observability_sections_are_checked() {
             "decision_logs.reporting.upload_size_limit_bytes",
         ),
         (
-            "decision_logs: {mask_decision: 'a//b'}",
+            "decision_logs: {mask_decision: \"a\\tb\"}",
             "decision_logs.mask_decision",
         ),
         (

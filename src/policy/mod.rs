@@ -19,6 +19,7 @@
 pub mod builtins;
 pub mod loader;
 pub mod overlay;
+pub mod reference;
 mod roots;
 pub mod vm;
 pub mod watch;
@@ -35,6 +36,7 @@ use regorus::{Engine, Value};
 
 use crate::bundle::{self, Bundle};
 pub use loader::Sources;
+pub use reference::DataRef;
 
 /// Why policies could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +91,11 @@ impl EvalError {
 /// How snapshots are built.
 #[derive(Debug, Clone)]
 pub struct PolicyOptions {
-    /// The decision path, e.g. `envoy/authz/allow`.
+    /// The decision path, e.g. `envoy/authz/allow` (see [`reference`]).
     pub decision_path: String,
+    /// OPA-Envoy's deprecated `query`: a Rego query body evaluated instead of the path; the
+    /// decision is the first expression's value of its only result.
+    pub decision_query: Option<String>,
     /// The longest a single evaluation may run.
     pub eval_timeout: Duration,
     /// Parse modules as Rego v0 (OPA's `--v0-compatible`).
@@ -125,6 +130,7 @@ impl Default for PolicyOptions {
     fn default() -> Self {
         Self {
             decision_path: crate::config::DEFAULT_PATH.to_string(),
+            decision_query: None,
             eval_timeout: Duration::from_millis(100),
             rego_v0: false,
             ignore: Vec::new(),
@@ -136,15 +142,16 @@ impl Default for PolicyOptions {
     }
 }
 
-/// How the decision path is evaluated.
+/// How the decision is evaluated.
 #[derive(Debug, Clone)]
 enum Entry {
-    /// A rule: the fast `eval_rule` path.
+    /// A complete rule: the fast `eval_rule` path.
     Rule(String),
-    /// A package or a document above rules: a query.
-    Query(String),
-    /// Nothing in the policies defines it: every decision is undefined.
-    Missing,
+    /// Any other document (a package, partial or ref-head rules, data, an array element): the
+    /// reference as a query.
+    Reference(String),
+    /// The deprecated `query`: the first expression of its only result.
+    Body(String),
 }
 
 /// The result of one evaluation.
@@ -175,6 +182,8 @@ pub struct Snapshot {
     revision: u64,
     bundles: Vec<BundleRevision>,
     entry: Entry,
+    /// Whether any package, rule or data lies on the decision reference.
+    defined: bool,
     prototype: Mutex<Engine>,
     modules: Vec<(String, String)>,
     loaded_at: std::time::SystemTime,
@@ -282,7 +291,7 @@ impl Snapshot {
         engine
             .add_data(Value::from(serde_json::Value::Object(data)))
             .map_err(|e| PolicyError::Engine(format!("data: {e}")))?;
-        let entry = resolve_entry(&mut engine, &opts.decision_path)?;
+        let (entry, defined) = resolve_entry(&mut engine, opts)?;
         let vm = match (&entry, opts.engine) {
             (Entry::Rule(rule), EngineChoice::Auto) => {
                 match vm::VmPolicy::compile(&mut engine, rule) {
@@ -308,6 +317,7 @@ impl Snapshot {
                 })
                 .collect(),
             entry,
+            defined,
             prototype: Mutex::new(engine),
             modules,
             loaded_at: std::time::SystemTime::now(),
@@ -336,9 +346,9 @@ impl Snapshot {
         &self.modules
     }
 
-    /// Whether the decision path names anything in the policies.
+    /// Whether the decision path names anything in the policies or data.
     pub fn has_decision(&self) -> bool {
-        !matches!(self.entry, Entry::Missing)
+        self.defined
     }
 
     /// Which engine evaluates the decision: `vm` or `interpreter`.
@@ -372,10 +382,9 @@ impl Snapshot {
             engine.set_input(input);
             let result = match &self.entry {
                 Entry::Rule(rule) => engine.eval_rule(rule.clone()),
-                Entry::Query(query) => engine
+                Entry::Reference(query) | Entry::Body(query) => engine
                     .eval_query(query.clone(), false)
                     .and_then(single_result),
-                Entry::Missing => Ok(Value::Undefined),
             };
             let prints = engine.take_prints().unwrap_or_default();
             (result, prints)
@@ -391,7 +400,7 @@ impl Snapshot {
 
     /// Evaluates any `data` path (e.g. for the HTTP API), with an optional input.
     pub fn eval_path(&self, path: &str, input: Option<Value>) -> Result<Value, EvalError> {
-        let query = data_ref(path);
+        let query = DataRef::parse(path).to_query();
         let (result, _) = self.with_engine(|engine| {
             engine.set_input(input.unwrap_or(Value::Undefined));
             let r = engine.eval_query(query, false).and_then(single_result);
@@ -454,28 +463,6 @@ fn classify(e: anyhow::Error, snapshot: &Snapshot) -> EvalError {
     EvalError::Failed(e.to_string())
 }
 
-/// `envoy/authz/allow` -> `data.envoy.authz.allow`.
-pub fn data_ref(path: &str) -> String {
-    let trimmed = path.trim_matches('/');
-    if trimmed.is_empty() {
-        return "data".to_string();
-    }
-    let mut out = String::from("data");
-    for part in trimmed.split('/') {
-        if part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !part.starts_with(|c: char| c.is_ascii_digit())
-        {
-            out.push('.');
-            out.push_str(part);
-        } else {
-            out.push_str("[\"");
-            out.push_str(&part.replace('\\', "\\\\").replace('"', "\\\""));
-            out.push_str("\"]");
-        }
-    }
-    out
-}
-
 fn single_result(results: regorus::QueryResults) -> anyhow::Result<Value> {
     match results.result.len() {
         0 => Ok(Value::Undefined),
@@ -490,32 +477,53 @@ fn single_result(results: regorus::QueryResults) -> anyhow::Result<Value> {
     }
 }
 
-/// Decides how the decision path is evaluated; compile errors surface here.
-fn resolve_entry(engine: &mut Engine, decision_path: &str) -> Result<Entry, PolicyError> {
-    let reference = data_ref(decision_path);
+/// Decides how the decision is evaluated (and whether anything defines it); compile errors
+/// surface here, also for entries that are evaluated as queries.
+fn resolve_entry(engine: &mut Engine, opts: &PolicyOptions) -> Result<(Entry, bool), PolicyError> {
+    let compile_check = |engine: &mut Engine| {
+        engine
+            .eval_query("true".to_string(), false)
+            .map_err(|e| PolicyError::Compile(e.to_string()))
+    };
+    if let Some(body) = &opts.decision_query {
+        compile_check(engine)?;
+        check_query_body(body)?;
+        return Ok((Entry::Body(body.clone()), true));
+    }
+    let reference = DataRef::parse(&opts.decision_path);
+    if let Some(rule) = reference.rule_path() {
+        match engine.compile_with_entrypoint(&rule.as_str().into()) {
+            Ok(_) => return Ok((Entry::Rule(rule), true)),
+            Err(e) if e.to_string().contains("not a valid rule path") => {}
+            Err(e) => return Err(PolicyError::Compile(e.to_string())),
+        }
+    }
+    compile_check(engine)?;
+    let query = reference.to_query();
+    let prefix = reference.dotted_prefix();
     let packages = engine
         .get_packages()
         .map_err(|e| PolicyError::Compile(e.to_string()))?;
-    let is_document = packages
-        .iter()
-        .any(|p| p == &reference || p.starts_with(&format!("{reference}.")));
-    if is_document {
-        // Compile errors surface at load time even for query entries.
-        engine
-            .eval_query("true".to_string(), false)
-            .map_err(|e| PolicyError::Compile(e.to_string()))?;
-        return Ok(Entry::Query(reference));
-    }
-    match engine.compile_with_entrypoint(&reference.as_str().into()) {
-        Ok(_) => Ok(Entry::Rule(reference)),
-        Err(e) if e.to_string().contains("not a valid rule path") => {
-            engine
-                .eval_query("true".to_string(), false)
-                .map_err(|e| PolicyError::Compile(e.to_string()))?;
-            Ok(Entry::Missing)
-        }
-        Err(e) => Err(PolicyError::Compile(e.to_string())),
-    }
+    // A package at, above or below the reference may define it (ref-head rules, rules of a
+    // package document); otherwise only data can.
+    let defined = packages.iter().any(|p| {
+        p == &prefix || p.starts_with(&format!("{prefix}.")) || prefix.starts_with(&format!("{p}."))
+    }) || engine
+        .eval_query(query.clone(), false)
+        .is_ok_and(|r| !r.result.is_empty());
+    Ok((Entry::Reference(query), defined))
+}
+
+/// Parses the deprecated `query` body, so that a syntax error stops start-up.
+fn check_query_body(body: &str) -> Result<(), PolicyError> {
+    let source = regorus::unstable::Source::from_contents("query".into(), body.to_string())
+        .map_err(|e| PolicyError::Compile(format!("query: {e}")))?;
+    let mut parser = regorus::unstable::Parser::new(&source)
+        .map_err(|e| PolicyError::Compile(format!("query: {e}")))?;
+    parser
+        .parse_user_query()
+        .map(|_| ())
+        .map_err(|e| PolicyError::Compile(format!("query: {e}")))
 }
 
 /// What a store loads: local PATHs, `--bundle` PATHs, and the names of configured bundles that
@@ -728,13 +736,6 @@ mod tests {
             },
             1,
         )
-    }
-
-    #[test]
-    fn data_refs() {
-        assert_eq!(data_ref("envoy/authz/allow"), "data.envoy.authz.allow");
-        assert_eq!(data_ref("/a/b-c/"), "data.a[\"b-c\"]");
-        assert_eq!(data_ref(""), "data");
     }
 
     #[test]
