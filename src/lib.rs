@@ -19,6 +19,7 @@
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
 //! - [`services`] OPA's `services` config and the outbound HTTP client
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
+//! - [`jose`]     JWS once: algorithms, keys and their rules, verify, sign, claims, the clock
 //! - [`grpc`]     the one place where domain errors become `tonic::Status`
 //! - [`telemetry`] logging, Prometheus metrics, OpenTelemetry traces, OPA-format decision logs
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod config;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod jose;
 pub mod namespaces;
 pub mod offline;
 pub mod policy;

@@ -449,10 +449,10 @@ async fn oidc_discovery_naming_another_issuer_is_refused() {
     server.set(|s| s.discovery_issuer = Some("https://evil.test".into()));
     let iss = server.url();
     let cfg = format!(
-        "authentication:\n  policies:\n    - name: api\n      methods: [jwt]\n  trust:\n    oidc:\n      - issuer: {iss}\n"
+        "authentication:\n  policies:\n    - name: api\n      methods: [jwt]\n  trust:\n    oidc:\n      - issuer: {iss}\n        audiences: [portcullis]\n"
     );
     let p = Portcullis::start(&cfg).await;
-    let t = ec.sign(&json!({"iss": iss, "sub": "u1", "exp": now() + 300}));
+    let t = ec.sign(&json!({"iss": iss, "aud": "portcullis", "sub": "u1", "exp": now() + 300}));
     p.check(req("/x").bearer(&t))
         .await
         .assert_refused(401, "invalid_signature");

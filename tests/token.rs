@@ -266,7 +266,7 @@ async fn keys_from_a_directory_newest_signs_all_published() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
-    std::fs::write(keys.join("old.pem"), fixture("ed25519-b.key.pem")).unwrap();
+    write_private_key(&keys.join("old.pem"), &fixture("ed25519-b.key.pem"));
     let old_time = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     std::fs::File::options()
         .write(true)
@@ -274,7 +274,7 @@ async fn keys_from_a_directory_newest_signs_all_published() {
         .unwrap()
         .set_modified(old_time)
         .unwrap();
-    std::fs::write(keys.join("new.pem"), fixture("ec256-a.key.pem")).unwrap();
+    write_private_key(&keys.join("new.pem"), &fixture("ec256-a.key.pem"));
     let jwks_path = dir.path().join("jwks.json");
     let key = Key::es256("ec256-a.key.pem", "ec-a");
     std::fs::write(&jwks_path, jwks(&[&key]).to_string()).unwrap();
@@ -354,4 +354,11 @@ async fn cli_token_verify_prints_claims_and_rejects_tampering() {
     .await
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// A private key file readable by its owner only, as the key directory requires.
+fn write_private_key(path: &std::path::Path, pem: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, pem).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::policy::builtins::jwt::Alg;
+use crate::jose::Alg;
 
 /// `authentication:`
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -136,9 +136,9 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// The explicit allow-list. Required.
+    /// The explicit allow-list. Required. (`none` is not an algorithm: naming it is an error.)
     #[serde(default)]
-    pub algorithms: Vec<String>,
+    pub algorithms: Vec<Alg>,
     #[serde(default)]
     pub jwks_uri: Option<String>,
     #[serde(default)]
@@ -160,6 +160,12 @@ pub struct JwtConfig {
     pub claims: ClaimsMap,
     #[serde(default = "default_max_token")]
     pub max_token_bytes: usize,
+    /// Accept ECDSA signatures whose `s` is in the upper half of the group order. Off by
+    /// default: such a signature is the malleable twin `(r, n-s)` of a valid one. Issuers whose
+    /// signing library does not normalize `s` (Go's `crypto/ecdsa`, Java's SunEC, OpenSSL)
+    /// produce one for about half of their ES256/384/512 tokens; turn this on for them.
+    #[serde(default)]
+    pub accept_high_s: bool,
 }
 
 fn default_jwt_header() -> String {
@@ -336,7 +342,10 @@ pub struct OidcTrust {
     pub grants: Vec<Grant>,
     /// Asymmetric algorithms accepted (default RS256, ES256, EdDSA).
     #[serde(default)]
-    pub algorithms: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    /// As `jwt.accept_high_s`.
+    #[serde(default, alias = "acceptHighS")]
+    pub accept_high_s: bool,
     #[serde(default)]
     pub claims: ClaimsMap,
     #[serde(default = "default_jwks_ttl", alias = "jwksCacheTtlSeconds")]
@@ -452,25 +461,23 @@ impl Authentication {
             if !(t.issuer.starts_with("https://") || t.issuer.starts_with("http://")) {
                 return Err((at("issuer"), "must be an http(s) URL".into()));
             }
-            for a in &t.algorithms {
-                match Alg::from_name(a) {
-                    Some(alg) if !is_hmac(alg) => {}
-                    _ => {
-                        return Err((
-                            at("algorithms"),
-                            format!("{a:?} is not an asymmetric JWS algorithm"),
-                        ));
-                    }
-                }
+            // Without an audience, an ID token the issuer made for any of its clients (any
+            // other application) would be accepted here.
+            if t.audiences.is_empty() || t.audiences.iter().any(|a| a.trim().is_empty()) {
+                return Err((
+                    at("audiences"),
+                    "required: the client ids (aud) whose tokens this issuer may present".into(),
+                ));
+            }
+            if let Some(a) = t.algorithms.iter().find(|a| a.is_hmac()) {
+                return Err((
+                    at("algorithms"),
+                    format!("{a} is not an asymmetric JWS algorithm"),
+                ));
             }
         }
         Ok(())
     }
-}
-
-/// Whether `alg` is an HMAC algorithm.
-pub(crate) fn is_hmac(alg: Alg) -> bool {
-    matches!(alg, Alg::HS256 | Alg::HS384 | Alg::HS512)
 }
 
 impl JwtConfig {
@@ -481,21 +488,8 @@ impl JwtConfig {
                 "an explicit allow-list is required".into(),
             ));
         }
-        let mut hmac = false;
-        let mut asym = false;
-        for a in &self.algorithms {
-            let Some(alg) = Alg::from_name(a) else {
-                return Err((
-                    "algorithms".into(),
-                    format!("{a:?} is not a supported JWS algorithm (`none` never is)"),
-                ));
-            };
-            if is_hmac(alg) {
-                hmac = true;
-            } else {
-                asym = true;
-            }
-        }
+        let hmac = self.algorithms.iter().any(|a| a.is_hmac());
+        let asym = self.algorithms.iter().any(|a| !a.is_hmac());
         let sources = usize::from(self.jwks_uri.is_some())
             + usize::from(self.jwks_file.is_some())
             + usize::from(self.secret_env.is_some());

@@ -15,17 +15,15 @@ use arc_swap::ArcSwapOption;
 
 use super::file::WatchedFile;
 use super::metrics::AuthnMetrics;
-use crate::policy::builtins::jwt::Alg;
-use crate::policy::builtins::keys::{self, KeyMaterial, VerificationKey};
+use crate::jose::Alg;
+use crate::jose::keys::{self, KeyMaterial, KeyRules, PublicKey};
 
 /// Largest JWKS document read.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
-/// Longest `kid` accepted in a token header.
-pub const MAX_KID_BYTES: usize = 256;
 
 /// A set of verification keys.
 pub struct KeySet {
-    pub(crate) keys: Vec<VerificationKey>,
+    pub(crate) keys: Vec<PublicKey>,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -37,11 +35,11 @@ impl std::fmt::Debug for KeySet {
 }
 
 impl KeySet {
-    /// Parses a JWK Set (or one JWK, or a PEM public key). Symmetric (`oct`) keys are dropped:
-    /// HMAC is only ever verified with a configured secret.
+    /// Parses a JWK Set (or one JWK, or a PEM public key) under [`KeyRules::STRICT`]:
+    /// symmetric (`oct`) keys and RSA keys under 2048 bits are dropped from a set (HMAC is only
+    /// ever verified with a configured secret), and refused when they are the only key.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut keys = keys::parse(text).map_err(|e| e.to_string())?;
-        keys.retain(|k| !matches!(k.material, KeyMaterial::Secret(_)));
+        let keys = keys::parse(text, KeyRules::STRICT).map_err(|e| e.to_string())?;
         Ok(Self { keys })
     }
 
@@ -62,7 +60,7 @@ impl KeySet {
     /// allow `alg`); for a `kid` no key carries, the keys published without a `kid`; without a
     /// `kid`, every key that allows `alg`.
     pub(crate) fn candidates<'a>(&'a self, kid: Option<&str>, alg: Alg) -> Vec<&'a KeyMaterial> {
-        let fits = |k: &&VerificationKey| k.alg.is_none_or(|a| a == alg);
+        let fits = |k: &&PublicKey| k.allows(alg);
         match kid {
             Some(kid) if self.has_kid(kid) => self
                 .keys

@@ -1,25 +1,28 @@
-//! JWT (JWS compact) verification for authentication.
+//! JWT (JWS compact) verification for authentication, on [`crate::jose`] under its strict
+//! rules.
 //!
 //! Checks, in order: size; exactly three non-empty base64url segments without padding; a JSON
-//! object header whose `alg` is on the allow-list (`none` never is) and that has no `crit`; a
-//! `kid`, when present, that is a non-empty string of at most 256 bytes; a signature that
-//! verifies with a key of the algorithm's type (an HMAC secret only for HS*, and only a
-//! configured one); then the claims: `exp` required and numeric, `nbf` and `iat` numeric when
-//! present, both compared with `clock_skew_seconds` of leeway; `iss` equal to the configured
-//! issuer; `aud` (a string or an array of strings) naming a configured audience; a non-empty
-//! subject. Header parameters that point at keys (`jwk`, `jku`, `x5u`, `x5c`) are never read.
+//! object header without duplicate members whose `alg` is on the allow-list (`none` never is)
+//! and that has no `crit`; a `kid`, when present, that is a non-empty string of at most 256
+//! bytes; a signature that verifies with a key of the algorithm's type (an HMAC secret only for
+//! HS*, and only a configured one; RSA keys of at least 2048 bits; low-S ECDSA unless
+//! `accept_high_s`); then the claims, a JSON object without duplicate members: `exp` required
+//! and numeric, `nbf` and `iat` numeric and not in the future, all with `clock_skew_seconds` of
+//! leeway; `iss` equal to the configured issuer; `aud` (a string or an array of strings) naming
+//! a configured audience; a non-empty subject. Header parameters that point at keys (`jwk`,
+//! `jku`, `x5u`, `x5c`) are never read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
 use serde_json::{Map, Value as Json};
 use sha2::{Digest, Sha256};
 
 use super::config::{ClaimsMap, Grant, Method};
 use super::identity::Identity;
-use super::jwks::{KeySet, KeySource, Keys, MAX_KID_BYTES};
-use crate::policy::builtins::jwt::{Alg, verify_signature};
+use super::jwks::{KeySet, KeySource, Keys};
+use crate::jose::claims::{self, Expect};
+use crate::jose::{Alg, Jws, JwsError, KeyMaterial, Rules, b64};
 
 /// Why a token was refused. The `Display` text is for logs only; the caller gets [`code`].
 ///
@@ -34,6 +37,23 @@ pub enum JwtError {
     Signature(&'static str),
     #[error("claims: {0}")]
     Claims(String),
+}
+
+impl From<JwsError> for JwtError {
+    fn from(e: JwsError) -> Self {
+        match e {
+            JwsError::Malformed(m) => JwtError::Malformed(m),
+            JwsError::Signature(m) => JwtError::Signature(m),
+            JwsError::Header(m) => JwtError::Header(m),
+            JwsError::Payload(m) | JwsError::Sign(m) => JwtError::Claims(m),
+        }
+    }
+}
+
+impl From<claims::ClaimError> for JwtError {
+    fn from(e: claims::ClaimError) -> Self {
+        JwtError::Claims(e.to_string())
+    }
 }
 
 impl JwtError {
@@ -66,6 +86,8 @@ pub struct JwtVerifier {
     pub email_rule: Option<EmailRule>,
     pub grants: Vec<Grant>,
     pub cache: VerifiedCache,
+    /// Accept high-S ECDSA signatures (see `jwt.accept_high_s`).
+    pub accept_high_s: bool,
 }
 
 /// Tokens that verified, by SHA-256, so that a caller sending the same token again costs a hash
@@ -108,48 +130,12 @@ pub struct Verified {
     pub exp: i64,
 }
 
-fn b64(segment: &str) -> Result<Vec<u8>, JwtError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| JwtError::Malformed("a segment is not unpadded base64url"))
-}
-
-/// The three segments, split strictly.
-pub fn split(token: &str, max: usize) -> Result<(&str, &str, &str), JwtError> {
-    if token.len() > max {
-        return Err(JwtError::Malformed("token too large"));
-    }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtError::Malformed("not three segments"));
-    };
-    if h.is_empty() || p.is_empty() || s.is_empty() {
-        return Err(JwtError::Malformed("empty segment"));
-    }
-    Ok((h, p, s))
-}
-
 /// The unverified `iss` of a token, used only to pick which verifier checks it.
 pub fn peek_issuer(token: &str, max: usize) -> Option<String> {
-    let (_, p, _) = split(token, max).ok()?;
-    let payload: Map<String, Json> = serde_json::from_slice(&b64(p).ok()?).ok()?;
+    let (_, p, _) = crate::jose::jws::split(token, max).ok()?;
+    let payload: Map<String, Json> =
+        serde_json::from_slice(&b64::decode(p, b64::Base64::Url).ok()?).ok()?;
     payload.get("iss")?.as_str().map(str::to_owned)
-}
-
-fn number(v: &Json, name: &str) -> Result<i64, JwtError> {
-    match v {
-        Json::Number(n) => n
-            .as_i64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.is_finite())
-                    .map(|f| f.floor() as i64)
-            })
-            .ok_or_else(|| JwtError::Claims(format!("{name} out of range"))),
-        _ => Err(JwtError::Claims(format!("{name} is not a number"))),
-    }
 }
 
 impl JwtVerifier {
@@ -170,7 +156,7 @@ impl JwtVerifier {
         let nbf = verified
             .claims
             .get("nbf")
-            .and_then(|v| number(v, "nbf").ok());
+            .and_then(|v| claims::number(v, "nbf").ok());
         let exp = verified.exp;
         let identity = Arc::new(self.identity(verified, super::audit::hex(&digest))?);
         // The set the token verified with (re-read: a fetch may have replaced it).
@@ -198,94 +184,50 @@ impl JwtVerifier {
 
     /// Verifies `token` at `now` (seconds since the epoch).
     pub async fn verify(&self, token: &str, now: i64) -> Result<Verified, JwtError> {
-        let (h, p, s) = split(token, self.max_token_bytes)?;
-        let header: Map<String, Json> = serde_json::from_slice(&b64(h)?)
-            .map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
-        let alg_name = header
-            .get("alg")
-            .and_then(Json::as_str)
-            .ok_or_else(|| JwtError::Header("alg missing or not a string".into()))?;
-        let alg = Alg::from_name(alg_name)
-            .filter(|a| self.algorithms.contains(a))
-            .ok_or_else(|| JwtError::Header(format!("alg {alg_name:?} not allowed")))?;
-        if header.contains_key("crit") {
-            return Err(JwtError::Header("crit is not supported".into()));
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Json::String(k)) if !k.is_empty() && k.len() <= MAX_KID_BYTES => Some(k.as_str()),
-            Some(_) => {
-                return Err(JwtError::Header(
-                    "kid is empty, too long or not a string".into(),
-                ));
-            }
+        let jws = Jws::parse(token, &self.algorithms, self.max_token_bytes)?;
+        let rules = Rules {
+            low_s: !self.accept_high_s,
+            ..Rules::STRICT
         };
-        let signature = b64(s)?;
-        let message = token
-            .as_bytes()
-            .get(..h.len() + 1 + p.len())
-            .unwrap_or_default();
-        let verified = match self.keys.keys(kid).await {
-            Keys::Secret(key) => verify_signature(alg, &key, message, &signature),
-            Keys::Set(set) => {
-                let candidates = set.candidates(kid, alg);
-                if candidates.is_empty() {
-                    return Err(JwtError::Signature("no key for this kid and alg"));
-                }
-                candidates
-                    .into_iter()
-                    .any(|k| verify_signature(alg, k, message, &signature))
+        let kid = jws.kid.as_deref();
+        let (secret, set);
+        let candidates: Vec<&KeyMaterial> = match self.keys.keys(kid).await {
+            Keys::Secret(key) => {
+                secret = key;
+                vec![&secret]
+            }
+            Keys::Set(s) => {
+                set = s;
+                set.candidates(kid, jws.alg)
             }
             Keys::Unavailable => return Err(JwtError::Signature("no key set available")),
         };
-        if !verified {
-            return Err(JwtError::Signature("signature does not verify"));
+        if candidates.is_empty() {
+            return Err(JwtError::Signature("no key for this kid and alg"));
         }
-        let claims: Map<String, Json> = serde_json::from_slice(&b64(p)?)
-            .map_err(|_| JwtError::Malformed("payload is not a JSON object"))?;
-        let exp = number(
-            claims
-                .get("exp")
-                .ok_or_else(|| JwtError::Claims("exp missing".into()))?,
-            "exp",
-        )?;
-        if now >= exp.saturating_add(self.skew) {
-            return Err(JwtError::Claims("expired".into()));
-        }
-        if let Some(nbf) = claims.get("nbf")
-            && number(nbf, "nbf")? > now.saturating_add(self.skew)
-        {
-            return Err(JwtError::Claims("not valid yet (nbf)".into()));
-        }
-        if let Some(iat) = claims.get("iat") {
-            number(iat, "iat")?;
-        }
-        if let Some(issuer) = &self.issuer
-            && claims.get("iss").and_then(Json::as_str) != Some(issuer.as_str())
-        {
-            return Err(JwtError::Claims(
-                "iss missing or not the configured issuer".into(),
-            ));
-        }
-        if !self.audiences.is_empty() {
-            let ok = match claims.get("aud") {
-                Some(Json::String(a)) => self.audiences.contains(a),
-                Some(Json::Array(list)) => {
-                    if list.iter().any(|a| !a.is_string()) {
-                        return Err(JwtError::Claims("aud has a non-string member".into()));
-                    }
-                    list.iter()
-                        .filter_map(Json::as_str)
-                        .any(|a| self.audiences.iter().any(|c| c == a))
-                }
-                _ => false,
+        if !jws.verify_any(candidates.iter().copied(), rules) {
+            let lenient = Rules {
+                low_s: false,
+                ..rules
             };
-            if !ok {
-                return Err(JwtError::Claims(
-                    "aud missing or not a configured audience".into(),
+            if rules.low_s && jws.verify_any(candidates.iter().copied(), lenient) {
+                return Err(JwtError::Signature(
+                    "high-S ECDSA signature refused (malleable); set accept_high_s for an \
+                     issuer that does not normalize its signatures",
                 ));
             }
+            return Err(JwtError::Signature("signature does not verify"));
         }
+        let claims = jws.payload()?;
+        let exp = claims::check(
+            &claims,
+            &Expect {
+                issuer: self.issuer.as_deref(),
+                audiences: &self.audiences,
+                leeway: self.skew,
+            },
+            now,
+        )?;
         Ok(Verified { claims, exp })
     }
 
@@ -387,6 +329,7 @@ mod tests {
             email_rule: None,
             grants: vec![],
             cache: VerifiedCache::default(),
+            accept_high_s: false,
         }
     }
 

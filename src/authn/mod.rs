@@ -58,7 +58,6 @@ use self::jwt::JwtVerifier;
 use self::metrics::AuthnMetrics;
 use self::oidc::OidcIssuer;
 use self::request::{RequestView, path_forms};
-use crate::policy::builtins::jwt::Alg;
 
 /// What authentication decided.
 #[derive(Debug)]
@@ -135,7 +134,7 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+    crate::jose::clock::now()
 }
 
 /// One policy's verdict.
@@ -672,11 +671,7 @@ pub fn build_verifier(
     Ok(JwtVerifier {
         issuer: c.issuer.clone(),
         audiences: c.audiences.clone(),
-        algorithms: c
-            .algorithms
-            .iter()
-            .filter_map(|a| Alg::from_name(a))
-            .collect(),
+        algorithms: c.algorithms.clone(),
         keys,
         skew: i64::try_from(c.clock_skew_seconds).unwrap_or(30),
         claims: c.claims.clone(),
@@ -684,6 +679,7 @@ pub fn build_verifier(
         email_rule: None,
         grants: Vec::new(),
         cache: Default::default(),
+        accept_high_s: c.accept_high_s,
     })
 }
 

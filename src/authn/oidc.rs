@@ -13,7 +13,7 @@ use super::config::OidcTrust;
 use super::jwks::{KeySource, RemoteJwks, fetch_text};
 use super::jwt::{EmailRule, JwtVerifier};
 use super::metrics::AuthnMetrics;
-use crate::policy::builtins::jwt::Alg;
+use crate::jose::Alg;
 
 /// How long discovery waits, and between failed attempts.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -93,16 +93,15 @@ impl OidcIssuer {
             .and_then(Json::as_str)
             .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
             .ok_or("discovery document has no http(s) jwks_uri")?;
-        let names: Vec<String> = if c.algorithms.is_empty() {
-            vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+        let algorithms: Vec<Alg> = if c.algorithms.is_empty() {
+            vec![Alg::RS256, Alg::ES256, Alg::EdDSA]
         } else {
-            c.algorithms.clone()
+            c.algorithms
+                .iter()
+                .copied()
+                .filter(|a| !a.is_hmac())
+                .collect()
         };
-        let algorithms = names
-            .iter()
-            .filter_map(|n| Alg::from_name(n))
-            .filter(|a| !super::config::is_hmac(*a))
-            .collect();
         let remote = RemoteJwks::new(
             jwks_uri.to_string(),
             Duration::from_secs(c.jwks_cache_ttl_seconds),
@@ -124,6 +123,7 @@ impl OidcIssuer {
             }),
             grants: c.grants.clone(),
             cache: Default::default(),
+            accept_high_s: c.accept_high_s,
         })
     }
 }

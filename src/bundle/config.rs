@@ -133,8 +133,12 @@ impl Config {
             message,
         };
         for (id, key) in &self.keys {
-            crate::bundle::signing::algorithm(&key.algorithm)
+            let alg = crate::bundle::signing::algorithm(&key.algorithm)
                 .map_err(|e| invalid(format!("keys.{id}.algorithm"), e.to_string()))?;
+            if let Some(text) = &key.key {
+                crate::bundle::signing::verification_key(alg, text)
+                    .map_err(|e| invalid(format!("keys.{id}.key"), e.to_string()))?;
+            }
         }
         for (name, b) in &self.bundles {
             let at = |k: &str| format!("bundles.{name}.{k}");

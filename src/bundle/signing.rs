@@ -11,9 +11,8 @@
 //! written in serde_json's canonical form: integers exactly as OPA writes them; a float written
 //! with redundant digits in the file (`1.50`) would hash differently from OPA's digest.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sha2::Digest;
@@ -21,6 +20,20 @@ use sha2::Digest;
 use super::BundleError;
 use super::archive::BundleFile;
 use crate::config::KeyConfig;
+use crate::jose::keys::{KeyMaterial, KeyRules};
+use crate::jose::{Alg, Jws, Rules, b64};
+
+/// How bundle signatures are verified: [`Rules::STRICT`] (RSA keys of at least 2048 bits, no
+/// duplicate JSON members) except that a high-S ECDSA signature is accepted, since OPA's own
+/// `opa sign` (Go's `crypto/ecdsa`) produces one about half of the time; a bundle's integrity
+/// rests on the signed file digests, which malleability does not touch.
+const BUNDLE_RULES: Rules = Rules {
+    low_s: false,
+    ..Rules::STRICT
+};
+
+/// The longest `.signatures.json` JWT read.
+const MAX_SIGNATURE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The file that holds the signatures.
 pub const SIGNATURES_FILE: &str = ".signatures.json";
@@ -71,64 +84,30 @@ fn bad(message: impl Into<String>) -> BundleError {
 }
 
 /// Parses an algorithm name as OPA's `keys.<id>.algorithm` spells it.
-pub fn algorithm(name: &str) -> Result<Algorithm, BundleError> {
-    Ok(match name {
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "PS384" => Algorithm::PS384,
-        "PS512" => Algorithm::PS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        "HS256" => Algorithm::HS256,
-        "HS384" => Algorithm::HS384,
-        "HS512" => Algorithm::HS512,
-        other => return Err(bad(format!("unsupported signing algorithm {other:?}"))),
-    })
+pub fn algorithm(name: &str) -> Result<Alg, BundleError> {
+    name.parse::<Alg>()
+        .map_err(|_| bad(format!("unsupported signing algorithm {name:?}")))
 }
 
-fn decoding_key(alg: Algorithm, key: &str) -> Result<DecodingKey, BundleError> {
-    let pem = key.as_bytes();
-    let key = match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            return Ok(DecodingKey::from_secret(pem));
+/// The key a bundle signature is verified with: the HMAC secret itself, or a PEM public key or
+/// certificate that can verify `alg` and meets [`KeyRules::STRICT`].
+pub fn verification_key(alg: Alg, key: &str) -> Result<KeyMaterial, BundleError> {
+    if alg.is_hmac() {
+        if key.is_empty() {
+            return Err(bad("the HMAC secret is empty"));
         }
-        Algorithm::RS256
-        | Algorithm::RS384
-        | Algorithm::RS512
-        | Algorithm::PS256
-        | Algorithm::PS384
-        | Algorithm::PS512 => DecodingKey::from_rsa_pem(pem),
-        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
-        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
-        other => return Err(bad(format!("unsupported signing algorithm {other:?}"))),
-    };
-    key.map_err(|e| bad(format!("the verification key is not a usable PEM key: {e}")))
-}
-
-fn encoding_key(alg: Algorithm, key: &str) -> Result<EncodingKey, BundleError> {
-    let pem = key.as_bytes();
-    let key = match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            return Ok(EncodingKey::from_secret(pem));
-        }
-        Algorithm::RS256
-        | Algorithm::RS384
-        | Algorithm::RS512
-        | Algorithm::PS256
-        | Algorithm::PS384
-        | Algorithm::PS512 => EncodingKey::from_rsa_pem(pem),
-        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
-        other => return Err(bad(format!("unsupported signing algorithm {other:?}"))),
-    };
-    key.map_err(|e| {
-        bad(format!(
-            "the signing key is not a usable PEM private key: {e}"
-        ))
-    })
+        return Ok(KeyMaterial::Secret(key.as_bytes().to_vec()));
+    }
+    let material = crate::jose::keys::parse_pem(key, KeyRules::STRICT)
+        .map_err(|e| bad(format!("the verification key is not usable: {e}")))?
+        .material;
+    if !material.fits(alg) {
+        return Err(bad(format!(
+            "the verification key is {}, which cannot verify {alg}",
+            material.describe()
+        )));
+    }
+    Ok(material)
 }
 
 /// Whether a path is hashed as structured data.
@@ -290,13 +269,13 @@ fn exclude_set(globs: &[String]) -> Result<globset::GlobSet, BundleError> {
 }
 
 fn verify_token(token: &str, config: &Verification) -> Result<Payload, BundleError> {
-    let header = jsonwebtoken::decode_header(token)
+    let jws = Jws::parse(token, &Alg::ALL, MAX_SIGNATURE_BYTES)
         .map_err(|e| bad(format!("{SIGNATURES_FILE}: malformed JWT: {e}")))?;
     let unverified = unverified_payload(token)?;
     let key_id = config
         .key_id
         .clone()
-        .or(header.kid.clone())
+        .or(jws.kid.clone())
         .or(unverified.keyid.clone())
         .ok_or_else(|| bad("the signature names no key and signing.keyid is not set"))?;
     let key = config
@@ -308,18 +287,19 @@ fn verify_token(token: &str, config: &Verification) -> Result<Payload, BundleErr
         .key
         .as_deref()
         .ok_or_else(|| bad(format!("keys.{key_id}.key is not set")))?;
-    let decoding = decoding_key(alg, public)?;
-    let mut validation = Validation::new(alg);
-    validation.required_spec_claims = HashSet::new();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    let data = jsonwebtoken::decode::<Payload>(token, &decoding, &validation).map_err(|e| {
-        bad(format!(
-            "the signature does not verify with key {key_id:?}: {e}"
-        ))
-    })?;
-    let payload = data.claims;
+    let material = verification_key(alg, public)?;
+    if jws.alg != alg || !jws.verify_any([&material], BUNDLE_RULES) {
+        return Err(bad(format!(
+            "the signature does not verify with key {key_id:?} ({alg})"
+        )));
+    }
+    let payload: Payload = jws
+        .payload()
+        .map_err(|e| bad(format!("{SIGNATURES_FILE}: {e}")))
+        .and_then(|p| {
+            serde_json::from_value(Json::Object(p))
+                .map_err(|e| bad(format!("{SIGNATURES_FILE}: malformed payload: {e}")))
+        })?;
     let want_scope = config
         .scope
         .clone()
@@ -332,13 +312,11 @@ fn verify_token(token: &str, config: &Verification) -> Result<Payload, BundleErr
 }
 
 fn unverified_payload(token: &str) -> Result<Payload, BundleError> {
-    use base64::Engine as _;
     let part = token
         .split('.')
         .nth(1)
         .ok_or_else(|| bad(format!("{SIGNATURES_FILE}: malformed JWT")))?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part.trim_end_matches('='))
+    let bytes = b64::decode(part, b64::Base64::UrlLenient)
         .map_err(|e| bad(format!("{SIGNATURES_FILE}: malformed JWT payload: {e}")))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| bad(format!("{SIGNATURES_FILE}: malformed JWT payload: {e}")))
@@ -373,9 +351,19 @@ pub fn sign(files: &[BundleFile], signer: &Signer) -> Result<BundleFile, BundleE
         iat: None,
         iss: None,
     };
-    let mut header = Header::new(alg);
-    header.kid = signer.key_id.clone();
-    let token = jsonwebtoken::encode(&header, &payload, &encoding_key(alg, &signer.key)?)
+    let key = if alg.is_hmac() {
+        crate::jose::Signer::hmac(alg, signer.key.as_bytes())
+    } else {
+        crate::jose::Signer::from_pem(Some(alg), &signer.key)
+    }
+    .map_err(|e| bad(format!("the signing key is not usable: {e}")))?;
+    let body = serde_json::to_vec(&payload).map_err(|e| bad(e.to_string()))?;
+    let mut header = serde_json::Map::new();
+    if let Some(kid) = &signer.key_id {
+        header.insert("kid".into(), Json::from(kid.as_str()));
+    }
+    let token = key
+        .compact(header, &body)
         .map_err(|e| bad(format!("signing failed: {e}")))?;
     let body = serde_json::to_vec_pretty(&SignaturesFile {
         signatures: vec![token],

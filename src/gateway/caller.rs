@@ -20,13 +20,13 @@
 //! claim grants nothing. Empty strings in scope claims or grants make the token invalid
 //! (never "unrestricted"); so do unknown keys in a grant.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::config::AuthMode;
+use crate::jose::claims::{self, Expect};
+use crate::jose::{Alg, Jws, KeyMaterial, Rules, Signer};
 use crate::namespaces::{covers, validate_name};
 
 /// The longest agent, session or channel value.
@@ -35,6 +35,8 @@ pub const MAX_SCOPE_VALUE: usize = 256;
 pub const MAX_GRANTS: usize = 64;
 /// Leeway on `exp`, for clock differences between the minting and the verifying host.
 pub const EXP_LEEWAY_SECONDS: u64 = 5;
+/// The longest gateway token read.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Grants are the ones trusted OIDC issuers map to (`authentication.trust.oidc[].grants`): one
 /// type, so a grant from an exchange and one from a token claim are the same thing.
@@ -177,15 +179,6 @@ impl From<&Scope> for ScopeClaims {
 pub enum Audience {
     One(String),
     Many(Vec<String>),
-}
-
-impl Audience {
-    fn contains(&self, aud: &str) -> bool {
-        match self {
-            Audience::One(a) => a == aud,
-            Audience::Many(list) => list.iter().any(|a| a == aud),
-        }
-    }
 }
 
 /// How a caller authenticated.
@@ -342,59 +335,41 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch ([`crate::jose::clock`]).
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(crate::jose::clock::now()).unwrap_or(0)
 }
 
 /// Signs gateway claims with HS256.
 pub fn sign(claims: &Claims, secret: &[u8]) -> Result<String, String> {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-    )
-    .map_err(|e| e.to_string())
+    Signer::hmac(Alg::HS256, secret)
+        .and_then(|s| s.jwt(None, claims))
+        .map_err(|e| e.to_string())
 }
 
-/// Verifies an HS256 gateway JWT: signature, `exp` (required), `aud`, then the claims' shape.
+/// Verifies an HS256 gateway JWT under [`Rules::STRICT`]: the header, the signature, `exp`
+/// (required), `nbf`/`iat` not in the future, `aud`, then the claims' shape.
 pub fn verify(token: &str, secret: &[u8], audience: &str, now: u64) -> Result<Claims, AuthError> {
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.set_required_spec_claims(&["exp", "aud"]);
-    // Checked below, against our own clock, so that tests can pass `now`.
-    validation.validate_exp = false;
-    validation.validate_aud = false;
-    let data = jsonwebtoken::decode::<Claims>(
-        token,
-        &jsonwebtoken::DecodingKey::from_secret(secret),
-        &validation,
+    let invalid = |m: String| AuthError::InvalidToken(m);
+    let jws =
+        Jws::parse(token, &[Alg::HS256], MAX_TOKEN_BYTES).map_err(|e| invalid(e.to_string()))?;
+    if !jws.verify_any([&KeyMaterial::Secret(secret.to_vec())], Rules::STRICT) {
+        return Err(invalid("signature does not verify".into()));
+    }
+    let payload = jws.payload().map_err(|e| invalid(e.to_string()))?;
+    let audiences = [audience.to_string()];
+    claims::check(
+        &payload,
+        &Expect {
+            issuer: None,
+            audiences: &audiences,
+            leeway: EXP_LEEWAY_SECONDS as i64,
+        },
+        i64::try_from(now).unwrap_or(i64::MAX),
     )
-    .map_err(|e| AuthError::InvalidToken(e.kind_name()))?;
-    let claims = data.claims;
-    if claims.exp.saturating_add(EXP_LEEWAY_SECONDS) <= now {
-        return Err(AuthError::InvalidToken("expired".into()));
-    }
-    if !claims.aud.contains(audience) {
-        return Err(AuthError::InvalidToken("wrong audience".into()));
-    }
-    Ok(claims)
-}
-
-trait KindName {
-    fn kind_name(&self) -> String;
-}
-
-impl KindName for jsonwebtoken::errors::Error {
-    fn kind_name(&self) -> String {
-        // The kind only: never the token or the key.
-        format!("{:?}", self.kind())
-            .split(['(', ' '])
-            .next()
-            .unwrap_or("error")
-            .to_string()
-    }
+    .map_err(|e| invalid(e.to_string()))?;
+    serde_json::from_value(serde_json::Value::Object(payload))
+        .map_err(|e| invalid(format!("claims: {e}")))
 }
 
 /// A caller from verified claims; empty or malformed scope values make the token invalid.

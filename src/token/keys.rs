@@ -1,30 +1,24 @@
 //! The internal token's signing keys: Ed25519 (default) or P-256, loaded from a directory of
 //! PKCS#8 PEM files (`<kid>.pem`, the most recently modified signs) or generated at start. All
-//! keys are published as a JWK Set; the newest one signs.
+//! keys are published as a JWK Set; the newest one signs. Signing is [`crate::jose`]'s.
+//!
+//! A key file that others than its owner can read or anyone but its owner can write is refused
+//! (mode `0600` or `0400`; for a Kubernetes Secret volume, `defaultMode: 0400`).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::pkcs8::DecodePrivateKey as _;
-use p256::ecdsa::signature::Signer as _;
-use rand_core::{OsRng, RngCore};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use super::config::SigningAlg;
-
-enum Inner {
-    Ed(ed25519_dalek::SigningKey),
-    Es(p256::ecdsa::SigningKey),
-}
+use crate::jose::{Alg, Signer, b64};
 
 /// One signing key with its `kid` and public JWK.
 pub struct SigningKey {
     pub kid: String,
     pub alg: SigningAlg,
-    inner: Inner,
+    signer: Signer,
     jwk: Json,
 }
 
@@ -38,84 +32,51 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    fn new(inner: Inner, kid: Option<String>) -> Self {
-        let (alg, mut jwk) = match &inner {
-            Inner::Ed(k) => (
-                SigningAlg::EdDSA,
-                json!({"kty": "OKP", "crv": "Ed25519",
-                       "x": URL_SAFE_NO_PAD.encode(k.verifying_key().as_bytes())}),
-            ),
-            Inner::Es(k) => {
-                let point = k.verifying_key().to_encoded_point(false);
-                let x = point
-                    .x()
-                    .map(|x| URL_SAFE_NO_PAD.encode(x))
-                    .unwrap_or_default();
-                let y = point
-                    .y()
-                    .map(|y| URL_SAFE_NO_PAD.encode(y))
-                    .unwrap_or_default();
-                (
-                    SigningAlg::ES256,
-                    json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
-                )
+    fn new(signer: Signer, kid: Option<String>) -> Result<Self, String> {
+        let alg = match signer.alg() {
+            Alg::EdDSA => SigningAlg::EdDSA,
+            Alg::ES256 => SigningAlg::ES256,
+            other => {
+                return Err(format!(
+                    "a {other} key: internal tokens are signed with Ed25519 (EdDSA) or P-256 (ES256)"
+                ));
             }
         };
+        let mut jwk = signer
+            .public_jwk()
+            .ok_or_else(|| "the key has no public JWK".to_string())?;
         // serde_json's map is sorted, which is RFC 7638's canonical member order.
-        let kid = kid
-            .unwrap_or_else(|| URL_SAFE_NO_PAD.encode(Sha256::digest(jwk.to_string().as_bytes())));
+        let kid = kid.unwrap_or_else(|| b64::encode(Sha256::digest(jwk.to_string().as_bytes())));
         if let Json::Object(m) = &mut jwk {
             m.insert("kid".into(), Json::from(kid.clone()));
             m.insert("alg".into(), Json::from(alg.name()));
             m.insert("use".into(), Json::from("sig"));
         }
-        Self {
+        Ok(Self {
             kid,
             alg,
-            inner,
+            signer,
             jwk,
-        }
+        })
     }
 
     /// A new random key.
-    pub fn generate(alg: SigningAlg) -> Self {
-        match alg {
-            SigningAlg::EdDSA => {
-                let mut seed = [0u8; 32];
-                OsRng.fill_bytes(&mut seed);
-                Self::new(
-                    Inner::Ed(ed25519_dalek::SigningKey::from_bytes(&seed)),
-                    None,
-                )
-            }
-            SigningAlg::ES256 => {
-                Self::new(Inner::Es(p256::ecdsa::SigningKey::random(&mut OsRng)), None)
-            }
-        }
+    pub fn generate(alg: SigningAlg) -> Result<Self, String> {
+        let jose_alg = match alg {
+            SigningAlg::EdDSA => Alg::EdDSA,
+            SigningAlg::ES256 => Alg::ES256,
+        };
+        let signer = Signer::generate(jose_alg).map_err(|e| e.to_string())?;
+        Self::new(signer, None)
     }
 
     /// A key from PEM text: PKCS#8 `PRIVATE KEY` (Ed25519 or P-256) or SEC1 `EC PRIVATE KEY`.
     pub fn from_pem(text: &str, kid: Option<String>) -> Result<Self, String> {
-        let block = pem::parse(text).map_err(|_| "not a PEM file".to_string())?;
-        let der = block.contents();
-        let inner = match block.tag() {
-            "PRIVATE KEY" => {
-                if let Ok(k) = ed25519_dalek::SigningKey::from_pkcs8_der(der) {
-                    Inner::Ed(k)
-                } else if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
-                    Inner::Es(k)
-                } else {
-                    return Err("a PKCS#8 key that is neither Ed25519 nor P-256".into());
-                }
-            }
-            "EC PRIVATE KEY" => Inner::Es(
-                p256::SecretKey::from_sec1_der(der)
-                    .map(p256::ecdsa::SigningKey::from)
-                    .map_err(|_| "an EC key that is not P-256".to_string())?,
-            ),
-            other => return Err(format!("unsupported PEM block {other:?}")),
-        };
-        Ok(Self::new(inner, kid))
+        let signer = Signer::from_pem(None, text).map_err(|e| match e {
+            crate::jose::JwsError::Sign(m) => m,
+            other => other.to_string(),
+        })?;
+        Self::new(signer, kid)
     }
 
     /// The public key as a JWK.
@@ -123,27 +84,31 @@ impl SigningKey {
         &self.jwk
     }
 
-    /// Signs `header.payload` and returns the compact token.
+    /// Signs `claims` into a compact JWT (`alg`, `kid`, `typ: JWT`).
     pub fn sign(&self, claims: &Json) -> Result<String, String> {
-        let header = json!({"alg": self.alg.name(), "kid": self.kid, "typ": "JWT"});
-        let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
-        token.push('.');
-        token.push_str(
-            &URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|e| e.to_string())?),
-        );
-        let sig: Vec<u8> = match &self.inner {
-            Inner::Ed(k) => ed25519_dalek::Signer::sign(k, token.as_bytes())
-                .to_bytes()
-                .to_vec(),
-            Inner::Es(k) => {
-                let s: p256::ecdsa::Signature = k.sign(token.as_bytes());
-                s.to_bytes().to_vec()
-            }
-        };
-        token.push('.');
-        token.push_str(&URL_SAFE_NO_PAD.encode(sig));
-        Ok(token)
+        self.signer
+            .jwt(Some(&self.kid), claims)
+            .map_err(|e| e.to_string())
     }
+}
+
+/// Refuses a private key file that others can read or write.
+#[cfg(unix)]
+pub fn check_private_key_mode(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{}: a private key must be readable by its owner only (mode {:o}; chmod 600, or \
+             defaultMode: 0400 on a Kubernetes Secret volume)",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    Ok(())
 }
 
 /// The published keys, newest first.
@@ -171,6 +136,7 @@ impl KeyRing {
                         format!("{}: the file name is not a usable kid", path.display())
                     })?
                     .to_string();
+                check_private_key_mode(&path)?;
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 let key = SigningKey::from_pem(&text, Some(kid.clone()))
@@ -184,7 +150,7 @@ impl KeyRing {
         }
         if found.is_empty() {
             return Ok(Self {
-                keys: vec![Arc::new(SigningKey::generate(alg))],
+                keys: vec![Arc::new(SigningKey::generate(alg)?)],
             });
         }
         found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));

@@ -169,12 +169,12 @@ impl Minter {
 
     /// Adds a newly generated key that signs from now on; older keys stay published. Returns
     /// its `kid`.
-    pub fn rotate(&self, alg: SigningAlg) -> String {
-        let key = SigningKey::generate(alg);
+    pub fn rotate(&self, alg: SigningAlg) -> Result<String, String> {
+        let key = SigningKey::generate(alg)?;
         let kid = key.kid.clone();
         let ring = self.keys.load().with_new_key(key);
         self.keys.store(Arc::new(ring));
-        kid
+        Ok(kid)
     }
 
     /// A token for this request (from the cache when an equivalent one is fresh enough).

@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json};
 use crate::authn::config::ClaimsMap;
 use crate::authn::jwks::{KeySet, KeySource, MAX_JWKS_BYTES, fetch_text};
 use crate::authn::jwt::JwtVerifier;
-use crate::policy::builtins::jwt::Alg;
+use crate::jose::Alg;
 
 /// What the token must satisfy besides its signature and expiry.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +47,7 @@ pub async fn verify(
         email_rule: None,
         grants: Vec::new(),
         cache: Default::default(),
+        accept_high_s: false,
     };
     verifier
         .verify(token, now)

@@ -87,8 +87,52 @@ impl Key {
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
         let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &self.enc, self.alg).expect("sign");
-        format!("{msg}.{sig}")
+        format!("{msg}.{}", low_s(self.alg, &sig))
     }
+
+    /// The same token with its ECDSA signature's twin `(r, n - s)` (high-S when the token's is
+    /// low-S): it verifies mathematically, and strict verifiers refuse it.
+    pub fn high_s_twin(&self, token: &str) -> String {
+        let (msg, sig) = token.rsplit_once('.').expect("three segments");
+        let bytes = URL_SAFE_NO_PAD.decode(sig).expect("base64url signature");
+        let twin = match self.alg {
+            Algorithm::ES256 => {
+                let s = p256::ecdsa::Signature::from_slice(&bytes).expect("signature");
+                let (r, s) = s.split_scalars();
+                p256::ecdsa::Signature::from_scalars(r, -*s.as_ref())
+                    .expect("twin")
+                    .to_bytes()
+                    .to_vec()
+            }
+            Algorithm::ES384 => {
+                let s = p384::ecdsa::Signature::from_slice(&bytes).expect("signature");
+                let (r, s) = s.split_scalars();
+                p384::ecdsa::Signature::from_scalars(r, -*s.as_ref())
+                    .expect("twin")
+                    .to_bytes()
+                    .to_vec()
+            }
+            _ => panic!("not an ECDSA key"),
+        };
+        format!("{msg}.{}", URL_SAFE_NO_PAD.encode(twin))
+    }
+}
+
+/// An ECDSA signature (base64url) in low-S form, as careful signers emit it; others unchanged.
+pub fn low_s(alg: Algorithm, sig: &str) -> String {
+    let bytes = URL_SAFE_NO_PAD.decode(sig).expect("base64url signature");
+    let normalized = match alg {
+        Algorithm::ES256 => {
+            let s = p256::ecdsa::Signature::from_slice(&bytes).expect("signature");
+            s.normalize_s().unwrap_or(s).to_bytes().to_vec()
+        }
+        Algorithm::ES384 => {
+            let s = p384::ecdsa::Signature::from_slice(&bytes).expect("signature");
+            s.normalize_s().unwrap_or(s).to_bytes().to_vec()
+        }
+        _ => return sig.to_string(),
+    };
+    URL_SAFE_NO_PAD.encode(normalized)
 }
 
 pub fn alg_name(a: Algorithm) -> &'static str {

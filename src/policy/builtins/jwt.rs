@@ -25,87 +25,33 @@
 //! - Keys in a JWK Set of a type or curve that cannot verify a JWS here are skipped; OPA's JWK
 //!   parser may reject the whole set. A PEM argument may carry text around its one block.
 //! - Tokens over [`MAX_TOKEN_BYTES`], key arguments over
-//!   [`MAX_KEY_BYTES`](super::keys::MAX_KEY_BYTES), JWK Sets over
-//!   [`MAX_JWKS_KEYS`](super::keys::MAX_JWKS_KEYS) keys and tokens nested (`cty: JWT`) deeper
-//!   than [`MAX_NESTING`] are errors.
+//!   [`MAX_KEY_BYTES`](crate::jose::keys::MAX_KEY_BYTES), JWK Sets over
+//!   [`MAX_JWKS_KEYS`](crate::jose::keys::MAX_JWKS_KEYS) keys and tokens nested (`cty: JWT`)
+//!   deeper than [`MAX_NESTING`] are errors.
 //! - ECDSA signatures must be exactly `r || s` at the curve's size (RFC 7518 §3.4).
+//! - Symmetric (`oct`) keys in a key argument or `cert` constraint are ignored: that text is a
+//!   public key, and a published secret would verify any token signed with it. HMAC tokens
+//!   verify only with `io.jwt.verify_hs*` or a `secret` constraint.
+//!
+//! The cryptography is [`crate::jose`]'s under [`Rules::OPA`]: as in OPA (Go's `crypto/rsa`,
+//! `crypto/ecdsa`), RSA keys of at least 1024 bits are used and a high-S ECDSA signature
+//! verifies. Authentication, which Portcullis decides itself, refuses both.
 //!
 //! Without a `time` constraint, `decode_verify` checks `exp` and `nbf` against the wall clock at
 //! the call (OPA uses the query's start time). As in OPA, the token is valid while
 //! `time < exp` and once `nbf <= time`, with no leeway.
 
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
 use regorus::{Rc, Value};
-use sha2::{Sha256, Sha384, Sha512};
 
-use super::keys::{self, Curve, KeyMaterial, VerificationKey};
 use super::{BuiltinError, BuiltinResult, b64url_decode, cache, string_operand, to_hex};
+use crate::jose::keys::{KeyMaterial, KeyRules, PublicKey};
+use crate::jose::{Alg, Rules, jws};
 
 /// Largest token accepted, in bytes.
 pub(crate) const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
 /// Most levels of nested tokens (`cty: JWT`) followed.
 pub(crate) const MAX_NESTING: usize = 8;
-
-/// A JWS algorithm (RFC 7518 §3.1, RFC 8037).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Alg {
-    HS256,
-    HS384,
-    HS512,
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    ES256,
-    ES384,
-    ES512,
-    EdDSA,
-}
-
-impl Alg {
-    const ALL: [Alg; 13] = [
-        Alg::HS256,
-        Alg::HS384,
-        Alg::HS512,
-        Alg::RS256,
-        Alg::RS384,
-        Alg::RS512,
-        Alg::PS256,
-        Alg::PS384,
-        Alg::PS512,
-        Alg::ES256,
-        Alg::ES384,
-        Alg::ES512,
-        Alg::EdDSA,
-    ];
-
-    /// The algorithm named `name` exactly (`none` is not one).
-    pub(crate) fn from_name(name: &str) -> Option<Alg> {
-        Self::ALL.into_iter().find(|alg| alg.name() == name)
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Alg::HS256 => "HS256",
-            Alg::HS384 => "HS384",
-            Alg::HS512 => "HS512",
-            Alg::RS256 => "RS256",
-            Alg::RS384 => "RS384",
-            Alg::RS512 => "RS512",
-            Alg::PS256 => "PS256",
-            Alg::PS384 => "PS384",
-            Alg::PS512 => "PS512",
-            Alg::ES256 => "ES256",
-            Alg::ES384 => "ES384",
-            Alg::ES512 => "ES512",
-            Alg::EdDSA => "EdDSA",
-        }
-    }
-}
 
 /// The three segments of a JWS compact token, still encoded.
 struct Token<'a> {
@@ -357,7 +303,7 @@ fn verify_public(alg: Alg, args: &[Value]) -> BuiltinResult<Value> {
     let key_text = string_rc(args, 1)?;
     let verified = cache::verified(text, key_text, alg.name(), || {
         let token = Token::parse(text)?;
-        let keys = keys::parse(key_text)?;
+        let keys = parse_keys(key_text)?;
         let signature = token.signature()?;
         let header = HeaderParams::parse(&token.header()?)?;
         let valid = header.alg == alg.name()
@@ -384,11 +330,11 @@ fn string_rc(args: &[Value], index: usize) -> BuiltinResult<&Rc<str>> {
 fn verify_with_keys(
     alg: Alg,
     kid: &str,
-    keys: &[VerificationKey],
+    keys: &[PublicKey],
     token: &Token<'_>,
     signature: &[u8],
 ) -> bool {
-    let usable = |key: &VerificationKey| {
+    let usable = |key: &PublicKey| {
         key.alg.is_none_or(|key_alg| key_alg == alg)
             && verify_with(alg, &key.material, token, signature)
     };
@@ -406,96 +352,15 @@ fn verify_with(alg: Alg, key: &KeyMaterial, token: &Token<'_>, signature: &[u8])
     verify_signature(alg, key, token.signing_input.as_bytes(), signature)
 }
 
-/// Verifies a JWS `signature` over `message` (the token's `header.payload`) with one key;
-/// `false` whenever the key does not fit the algorithm (an RSA key for `HS256`, a P-384 key for
-/// `ES256`, ...). Also used by the authentication layer (`crate::authn`).
-pub(crate) fn verify_signature(
-    alg: Alg,
-    key: &KeyMaterial,
-    message: &[u8],
-    signature: &[u8],
-) -> bool {
-    match (alg, key) {
-        (Alg::HS256, KeyMaterial::Secret(k)) => hmac_verify::<Hmac<Sha256>>(k, message, signature),
-        (Alg::HS384, KeyMaterial::Secret(k)) => hmac_verify::<Hmac<Sha384>>(k, message, signature),
-        (Alg::HS512, KeyMaterial::Secret(k)) => hmac_verify::<Hmac<Sha512>>(k, message, signature),
-        (
-            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512,
-            KeyMaterial::Rsa(k),
-        )
-        | (Alg::EdDSA, KeyMaterial::Ed25519(k)) => jws_verify(alg, k, message, signature),
-        (
-            Alg::ES256,
-            KeyMaterial::Ec {
-                curve: Curve::P256,
-                point,
-            },
-        )
-        | (
-            Alg::ES384,
-            KeyMaterial::Ec {
-                curve: Curve::P384,
-                point,
-            },
-        ) => jws_verify(
-            alg,
-            &jsonwebtoken::DecodingKey::from_ec_der(point),
-            message,
-            signature,
-        ),
-        (
-            Alg::ES512,
-            KeyMaterial::Ec {
-                curve: Curve::P521,
-                point,
-            },
-        ) => es512_verify(point, message, signature),
-        _ => false,
-    }
+/// Verifies a JWS `signature` over `message` (the token's `header.payload`) with one key,
+/// as OPA does ([`Rules::OPA`]).
+fn verify_signature(alg: Alg, key: &KeyMaterial, message: &[u8], signature: &[u8]) -> bool {
+    jws::verify(alg, key, message, signature, Rules::OPA)
 }
 
-fn hmac_verify<M: Mac + KeyInit>(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    match <M as KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(message);
-            // constant-time comparison
-            mac.verify_slice(signature).is_ok()
-        }
-        Err(_) => false,
-    }
-}
-
-/// RSA, ECDSA P-256/P-384 and Ed25519 through jsonwebtoken's RustCrypto backend.
-fn jws_verify(alg: Alg, key: &jsonwebtoken::DecodingKey, message: &[u8], signature: &[u8]) -> bool {
-    use base64::Engine as _;
-    use jsonwebtoken::Algorithm as A;
-    let algorithm = match alg {
-        Alg::RS256 => A::RS256,
-        Alg::RS384 => A::RS384,
-        Alg::RS512 => A::RS512,
-        Alg::PS256 => A::PS256,
-        Alg::PS384 => A::PS384,
-        Alg::PS512 => A::PS512,
-        Alg::ES256 => A::ES256,
-        Alg::ES384 => A::ES384,
-        Alg::EdDSA => A::EdDSA,
-        Alg::HS256 | Alg::HS384 | Alg::HS512 | Alg::ES512 => return false,
-    };
-    // jsonwebtoken wants the signature as unpadded base64url.
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature);
-    jsonwebtoken::crypto::verify(&encoded, message, key, algorithm).unwrap_or(false)
-}
-
-/// ECDSA P-521 with SHA-512 (jsonwebtoken has no ES512); the signature is `r || s`.
-fn es512_verify(point: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    use p521::ecdsa::signature::Verifier as _;
-    let Ok(key) = p521::ecdsa::VerifyingKey::from_sec1_bytes(point) else {
-        return false;
-    };
-    let Ok(signature) = p521::ecdsa::Signature::from_slice(signature) else {
-        return false;
-    };
-    key.verify(message, &signature).is_ok()
+/// A key argument or `cert` constraint: PEM or JWK (Set), under OPA's key rules.
+fn parse_keys(text: &str) -> BuiltinResult<Vec<PublicKey>> {
+    crate::jose::keys::parse(text, KeyRules::OPA).map_err(|e| BuiltinError::new(e.0))
 }
 
 // --- io.jwt.decode_verify --------------------------------------------------------------------
@@ -589,7 +454,7 @@ impl Constraints {
     /// `cert` (parsed once per call by the caller).
     fn verify(
         &self,
-        keys: Option<&[VerificationKey]>,
+        keys: Option<&[PublicKey]>,
         alg: Alg,
         kid: &str,
         token: &Token<'_>,
@@ -620,10 +485,7 @@ impl Constraints {
 }
 
 fn now_ns() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as f64)
-        .unwrap_or(0.0)
+    crate::jose::clock::now_ns()
 }
 
 fn unverified() -> Value {
@@ -638,7 +500,7 @@ fn unverified() -> Value {
 /// header and payload; `None` when a signature or the `alg` constraint does not hold.
 fn verify_and_decode(outer: &str, constraints: &Constraints) -> BuiltinResult<cache::Verified> {
     let keys = match &constraints.cert {
-        Some(cert) => Some(keys::parse(cert)?),
+        Some(cert) => Some(parse_keys(cert)?),
         None => None,
     };
     let mut nested: Option<String> = None;

@@ -44,7 +44,6 @@
 mod cache;
 mod crypto;
 pub(crate) mod jwt;
-pub(crate) mod keys;
 #[cfg(test)]
 mod tests;
 

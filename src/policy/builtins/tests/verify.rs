@@ -361,16 +361,18 @@ fn jwks_single_key_and_unusable_keys() {
 }
 
 #[test]
-fn jwks_oct_key_verifies_hmac_only_through_decode_verify() {
+fn jwks_oct_keys_in_cert_never_verify_hmac() {
+    // A `cert` is public key text: a symmetric key published there verifies nothing, or
+    // anyone could sign with it.
     let token = token_with(&header("HS256"), &claims(), "HS256", &hs_key());
     let jwks = json!({"keys": [{"kty": "oct", "k": b64(SECRET)}]}).to_string();
-    assert!(decode_verify_is_valid(
+    assert!(!decode_verify_is_valid(
         &token,
         json!({"cert": jwks, "time": ns(NOW), "aud": "orders"})
     ));
-    let wrong = json!({"keys": [{"kty": "oct", "k": b64("nope")}]}).to_string();
-    assert!(!decode_verify_is_valid(
+    // The secret constraint is how HMAC tokens verify.
+    assert!(decode_verify_is_valid(
         &token,
-        json!({"cert": wrong, "time": ns(NOW), "aud": "orders"})
+        json!({"secret": SECRET, "time": ns(NOW), "aud": "orders"})
     ));
 }
