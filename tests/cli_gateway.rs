@@ -442,7 +442,7 @@ fn cli_end_to_end_mint_put_decide_tail() {
             "keys",
             "create",
             "--subject",
-            "ci",
+            "portcullis-cli/ci",
             "--scope",
             "gateway:read",
             "--gateway",

@@ -160,7 +160,7 @@ async fn call(
             AuthServiceClient::new(ch.clone())
                 .create_api_key(req(
                     pb::CreateApiKeyRequest {
-                        subject: "svc".into(),
+                        subject: String::new(),
                         scopes: vec!["gateway:read".into()],
                         ttl_seconds: 0,
                     },
@@ -178,7 +178,7 @@ async fn call(
             let id = c
                 .create_api_key(req(
                     pb::CreateApiKeyRequest {
-                        subject: "doomed".into(),
+                        subject: String::new(),
                         ..Default::default()
                     },
                     auth,

@@ -16,6 +16,7 @@ async fn start(issuer: &str) -> (Gw, tempfile::TempDir) {
     std::fs::write(&store, "{\"keys\": []}").unwrap();
     let yaml = format!(
         "  addr: 127.0.0.1:0
+  api_key_scopes: [orders:read]
 authentication:
   policies:
     - name: keys
@@ -47,7 +48,7 @@ async fn api_keys_are_created_exchanged_and_revoked() {
     let created = auth
         .create_api_key(req(
             pb::CreateApiKeyRequest {
-                subject: "ci-bot".into(),
+                subject: "root/ci-bot".into(),
                 scopes: vec!["gateway:readwrite@acme".into(), "orders:read".into()],
                 ttl_seconds: 0,
             },
@@ -59,7 +60,7 @@ async fn api_keys_are_created_exchanged_and_revoked() {
     let secret = created.secret.clone();
     assert!(secret.starts_with("sk_gw_"), "the policy's prefix");
     let key = created.key.unwrap();
-    assert_eq!(key.subject, "ci-bot");
+    assert_eq!(key.subject, "root/ci-bot");
 
     // Listings never show the secret (nor its hash).
     let listed = auth
@@ -120,7 +121,7 @@ async fn api_keys_are_created_exchanged_and_revoked() {
     let plain = auth
         .create_api_key(req(
             pb::CreateApiKeyRequest {
-                subject: "reader".into(),
+                subject: "root/reader".into(),
                 scopes: vec!["orders:read".into()],
                 ttl_seconds: 600,
             },
@@ -178,7 +179,7 @@ async fn keys_never_widen_the_creator() {
         "grants": [{"kind": "readwrite", "namespace": "default"}, {"kind": "read"}]
     })));
     let create = |scopes: &[&str]| pb::CreateApiKeyRequest {
-        subject: "k".into(),
+        subject: "admin/k".into(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         ttl_seconds: 0,
     };

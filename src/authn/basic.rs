@@ -5,12 +5,20 @@
 //! ```
 //!
 //! - Verification runs on the blocking pool, at most [`MAX_PARALLEL`] at a time, so a flood of
-//!   Basic attempts never stalls the Check runtime's workers.
+//!   Basic attempts never stalls the Check runtime's workers; at most [`MAX_WAITING`] more wait
+//!   for a slot, and an attempt beyond that is refused at once ([`BasicError::Busy`], 429).
 //! - An unknown user is verified against a dummy hash made at load time with the parameters of
 //!   the costliest stored hash, so both answers take the same time.
 //! - Lockout: after `max_failures` consecutive failures a user name (known or not, so lockout
 //!   reveals nothing either) is refused without verification for `seconds`, doubled at each
-//!   further lockout up to `max_seconds`; a success resets it.
+//!   further lockout up to `max_seconds`; a success resets it. An attempt *reserves* its place
+//!   in that count before it waits for a verification slot, so concurrent attempts cannot
+//!   overrun it: at most `max_failures` verifications are ever computed for one user name
+//!   between two lockouts, however many arrive at once (the others are refused as locked).
+//! - At most [`MAX_TRACKED`] user names are tracked; names that are not locked and have no
+//!   attempt in flight are forgotten first, and when every tracked name is locked or busy, an
+//!   attempt for a new name is refused ([`BasicError::Busy`]) rather than forgetting a lockout.
+//!   User names longer than [`MAX_USER_BYTES`] are refused without verification.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,8 +37,28 @@ use super::file::WatchedFile;
 
 /// Argon2 verifications running at once.
 pub const MAX_PARALLEL: usize = 2;
+/// Attempts waiting for a verification slot at once; more are refused (429).
+pub const MAX_WAITING: usize = 64;
 /// Most user names whose failures are tracked.
-const MAX_TRACKED: usize = 100_000;
+pub const MAX_TRACKED: usize = 100_000;
+/// The longest user name verified.
+pub const MAX_USER_BYTES: usize = 256;
+
+/// The verification slots, shared by every `basic` method of the process.
+#[derive(Debug)]
+pub struct Slots {
+    permits: Arc<Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(MAX_PARALLEL)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,8 +138,16 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 #[derive(Debug, Default, Clone, Copy)]
 struct Failures {
     count: u32,
+    /// Attempts reserved and not yet finished.
+    in_flight: u32,
     lockouts: u32,
     locked_until: Option<Instant>,
+}
+
+impl Failures {
+    fn locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|t| now < t)
+    }
 }
 
 /// Why a Basic attempt failed (for logs).
@@ -125,6 +161,8 @@ pub enum BasicError {
     Locked,
     #[error("verification unavailable")]
     Unavailable,
+    #[error("too many attempts waiting for verification")]
+    Busy,
 }
 
 /// One `basic` method: users and lockout state.
@@ -134,7 +172,51 @@ pub struct BasicAuth {
     users: WatchedFile<Users>,
     lockout: Lockout,
     failures: Mutex<HashMap<String, Failures>>,
-    permits: Arc<Semaphore>,
+    slots: Arc<Slots>,
+}
+
+/// A reserved attempt: released (counted as a failure unless [`Attempt::finish`] says
+/// otherwise) when dropped, so a cancelled request never leaks its reservation.
+struct Attempt<'a> {
+    auth: &'a BasicAuth,
+    user: String,
+    done: bool,
+}
+
+impl Attempt<'_> {
+    fn finish(mut self, ok: bool) {
+        self.done = true;
+        self.auth.finish(&self.user, ok);
+    }
+
+    /// Gives the place back without counting the attempt.
+    fn abandon(mut self) {
+        self.done = true;
+        if let Ok(mut map) = self.auth.failures.lock()
+            && let Some(f) = map.get_mut(&self.user)
+        {
+            f.in_flight = f.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.auth.finish(&self.user, false);
+        }
+    }
+}
+
+/// A place in the queue for a verification slot.
+struct Waiting<'a>(&'a Slots);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// `(user, password)` from the value after `Basic `.
@@ -152,43 +234,62 @@ impl BasicAuth {
         realm: String,
         users: &Path,
         lockout: Lockout,
-        permits: Arc<Semaphore>,
+        slots: Arc<Slots>,
     ) -> Result<Self, String> {
         Ok(Self {
             realm,
             users: WatchedFile::open(users, Users::parse)?,
             lockout,
             failures: Mutex::new(HashMap::new()),
-            permits,
+            slots,
         })
     }
 
-    fn locked(&self, user: &str) -> bool {
-        let Ok(map) = self.failures.lock() else {
-            return true;
-        };
-        map.get(user)
-            .and_then(|f| f.locked_until)
-            .is_some_and(|t| Instant::now() < t)
-    }
-
-    fn record(&self, user: &str, ok: bool) {
-        let Ok(mut map) = self.failures.lock() else {
-            return;
-        };
-        if ok {
-            map.remove(user);
-            return;
-        }
-        if map.len() >= MAX_TRACKED && !map.contains_key(user) {
-            // Forget entries that are not locked, then anything if still full.
-            let now = Instant::now();
-            map.retain(|_, f| f.locked_until.is_some_and(|t| now < t));
+    /// Takes a place in `user`'s failure count before any verification is awaited: refused
+    /// when the user is locked, or when the failures so far plus the attempts in flight already
+    /// reach `max_failures`.
+    fn reserve(&self, user: &str) -> Result<Attempt<'_>, BasicError> {
+        let mut map = self.failures.lock().map_err(|_| BasicError::Unavailable)?;
+        let now = Instant::now();
+        if !map.contains_key(user) && map.len() >= MAX_TRACKED {
+            map.retain(|_, f| f.locked(now) || f.in_flight > 0);
             if map.len() >= MAX_TRACKED {
-                map.clear();
+                return Err(BasicError::Busy);
             }
         }
         let f = map.entry(user.to_string()).or_default();
+        if f.locked(now) {
+            return Err(BasicError::Locked);
+        }
+        if f.count.saturating_add(f.in_flight) >= self.lockout.max_failures {
+            return Err(BasicError::Locked);
+        }
+        f.in_flight += 1;
+        Ok(Attempt {
+            auth: self,
+            user: user.to_string(),
+            done: false,
+        })
+    }
+
+    /// Ends a reserved attempt.
+    fn finish(&self, user: &str, ok: bool) {
+        let Ok(mut map) = self.failures.lock() else {
+            return;
+        };
+        let Some(f) = map.get_mut(user) else {
+            return;
+        };
+        f.in_flight = f.in_flight.saturating_sub(1);
+        if ok {
+            f.count = 0;
+            f.lockouts = 0;
+            f.locked_until = None;
+            if f.in_flight == 0 {
+                map.remove(user);
+            }
+            return;
+        }
         f.count += 1;
         if f.count >= self.lockout.max_failures {
             let factor = 1u64 << f.lockouts.min(20);
@@ -206,20 +307,36 @@ impl BasicAuth {
     /// Verifies `Basic` credentials; the user on success.
     pub async fn verify(&self, credentials: &str) -> Result<User, BasicError> {
         let (user, password) = decode(credentials).ok_or(BasicError::Malformed)?;
-        if self.locked(&user) {
-            return Err(BasicError::Locked);
+        if user.len() > MAX_USER_BYTES {
+            return Err(BasicError::Malformed);
         }
+        let attempt = self.reserve(&user)?;
         let users = self.users.get();
         let found = users.users.get(&user).cloned();
         let hash = found
             .as_ref()
             .map_or_else(|| users.dummy.clone(), |u| u.hash.clone());
-        let permit = self
+        let slots = &*self.slots;
+        if slots
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            >= MAX_WAITING
+        {
+            slots
+                .waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            // Not a failure of this user's password: give the place back uncounted.
+            attempt.abandon();
+            return Err(BasicError::Busy);
+        }
+        let waiting = Waiting(slots);
+        let permit = slots
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| BasicError::Unavailable)?;
+        drop(waiting);
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             PasswordHash::new(&hash).is_ok_and(|h| {
@@ -232,11 +349,11 @@ impl BasicAuth {
         .map_err(|_| BasicError::Unavailable)?;
         match found {
             Some(u) if ok => {
-                self.record(&user, true);
+                attempt.finish(true);
                 Ok(u)
             }
             _ => {
-                self.record(&user, false);
+                attempt.finish(false);
                 Err(BasicError::Wrong)
             }
         }

@@ -40,6 +40,7 @@ fn failure(code: &str) -> AuthnFailure {
         "insufficient_scope" => AuthnFailure::InsufficientScope,
         "insufficient_role" => AuthnFailure::InsufficientRole,
         "locked_out" => AuthnFailure::LockedOut,
+        "too_many_requests" => AuthnFailure::TooManyRequests,
         _ => AuthnFailure::InvalidToken,
     }
 }

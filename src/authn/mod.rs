@@ -46,8 +46,6 @@ pub mod security;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
 use self::api_key::ApiKeyStore;
 use self::audit::{AuditEvent, AuditLog, thumbprint};
 use self::basic::BasicAuth;
@@ -156,7 +154,7 @@ impl Authenticator {
         audit: AuditLog,
         env: Env<'_>,
     ) -> Result<Self, BuildError> {
-        let permits = Arc::new(Semaphore::new(basic::MAX_PARALLEL));
+        let permits = Arc::new(basic::Slots::default());
         let metrics = Arc::new(AuthnMetrics::default());
         let mut policies = Vec::new();
         for p in &config.policies {
@@ -230,27 +228,29 @@ impl Authenticator {
             .map(|m| m.store.clone())
     }
 
-    /// Header names and query parameters that carry credentials, erased from decision logs.
-    pub fn credential_locations(&self) -> (Vec<String>, Vec<String>) {
-        let mut headers = Vec::new();
-        let mut params = Vec::new();
+    /// Where credentials travel (headers, query parameters, cookies), to erase them from
+    /// logged input documents.
+    pub fn credential_locations(&self) -> crate::authz::input::scrub::Credentials {
+        let mut c = crate::authz::input::scrub::Credentials::default();
         for p in &self.policies {
             if let Some(j) = &p.jwt {
-                headers.push(j.header.clone());
+                c.headers.push(j.header.clone());
             }
             if let Some(k) = &p.api_key {
-                headers.extend(k.config.header.iter().map(|h| h.to_ascii_lowercase()));
-                params.extend(k.config.query_param.iter().cloned());
+                c.headers
+                    .extend(k.config.header.iter().map(|h| h.to_ascii_lowercase()));
+                c.query_params.extend(k.config.query_param.iter().cloned());
+                c.cookies.extend(k.config.cookie.iter().cloned());
             }
-            if p.basic.is_some() {
-                headers.push("authorization".into());
+            if p.basic.is_some() || p.methods.contains(&Method::Jwt) {
+                c.headers.push("authorization".into());
             }
         }
-        headers.sort();
-        headers.dedup();
-        params.sort();
-        params.dedup();
-        (headers, params)
+        for list in [&mut c.headers, &mut c.query_params, &mut c.cookies] {
+            list.sort();
+            list.dedup();
+        }
+        c
     }
 
     /// Runs the matching policies for one request.
@@ -325,6 +325,13 @@ impl Authenticator {
                         &reason,
                         &thumbprint,
                     );
+                    if code == TOO_MANY_REQUESTS {
+                        return AuthnOutcome::Denied(Denial {
+                            status: 429,
+                            code,
+                            www_authenticate: Vec::new(),
+                        });
+                    }
                     return AuthnOutcome::Denied(Denial {
                         status: 401,
                         code,
@@ -423,25 +430,30 @@ impl Authenticator {
         if token.len() > max {
             return Some(fail("invalid_token", "token too large".into()));
         }
-        // A token from a trusted OIDC issuer is checked by that issuer's rules and keys.
-        let issuer = jwt::peek_issuer(token, max);
-        let trusted = issuer
-            .as_deref()
-            .and_then(|iss| self.oidc.iter().find(|o| o.config.issuer == iss));
-        let verifier = match trusted {
-            Some(o) => match o.verifier().await {
-                Some(v) => v,
-                None => {
-                    return Some(fail(
-                        "invalid_signature",
-                        "trusted issuer's keys unavailable".into(),
-                    ));
+        // A policy with a `jwt` block accepts exactly what its block accepts: its issuer, its
+        // audiences, its keys. Only a policy without one accepts the trusted OIDC issuers' tokens,
+        // each checked by that issuer's own rules and keys; a trusted issuer never stands in for
+        // a policy's rules.
+        let verifier = match &j.verifier {
+            Some(v) => v.clone(),
+            None => {
+                let issuer = jwt::peek_issuer(token, max);
+                let trusted = issuer
+                    .as_deref()
+                    .and_then(|iss| self.oidc.iter().find(|o| o.config.issuer == iss));
+                match trusted {
+                    Some(o) => match o.verifier().await {
+                        Some(v) => v,
+                        None => {
+                            return Some(fail(
+                                "invalid_signature",
+                                "trusted issuer's keys unavailable".into(),
+                            ));
+                        }
+                    },
+                    None => return Some(fail("invalid_token", "issuer is not trusted".into())),
                 }
-            },
-            None => match &j.verifier {
-                Some(v) => v.clone(),
-                None => return Some(fail("invalid_token", "issuer is not trusted".into())),
-            },
+            }
         };
         Some(match verifier.authenticate(token, now).await {
             Ok(id) => PolicyResult::Identity(id),
@@ -525,12 +537,19 @@ async fn try_basic(b: &BasicAuth, req: &RequestView<'_>) -> Option<PolicyResult>
         }
         Err(e) => PolicyResult::Failed {
             method: Method::Basic,
-            code: "invalid_token",
+            code: if e == basic::BasicError::Busy {
+                TOO_MANY_REQUESTS
+            } else {
+                "invalid_token"
+            },
             reason: e.to_string(),
             thumbprint: print,
         },
     })
 }
+
+/// The code of a refusal because too many attempts are waiting (HTTP 429).
+pub const TOO_MANY_REQUESTS: &str = "too_many_requests";
 
 /// `Err(code)` when the identity lacks a required role or scope.
 fn check_require(r: &Require, id: &Identity) -> Result<(), &'static str> {
@@ -585,7 +604,7 @@ fn challenges(policies: &[&Policy], error: Option<&str>) -> Vec<String> {
 fn build_policy(
     p: &AuthPolicy,
     env: Env<'_>,
-    permits: &Arc<Semaphore>,
+    permits: &Arc<basic::Slots>,
     metrics: &Arc<AuthnMetrics>,
 ) -> Result<Policy, String> {
     let jwt = if p.methods.contains(&Method::Jwt) {
@@ -688,63 +707,6 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Erases the credential-carrying headers and query parameters from a logged input document.
-pub fn scrub_input(input: &mut regorus::Value, headers: &[String], params: &[String]) {
-    use regorus::Value;
-    let Ok(root) = input.as_object_mut() else {
-        return;
-    };
-    if !params.is_empty()
-        && let Some(q) = root.get_mut(&Value::from("parsed_query"))
-        && let Ok(q) = q.as_object_mut()
-    {
-        for p in params {
-            q.remove(&Value::from(p.as_str()));
-        }
-    }
-    let Some(attrs) = root.get_mut(&Value::from("attributes")) else {
-        return;
-    };
-    let Ok(attrs) = attrs.as_object_mut() else {
-        return;
-    };
-    let Some(request) = attrs.get_mut(&Value::from("request")) else {
-        return;
-    };
-    let Ok(request) = request.as_object_mut() else {
-        return;
-    };
-    let Some(http) = request.get_mut(&Value::from("http")) else {
-        return;
-    };
-    let Ok(http) = http.as_object_mut() else {
-        return;
-    };
-    if let Some(h) = http.get_mut(&Value::from("headers"))
-        && let Ok(h) = h.as_object_mut()
-    {
-        for name in headers {
-            h.remove(&Value::from(name.as_str()));
-        }
-    }
-    if !params.is_empty()
-        && let Some(Value::String(path)) = http.get(&Value::from("path"))
-        && let Some((base, query)) = path.split_once('?')
-    {
-        let redacted: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form_urlencoded::parse(query.as_bytes()).map(|(k, v)| {
-                if params.iter().any(|p| *p == k) {
-                    (k.into_owned(), "REDACTED".to_string())
-                } else {
-                    (k.into_owned(), v.into_owned())
-                }
-            }))
-            .finish();
-        let new_path = format!("{base}?{redacted}");
-        http.insert(Value::from("path"), Value::from(new_path));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,20 +739,6 @@ mod tests {
             check_require(&r(&[], &[], &["a", "c"]), &id),
             Err("insufficient_scope")
         );
-    }
-
-    #[test]
-    fn scrub_erases_credential_headers_and_query_params() {
-        let mut input = regorus::Value::from(serde_json::json!({
-            "attributes": {"request": {"http": {
-                "headers": {"x-api-key": "sk_live_secret", "accept": "*/*"},
-                "path": "/v1/x?api_key=sk_live_secret&page=2"}}},
-            "parsed_query": {"api_key": ["sk_live_secret"], "page": ["2"]}
-        }));
-        scrub_input(&mut input, &["x-api-key".into()], &["api_key".into()]);
-        let text = serde_json::to_string(&input).unwrap();
-        assert!(!text.contains("sk_live_secret"), "{text}");
-        assert!(text.contains("page=2") && text.contains("accept"), "{text}");
     }
 
     #[test]

@@ -18,8 +18,7 @@ pub struct Security {
     pub authn: Option<Authenticator>,
     pub minter: Option<Minter>,
     pub audit: AuditLog,
-    scrub_headers: Vec<String>,
-    scrub_params: Vec<String>,
+    credentials: crate::authz::input::scrub::Credentials,
 }
 
 impl Security {
@@ -53,7 +52,7 @@ impl Security {
             Some(t) => Some(Minter::new(t.clone(), audit.clone(), metrics)?),
             None => None,
         };
-        let (scrub_headers, scrub_params) = authn
+        let credentials = authn
             .as_ref()
             .map(Authenticator::credential_locations)
             .unwrap_or_default();
@@ -61,8 +60,7 @@ impl Security {
             authn,
             minter,
             audit,
-            scrub_headers,
-            scrub_params,
+            credentials,
         })
     }
 
@@ -89,7 +87,22 @@ impl Security {
 
     /// Erases credentials from an input document kept for the decision log.
     pub fn scrub(&self, input: &mut regorus::Value) {
-        super::scrub_input(input, &self.scrub_headers, &self.scrub_params);
+        self.credentials.scrub(input);
+    }
+
+    /// Every answer that lets the request through must carry Portcullis' own internal token or
+    /// none: on an OK answer without a freshly minted token (a dry-run denial, an allow without
+    /// a token), a caller-sent header of that name is removed. Without `internal_token` there is
+    /// no such header.
+    pub fn seal(&self, resp: &mut envoy_types::pb::envoy::service::auth::v3::CheckResponse) {
+        use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+        let Some(minter) = &self.minter else { return };
+        let header = minter.config().header.as_str();
+        let minted = matches!(&resp.http_response, Some(HttpResponse::OkResponse(ok))
+            if ok.headers.iter().any(|h| h.header.as_ref().is_some_and(|h| h.key.eq_ignore_ascii_case(header))));
+        if !minted {
+            crate::authz::response::set_internal_token(resp, header, None, &[]);
+        }
     }
 
     /// After an allow: sets the internal token header (or removes a caller-sent one).

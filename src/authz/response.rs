@@ -15,6 +15,7 @@ use super::input::InputError;
 /// gRPC status codes used in `CheckResponse.status`.
 const OK: i32 = 0;
 const PERMISSION_DENIED: i32 = 7;
+const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAUTHENTICATED: i32 = 16;
 
 /// The prefix OPA-Envoy puts before a request-parse error.
@@ -103,10 +104,10 @@ pub fn authn_denied(
             decision_id,
         );
     }
-    let (grpc, http) = if denial.status == 401 {
-        (UNAUTHENTICATED, StatusCode::Unauthorized)
-    } else {
-        (PERMISSION_DENIED, StatusCode::Forbidden)
+    let (grpc, http) = match denial.status {
+        401 => (UNAUTHENTICATED, StatusCode::Unauthorized),
+        429 => (RESOURCE_EXHAUSTED, StatusCode::TooManyRequests),
+        _ => (PERMISSION_DENIED, StatusCode::Forbidden),
     };
     let mut headers: Vec<(String, String)> = denial
         .www_authenticate

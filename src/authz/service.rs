@@ -148,7 +148,13 @@ impl AuthzService {
         span.record("decision.id", decision_id.as_str());
         let (namespace, store) = match self.select(req) {
             Ok(selected) => selected,
-            Err(name) => return Ok(self.unknown_namespace(name, &decision_id, start)),
+            Err(name) => {
+                let mut resp = self.unknown_namespace(name, &decision_id, start);
+                if let Some(s) = &self.security {
+                    s.seal(&mut resp);
+                }
+                return Ok(resp);
+            }
         };
         let authn = match &self.security {
             Some(s) => s.authenticate(req, &decision_id).await,
@@ -192,7 +198,12 @@ impl AuthzService {
             record.trace = trace::span_ids(span);
             self.log.record(record);
         }
-        result.map(|(response, _)| response)
+        result.map(|(mut response, _)| {
+            if let Some(s) = &self.security {
+                s.seal(&mut response);
+            }
+            response
+        })
     }
 
     fn decide(

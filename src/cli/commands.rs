@@ -146,8 +146,11 @@ pub enum OutcomeArg {
 pub enum KeysCommand {
     /// Create an API key; its secret is printed this once.
     Create {
-        #[arg(long)]
+        /// The key's subject: yours (the default) or a sub-identity of yours, `<you>/<name>`.
+        #[arg(long, default_value = "")]
         subject: String,
+        /// A scope the key carries (repeatable): `gateway:read|readwrite[@namespace]`, or one
+        /// listed in the gateway's `api_key_scopes`.
         #[arg(long = "scope")]
         scopes: Vec<String>,
         /// Lifetime in seconds (0: none).

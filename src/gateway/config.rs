@@ -9,6 +9,7 @@
 //!   max_token_ttl_seconds: 86400  # the longest lifetime of a token the gateway issues
 //!   api_key_policy: keys          # the authentication policy whose API key store the gateway
 //!                                 # manages (default: the first one with `api_key`)
+//!   api_key_scopes: [orders:read] # non-gateway scopes a key created here may carry (default none)
 //!   # secrets, when not in the environment (the environment wins):
 //!   jwt_secret: ...               # GATEWAY_JWT_SECRET
 //!   token: ...                    # GATEWAY_TOKEN
@@ -52,6 +53,9 @@ pub struct GatewayConfig {
     pub max_token_ttl_seconds: u64,
     #[serde(default)]
     pub api_key_policy: Option<String>,
+    /// Scopes other than `gateway:*` that a key created through the gateway may carry.
+    #[serde(default)]
+    pub api_key_scopes: Vec<String>,
     #[serde(default)]
     pub jwt_secret: Option<Secret>,
     #[serde(default)]
@@ -70,6 +74,7 @@ impl Default for GatewayConfig {
             audience: default_audience(),
             max_token_ttl_seconds: default_max_ttl(),
             api_key_policy: None,
+            api_key_scopes: Vec::new(),
             jwt_secret: None,
             token: None,
             password: None,

@@ -16,9 +16,19 @@
 //!
 //! **Gateway grants of API keys** are scopes of the form `gateway:read` or
 //! `gateway:readwrite`, optionally narrowed to a namespace with `@`: `gateway:readwrite@acme`.
-//! A key without one exchanges for nothing (PERMISSION_DENIED). `CreateApiKey` refuses gateway
-//! scopes wider than the caller's own grants, and a JWT caller's keys expire no later than
-//! its token.
+//! A key without one exchanges for nothing (PERMISSION_DENIED).
+//!
+//! **What a created key may carry** ([`issue_key`], the one place this is decided): never a
+//! subject, role or scope its creator could not act as.
+//!
+//! - Subject: the creator's own subject (the default), or a sub-identity of it,
+//!   `<creator>/<name>` (`ops/ci`): a key never names someone else.
+//! - Gateway scopes: within the creator's own grants and token scope.
+//! - Other scopes (those policies and `require.scopes` read on the Check path): only those
+//!   listed in `gateway.api_key_scopes` (default: none), which the operator writes and a caller
+//!   cannot change.
+//! - Roles: none (keys with roles are written into the store by the operator).
+//! - Lifetime: a JWT caller's keys expire no later than its token.
 //!
 //! Exchanges need the gateway to be in JWT mode (they sign with `GATEWAY_JWT_SECRET`); a
 //! refused credential is UNAUTHENTICATED with the usual generic message.
@@ -42,6 +52,9 @@ use crate::namespaces::DEFAULT_NAMESPACE;
 /// The default lifetime of an exchanged token.
 const DEFAULT_TTL: u64 = 300;
 
+/// The longest sub-identity name (after `<creator>/`).
+const MAX_KEY_NAME: usize = 128;
+
 /// The API key store the gateway manages.
 #[derive(Debug, Clone)]
 pub struct ApiKeys {
@@ -50,6 +63,9 @@ pub struct ApiKeys {
     pub store: Arc<ApiKeyStore>,
     /// The policy's accepted prefixes; new keys get the first.
     pub prefixes: Vec<String>,
+    /// Non-gateway scopes a key created through the gateway may carry
+    /// (`gateway.api_key_scopes`).
+    pub issuable_scopes: Vec<String>,
 }
 
 impl ApiKeys {
@@ -59,6 +75,11 @@ impl ApiKeys {
         config: &Config,
         security: Option<&Security>,
     ) -> Result<Option<Self>, String> {
+        let gateway_scopes = config
+            .gateway
+            .as_ref()
+            .map(|g| g.api_key_scopes.clone())
+            .unwrap_or_default();
         let Some(authn) = &config.authentication else {
             return match config
                 .gateway
@@ -94,10 +115,12 @@ impl ApiKeys {
             .and_then(|s| s.authn.as_ref())
             .and_then(|a| a.api_key_store(&policy.name))
             .ok_or_else(|| format!("the API key store of {:?} is not open", policy.name))?;
+        let config_scopes = gateway_scopes;
         Ok(Some(Self {
             policy: policy.name.clone(),
             store,
             prefixes: config.prefix.0.clone(),
+            issuable_scopes: config_scopes,
         }))
     }
 }
@@ -270,6 +293,73 @@ fn key_to_pb(r: &ApiKeyRecord) -> pb::ApiKey {
     }
 }
 
+/// The key `caller` may create from `req`: the one place that decides (see the module docs).
+pub fn issue_key(
+    caller: &Caller,
+    req: pb::CreateApiKeyRequest,
+    keys: &ApiKeys,
+    now: i64,
+) -> Result<NewApiKey, GatewayError> {
+    let subject = if req.subject.is_empty() {
+        caller.subject.clone()
+    } else {
+        let own = req.subject == caller.subject;
+        let name = req
+            .subject
+            .strip_prefix(caller.subject.as_str())
+            .and_then(|rest| rest.strip_prefix('/'));
+        let sub_identity = name.is_some_and(|n| {
+            !n.is_empty() && n.len() <= MAX_KEY_NAME && !n.chars().any(char::is_control)
+        });
+        if !own && !sub_identity {
+            return Err(GatewayError::Delegation(DelegationError::Widens(format!(
+                "a key's subject is its creator's ({:?}) or a sub-identity of it ({:?}/<name>)",
+                caller.subject, caller.subject
+            ))));
+        }
+        req.subject
+    };
+    for scope in &req.scopes {
+        match grant_of_scope(scope) {
+            Some(grant) => {
+                let g = grant.map_err(GatewayError::Invalid)?;
+                let within = caller.scope.contains(&g.scope())
+                    && caller
+                        .grants
+                        .iter()
+                        .any(|p| g.kind <= p.kind && p.scope().contains(&g.scope()));
+                if !within {
+                    return Err(GatewayError::Delegation(DelegationError::Widens(
+                        "a gateway scope of the key is wider than the caller's grants".into(),
+                    )));
+                }
+            }
+            None if keys.issuable_scopes.iter().any(|s| s == scope) => {}
+            None => {
+                return Err(GatewayError::Delegation(DelegationError::Widens(format!(
+                    "scope {:?} is not in gateway.api_key_scopes",
+                    scope.chars().take(64).collect::<String>()
+                ))));
+            }
+        }
+    }
+    let mut expires_at = (req.ttl_seconds > 0)
+        .then(|| now.saturating_add(i64::try_from(req.ttl_seconds).unwrap_or(i64::MAX)));
+    if caller.method == Method::Jwt
+        && let Some(exp) = caller.expires_at
+    {
+        let cap = unix(exp);
+        expires_at = Some(expires_at.map_or(cap, |e| e.min(cap)));
+    }
+    Ok(NewApiKey {
+        subject,
+        scopes: req.scopes,
+        roles: Vec::new(),
+        expires_at,
+        prefix: keys.prefixes.first().cloned().unwrap_or_default(),
+    })
+}
+
 /// Refuses exchanges outside JWT mode before any credential is looked at.
 fn require_jwt(gw: &Gateway) -> Result<(), GatewayError> {
     match gw.authenticator().mode() {
@@ -364,49 +454,12 @@ impl pb::auth_service_server::AuthService for Service {
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let caller = authorize_keys(&request, Rpc::CreateApiKey)?;
         let keys = api_keys(&self.0)?.clone();
-        let req = request.into_inner();
-        if req.subject.is_empty() {
-            return Err(GatewayError::Invalid("subject must not be empty".into()).into());
-        }
-        // Gateway grants in the key: never wider than the caller's own.
-        for scope in &req.scopes {
-            if let Some(grant) = grant_of_scope(scope) {
-                let g = grant.map_err(GatewayError::Invalid)?;
-                let within = caller.scope.contains(&g.scope())
-                    && caller
-                        .grants
-                        .iter()
-                        .any(|p| g.kind <= p.kind && p.scope().contains(&g.scope()));
-                if !within {
-                    return Err(GatewayError::Delegation(DelegationError::Widens(
-                        "a gateway scope of the key is wider than the caller's grants".into(),
-                    ))
-                    .into());
-                }
-            }
-        }
-        let now = crate::authn::now();
-        let mut expires_at = (req.ttl_seconds > 0)
-            .then(|| now.saturating_add(i64::try_from(req.ttl_seconds).unwrap_or(i64::MAX)));
-        if caller.method == Method::Jwt
-            && let Some(exp) = caller.expires_at
-        {
-            let cap = unix(exp);
-            expires_at = Some(expires_at.map_or(cap, |e| e.min(cap)));
-        }
-        let subject = req.subject.clone();
-        let created = tokio::task::spawn_blocking(move || {
-            keys.store.create(NewApiKey {
-                subject: req.subject,
-                scopes: req.scopes,
-                roles: Vec::new(),
-                expires_at,
-                prefix: keys.prefixes.first().cloned().unwrap_or_default(),
-            })
-        })
-        .await
-        .map_err(|e| GatewayError::Internal(format!("key store task: {e}")))?
-        .map_err(GatewayError::Internal)?;
+        let new = issue_key(&caller, request.into_inner(), &keys, crate::authn::now())?;
+        let subject = new.subject.clone();
+        let created = tokio::task::spawn_blocking(move || keys.store.create(new))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("key store task: {e}")))?
+            .map_err(GatewayError::Internal)?;
         tracing::info!(
             api_key.id = %created.record.id,
             api_key.subject = %subject,

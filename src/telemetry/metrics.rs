@@ -107,10 +107,11 @@ pub enum AuthnFailure {
     InsufficientScope,
     InsufficientRole,
     LockedOut,
+    TooManyRequests,
 }
 
 impl AuthnFailure {
-    const ALL: [AuthnFailure; 7] = [
+    const ALL: [AuthnFailure; 8] = [
         AuthnFailure::MissingToken,
         AuthnFailure::InvalidToken,
         AuthnFailure::InvalidSignature,
@@ -118,6 +119,7 @@ impl AuthnFailure {
         AuthnFailure::InsufficientScope,
         AuthnFailure::InsufficientRole,
         AuthnFailure::LockedOut,
+        AuthnFailure::TooManyRequests,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,6 +131,7 @@ impl AuthnFailure {
             AuthnFailure::InsufficientScope => "insufficient_scope",
             AuthnFailure::InsufficientRole => "insufficient_role",
             AuthnFailure::LockedOut => "locked_out",
+            AuthnFailure::TooManyRequests => "too_many_requests",
         }
     }
 }

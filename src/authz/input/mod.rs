@@ -13,7 +13,8 @@
 //! The submodules reproduce the Go behaviour the plugin inherits: [`path`] (`net/url`),
 //! [`json`] (`encoding/json` through OPA's `util.UnmarshalJSON`), [`multipart`]
 //! (`mime` and `mime/multipart`), [`proto`] (gRPC bodies through `protojson`) and [`body`]
-//! (which of those applies, and when the body is reported as truncated).
+//! (which of those applies, and when the body is reported as truncated). [`scrub`] erases
+//! credentials from a copy of the document before it is logged.
 
 mod body;
 mod goutil;
@@ -21,6 +22,7 @@ mod json;
 mod multipart;
 mod path;
 mod proto;
+pub mod scrub;
 
 #[cfg(test)]
 mod tests;
