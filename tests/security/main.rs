@@ -1,0 +1,24 @@
+//! The adversarial suite: every finding of the security review, sent as an attacker would send
+//! it to a real server over gRPC or HTTP. Each test fails if the attack succeeds.
+//!
+//! | finding | module |
+//! |---|---|
+//! | 1. API keys minted for any subject and scope | [`api_keys`] |
+//! | 2. credentials from the query string in decision logs | [`scrubbing`] |
+//! | 3. Basic lockout bypassed by concurrency; unbounded queue | [`basic`] |
+//! | 6. trusted OIDC issuer without audiences, replacing a policy's rules | [`oidc_trust`] |
+//! | 7. a caller-sent internal token passing in dry-run | [`dry_run`] |
+//! | 8, 9, 10. high-S ECDSA, small RSA keys, `oct` keys in a `cert` | [`jose`] |
+
+#[path = "../authn_common/mod.rs"]
+mod authn_common;
+#[path = "../gateway_support/mod.rs"]
+mod gateway_support;
+mod sidecar;
+
+mod api_keys;
+mod basic;
+mod dry_run;
+mod jose;
+mod oidc_trust;
+mod scrubbing;
