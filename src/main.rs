@@ -9,13 +9,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-/// With the `mimalloc` feature: regorus allocates and frees many small values per evaluation,
-/// and mimalloc's thread-local free lists make that cheaper than the system allocator, at the
-/// cost of a larger resident set.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use portcullis::config::{Config, ListenAddr};
 use portcullis::policy::{LoadSpec, PolicyOptions, PolicyStore};
 use portcullis::server::{self, App, GrpcListener, Listeners};
@@ -331,8 +324,11 @@ fn run(mut args: RunArgs) -> ExitCode {
         .runtime
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(4)));
+    let memory_limit = config.runtime.memory_limit();
+    portcullis::policy::set_memory_limit(memory_limit);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
+        .thread_stack_size(portcullis::policy::EVAL_STACK_BYTES)
         .enable_all()
         .build()
     {

@@ -9,7 +9,10 @@
 //!   when the request has no `namespace` context extension.
 //! - **Configured namespaces** (`namespaces: {acme: {paths: [...]}}`) load their own paths.
 //! - A gateway write to a namespace that does not exist yet **creates** it, empty but for that
-//!   write (at most [`MAX_NAMESPACES`] in all). Runtime namespaces live in memory.
+//!   write (at most [`MAX_NAMESPACES`] in all, [`MAX_PER_TREE`] under one top-level name).
+//!   Creating one needs nothing beyond a readwrite grant that covers it: a caller scoped to
+//!   `acme` may create `acme:x`, which it could reach anyway, and never `acme2`. Runtime
+//!   namespaces live in memory.
 //!
 //! The Check path selects a namespace only when namespaces are in use (configured, or the
 //! gateway is on: [`Namespaces::selecting`]); otherwise it always uses the default namespace and
@@ -33,6 +36,10 @@ pub const MAX_NAMESPACES: usize = 1024;
 /// The longest namespace name.
 pub const MAX_NAME_LEN: usize = 255;
 
+/// The most namespaces one tree (the names under one top-level segment, `acme` and `acme:…`)
+/// may hold, so that the callers of one tree cannot use up [`MAX_NAMESPACES`] for the others.
+pub const MAX_PER_TREE: usize = 64;
+
 /// Why a namespace cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
@@ -42,6 +49,8 @@ pub enum NamespaceError {
     Unknown(String),
     #[error("at most {MAX_NAMESPACES} namespaces can exist")]
     Limit,
+    #[error("at most {MAX_PER_TREE} namespaces can exist under {0:?}")]
+    TreeLimit(String),
     #[error("namespace {name:?}: {source}")]
     Load { name: String, source: PolicyError },
 }
@@ -178,6 +187,10 @@ impl Namespaces {
         let current = self.others.load_full();
         if current.len() + 1 >= MAX_NAMESPACES {
             return Err(NamespaceError::Limit);
+        }
+        let tree = name.split(':').next().unwrap_or(name);
+        if current.keys().filter(|n| covers(tree, n)).count() >= MAX_PER_TREE {
+            return Err(NamespaceError::TreeLimit(tree.to_string()));
         }
         let store = Arc::new(PolicyStore::load(Vec::new(), self.opts.clone()).map_err(
             |source| NamespaceError::Load {

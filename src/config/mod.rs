@@ -223,6 +223,22 @@ pub struct Runtime {
     /// where it compiles and is known to answer like the interpreter.
     #[serde(default)]
     pub policy_engine: crate::policy::EngineChoice,
+    /// The memory bound of the process: a policy evaluation running while more than this is
+    /// allocated fails (an evaluation error) instead of growing further. Default: three quarters
+    /// of the cgroup's memory limit when there is one, else 2 GiB; `0` turns the bound off.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+}
+
+impl Runtime {
+    /// The memory bound in bytes, `None` when off.
+    pub fn memory_limit(&self) -> Option<u64> {
+        match self.memory_limit_bytes {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(crate::policy::default_memory_limit()),
+        }
+    }
 }
 
 /// Sections that belong to the product but that this build refuses rather than ignores.

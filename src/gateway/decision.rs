@@ -177,6 +177,10 @@ fn decide(gw: &Gateway, caller: &Caller, asked: Asked) -> Result<DecideResponse,
             handler: start.elapsed(),
         },
     );
+    // A policy past a resource limit fails the call itself; the process goes on serving.
+    if let Err(crate::policy::EvalError::Limit(message)) = &result {
+        return Err(GatewayError::Invalid(message.clone()));
+    }
     Ok(response)
 }
 

@@ -23,7 +23,7 @@ impl CheckError {
     /// The reason code, as OPA-Envoy names it, for messages, logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            CheckError::Eval(EvalError::Timeout(_)) => "eval_timeout",
+            CheckError::Eval(e @ (EvalError::Timeout(_) | EvalError::Limit(_))) => e.reason(),
             CheckError::Eval(_) => "envoyauth_eval_error",
             CheckError::Decision(DecisionError::Undefined) => "envoyauth_eval_error",
             CheckError::Decision(_) => "envoyauth_result_error",
@@ -50,7 +50,9 @@ impl From<crate::gateway::GatewayError> for Status {
             G::Denied(_) => Status::permission_denied("permission denied"),
             G::Namespace(e @ N::InvalidName { .. }) => Status::invalid_argument(e.to_string()),
             G::Namespace(e @ N::Unknown(_)) => Status::not_found(e.to_string()),
-            G::Namespace(e @ N::Limit) => Status::resource_exhausted(e.to_string()),
+            G::Namespace(e @ (N::Limit | N::TreeLimit(_))) => {
+                Status::resource_exhausted(e.to_string())
+            }
             G::Namespace(e @ N::Load { .. }) => {
                 tracing::error!(error = %e, "namespace cannot be loaded");
                 Status::internal("namespace cannot be loaded")

@@ -74,6 +74,10 @@ impl PolicyError {
 pub enum EvalError {
     #[error("policy evaluation exceeded the time limit of {0:?}")]
     Timeout(Duration),
+    /// A resource limit: the memory bound, or a guarded builtin's
+    /// ([`builtins::guarded`]).
+    #[error("{0}")]
+    Limit(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -83,6 +87,7 @@ impl EvalError {
     pub fn reason(&self) -> &'static str {
         match self {
             EvalError::Timeout(_) => "eval_timeout",
+            EvalError::Limit(_) => "eval_limit",
             EvalError::Failed(_) => "envoyauth_eval_error",
         }
     }
@@ -164,6 +169,33 @@ pub struct Evaluation {
 }
 
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The stack of threads that evaluate policies: regorus recurses over nested documents and rule
+/// calls, and a deep input must fail as an error, not overflow a 2 MiB stack.
+pub const EVAL_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// The memory bound when none is configured and no cgroup limit is found.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Sets the process-wide memory bound regorus checks during evaluation (`None`: off). It
+/// counts what regorus' allocator (the binary's global allocator) has handed out.
+pub fn set_memory_limit(limit: Option<u64>) {
+    regorus::set_global_memory_limit(limit);
+}
+
+/// Three quarters of the cgroup v2 (`memory.max`) or v1 (`memory.limit_in_bytes`) limit, else
+/// [`DEFAULT_MEMORY_LIMIT`].
+pub fn default_memory_limit() -> u64 {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .filter(|&n| n > 0 && n < (1 << 50))
+        .map_or(DEFAULT_MEMORY_LIMIT, |n| n / 4 * 3)
+}
 
 /// Which revision of one bundle a snapshot was built with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,6 +405,7 @@ impl Snapshot {
                     });
                 }
                 Err(vm::VmEvalError::TimeLimit(limit)) => return Err(EvalError::Timeout(limit)),
+                Err(vm::VmEvalError::Limit(message)) => return Err(EvalError::Limit(message)),
                 Err(e) => {
                     tracing::debug!(error = %e, "the VM failed; evaluating on the interpreter");
                 }
@@ -441,9 +474,20 @@ impl Snapshot {
             if fresh {
                 *slot = Some((self.id, self.clone_prototype()?));
             }
-            match slot.as_mut() {
-                Some((_, engine)) => Ok(f(engine)),
-                None => Err(EvalError::Failed("no engine".into())),
+            let Some((_, engine)) = slot.as_mut() else {
+                return Err(EvalError::Failed("no engine".into()));
+            };
+            // A panic inside regorus fails this evaluation, not the process or the request's
+            // connection; the engine it left behind is not reused.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(engine))) {
+                Ok(result) => Ok(result),
+                Err(_) => {
+                    *slot = None;
+                    tracing::error!("the policy engine panicked; the evaluation failed");
+                    Err(EvalError::Failed(
+                        "internal error in the policy engine".into(),
+                    ))
+                }
             }
         })
     }
@@ -457,10 +501,18 @@ impl Snapshot {
 }
 
 fn classify(e: anyhow::Error, snapshot: &Snapshot) -> EvalError {
-    if e.downcast_ref::<regorus::LimitError>().is_some() {
-        return EvalError::Timeout(snapshot.eval_timeout);
+    match e.downcast_ref::<regorus::LimitError>() {
+        Some(regorus::LimitError::TimeLimitExceeded { .. }) => {
+            return EvalError::Timeout(snapshot.eval_timeout);
+        }
+        Some(limit) => return EvalError::Limit(format!("{}: {limit}", builtins::LIMIT_MARKER)),
+        None => {}
     }
-    EvalError::Failed(e.to_string())
+    let message = e.to_string();
+    if message.contains(builtins::LIMIT_MARKER) {
+        return EvalError::Limit(message);
+    }
+    EvalError::Failed(message)
 }
 
 fn single_result(results: regorus::QueryResults) -> anyhow::Result<Value> {

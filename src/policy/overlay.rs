@@ -26,6 +26,13 @@ use super::{Bundle, PolicyError, PolicyStore, Snapshot, Sources};
 pub const MAX_MODULES: usize = 1024;
 /// The most data operations the overlay of one store may hold.
 pub const MAX_DATA_OPS: usize = 4096;
+/// The most bytes (module text plus data as JSON) the overlay of one store may hold.
+pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// The most bytes the overlays of all stores of the process may hold together.
+pub const MAX_TOTAL_BYTES: usize = 256 * 1024 * 1024;
+
+/// Bytes held by every overlay of the process.
+static TOTAL_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Why a runtime write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +114,20 @@ impl Overlay {
         }
         self.modules.insert(id.to_string(), text.to_string());
         Ok(())
+    }
+
+    /// Module text plus data (as JSON) held, in bytes.
+    fn bytes(&self) -> usize {
+        let modules: usize = self.modules.iter().map(|(id, t)| id.len() + t.len()).sum();
+        let data: usize = self
+            .data
+            .iter()
+            .map(|(p, v)| {
+                p.iter().map(|s| s.len() + 1).sum::<usize>()
+                    + v.as_ref().map_or(0, |v| v.to_string().len())
+            })
+            .sum();
+        modules + data
     }
 
     fn push_data(&mut self, path: &[String], value: Option<Json>) -> Result<(), WriteError> {
@@ -286,13 +307,34 @@ impl PolicyStore {
         &self,
         change: impl FnOnce(&mut Overlay, &Sources) -> Result<(), WriteError>,
     ) -> Result<u64, WriteError> {
+        // A process already past its memory bound takes no more writes.
+        regorus::check_global_memory_limit()
+            .map_err(|e| WriteError::Limit(format!("the process is over its memory bound: {e}")))?;
         let loaded = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = self.lock_overlay().clone();
         change(&mut next, &loaded.local)?;
+        let (before, after) = (self.lock_overlay().bytes(), next.bytes());
+        if after > MAX_BYTES {
+            return Err(WriteError::Limit(format!(
+                "a namespace holds at most {MAX_BYTES} bytes of written modules and data"
+            )));
+        }
+        let total = TOTAL_BYTES.load(Ordering::Relaxed);
+        if after > before && total.saturating_add(after - before) > MAX_TOTAL_BYTES {
+            return Err(WriteError::Limit(format!(
+                "all namespaces together hold at most {MAX_TOTAL_BYTES} bytes of written modules \
+                 and data"
+            )));
+        }
         let remote: Vec<Arc<Bundle>> = loaded.remote.values().cloned().collect();
         let revision = self.revision.load(Ordering::Relaxed) + 1;
         let snapshot =
             Snapshot::build_with(&next.apply(&loaded.local), &remote, &self.opts, revision)?;
+        if after >= before {
+            TOTAL_BYTES.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            TOTAL_BYTES.fetch_sub(before - after, Ordering::Relaxed);
+        }
         *self.lock_overlay() = next;
         self.revision.store(revision, Ordering::Relaxed);
         self.current.store(Arc::new(snapshot));

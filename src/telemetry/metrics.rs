@@ -54,6 +54,8 @@ const CHECK_ERROR_REASONS: &[&str] = &[
     "envoyauth_eval_error",
     "envoyauth_result_error",
     "eval_timeout",
+    "eval_limit",
+    "unknown_namespace",
     "internal_error",
 ];
 

@@ -6,6 +6,7 @@
 //! | 1. API keys minted for any subject and scope | [`api_keys`] |
 //! | 2. credentials from the query string in decision logs | [`scrubbing`] |
 //! | 3. Basic lockout bypassed by concurrency; unbounded queue | [`basic`] |
+//! | 4. a policy aborting the process; unbounded namespaces and writes | [`limits`] |
 //! | 6. trusted OIDC issuer without audiences, replacing a policy's rules | [`oidc_trust`] |
 //! | 7. a caller-sent internal token passing in dry-run | [`dry_run`] |
 //! | 8, 9, 10. high-S ECDSA, small RSA keys, `oct` keys in a `cert` | [`jose`] |
@@ -20,5 +21,6 @@ mod api_keys;
 mod basic;
 mod dry_run;
 mod jose;
+mod limits;
 mod oidc_trust;
 mod scrubbing;

@@ -43,6 +43,7 @@
 
 mod cache;
 mod crypto;
+pub mod guarded;
 pub(crate) mod jwt;
 #[cfg(test)]
 mod tests;
@@ -62,128 +63,147 @@ pub enum ErrorMode {
 
 /// Why a builtin call failed. Messages name what was wrong, never the token, key or secret.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct BuiltinError(String);
+#[error("{message}")]
+pub(crate) struct BuiltinError {
+    message: String,
+    /// A resource limit ([`guarded`]): fails the evaluation whatever the [`ErrorMode`].
+    limit: bool,
+}
 
 impl BuiltinError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self {
+            message: message.into(),
+            limit: false,
+        }
+    }
+
+    pub(crate) fn limit(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            limit: true,
+        }
+    }
+
+    pub(crate) fn is_limit(&self) -> bool {
+        self.limit
     }
 }
 
+/// What every limit error's message starts with, so that an evaluation failing on one is told
+/// apart from other evaluation errors (regorus passes extension errors on as text).
+pub const LIMIT_MARKER: &str = "policy evaluation limit exceeded";
+
 pub(crate) type BuiltinResult<T> = Result<T, BuiltinError>;
 
-/// One builtin: its Rego path, its arity and its implementation.
-struct Builtin {
-    name: &'static str,
-    nargs: u8,
-    eval: fn(&[Value]) -> BuiltinResult<Value>,
+/// A builtin's own implementation.
+pub(crate) type BuiltinFn = fn(&[Value]) -> BuiltinResult<Value>;
+
+/// How a builtin is evaluated.
+#[derive(Clone, Copy)]
+enum Eval {
+    /// Implemented here.
+    Own(BuiltinFn),
+    /// regorus' implementation behind a size check ([`guarded`]).
+    Guarded(fn(&[Value]) -> BuiltinResult<()>),
 }
 
-const BUILTINS: &[Builtin] = &[
-    Builtin {
-        name: "io.jwt.decode",
-        nargs: 1,
-        eval: jwt::decode,
-    },
-    Builtin {
-        name: "io.jwt.decode_verify",
-        nargs: 2,
-        eval: jwt::decode_verify,
-    },
-    Builtin {
-        name: "io.jwt.verify_hs256",
-        nargs: 2,
-        eval: jwt::verify_hs256,
-    },
-    Builtin {
-        name: "io.jwt.verify_hs384",
-        nargs: 2,
-        eval: jwt::verify_hs384,
-    },
-    Builtin {
-        name: "io.jwt.verify_hs512",
-        nargs: 2,
-        eval: jwt::verify_hs512,
-    },
-    Builtin {
-        name: "io.jwt.verify_rs256",
-        nargs: 2,
-        eval: jwt::verify_rs256,
-    },
-    Builtin {
-        name: "io.jwt.verify_rs384",
-        nargs: 2,
-        eval: jwt::verify_rs384,
-    },
-    Builtin {
-        name: "io.jwt.verify_rs512",
-        nargs: 2,
-        eval: jwt::verify_rs512,
-    },
-    Builtin {
-        name: "io.jwt.verify_ps256",
-        nargs: 2,
-        eval: jwt::verify_ps256,
-    },
-    Builtin {
-        name: "io.jwt.verify_ps384",
-        nargs: 2,
-        eval: jwt::verify_ps384,
-    },
-    Builtin {
-        name: "io.jwt.verify_ps512",
-        nargs: 2,
-        eval: jwt::verify_ps512,
-    },
-    Builtin {
-        name: "io.jwt.verify_es256",
-        nargs: 2,
-        eval: jwt::verify_es256,
-    },
-    Builtin {
-        name: "io.jwt.verify_es384",
-        nargs: 2,
-        eval: jwt::verify_es384,
-    },
-    Builtin {
-        name: "io.jwt.verify_es512",
-        nargs: 2,
-        eval: jwt::verify_es512,
-    },
-    Builtin {
-        name: "io.jwt.verify_eddsa",
-        nargs: 2,
-        eval: jwt::verify_eddsa,
-    },
-    Builtin {
-        name: "crypto.sha256",
-        nargs: 1,
-        eval: crypto::sha256,
-    },
-    Builtin {
-        name: "crypto.hmac.sha256",
-        nargs: 2,
-        eval: crypto::hmac_sha256,
-    },
+/// One builtin: its Rego path, its arity and its implementation.
+#[derive(Clone, Copy)]
+pub(crate) struct Builtin {
+    pub(crate) name: &'static str,
+    pub(crate) nargs: u8,
+    eval: Eval,
+}
+
+impl std::fmt::Debug for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Builtin {
+    const fn own(name: &'static str, nargs: u8, eval: BuiltinFn) -> Self {
+        Self {
+            name,
+            nargs,
+            eval: Eval::Own(eval),
+        }
+    }
+
+    /// Evaluates the builtin on `args`.
+    pub(crate) fn call(&self, args: &[Value]) -> BuiltinResult<Value> {
+        match self.eval {
+            Eval::Own(f) => f(args),
+            Eval::Guarded(check) => guarded::run(self.name, check, args),
+        }
+    }
+
+    /// What the engine sees of a failure: in `mode`, or always an error for a limit.
+    fn failure(&self, error: BuiltinError, mode: ErrorMode) -> anyhow::Result<Value> {
+        let name = self.name;
+        if error.is_limit() {
+            tracing::info!(builtin.name = name, builtin.error = %error, "{LIMIT_MARKER}");
+            return Err(anyhow::anyhow!("{LIMIT_MARKER}: {error}"));
+        }
+        match mode {
+            ErrorMode::Undefined => {
+                tracing::debug!(
+                    builtin.name = name,
+                    builtin.error = %error,
+                    "builtin call failed; its result is undefined"
+                );
+                Ok(Value::Undefined)
+            }
+            ErrorMode::Strict => Err(anyhow::anyhow!("{name}: {error}")),
+        }
+    }
+
+    /// Evaluates the builtin as the engine sees it in `mode`.
+    pub(crate) fn eval(&self, args: &[Value], mode: ErrorMode) -> anyhow::Result<Value> {
+        match self.call(args) {
+            Ok(v) => Ok(v),
+            Err(e) => self.failure(e, mode),
+        }
+    }
+}
+
+const OWN: &[Builtin] = &[
+    Builtin::own("io.jwt.decode", 1, jwt::decode),
+    Builtin::own("io.jwt.decode_verify", 2, jwt::decode_verify),
+    Builtin::own("io.jwt.verify_hs256", 2, jwt::verify_hs256),
+    Builtin::own("io.jwt.verify_hs384", 2, jwt::verify_hs384),
+    Builtin::own("io.jwt.verify_hs512", 2, jwt::verify_hs512),
+    Builtin::own("io.jwt.verify_rs256", 2, jwt::verify_rs256),
+    Builtin::own("io.jwt.verify_rs384", 2, jwt::verify_rs384),
+    Builtin::own("io.jwt.verify_rs512", 2, jwt::verify_rs512),
+    Builtin::own("io.jwt.verify_ps256", 2, jwt::verify_ps256),
+    Builtin::own("io.jwt.verify_ps384", 2, jwt::verify_ps384),
+    Builtin::own("io.jwt.verify_ps512", 2, jwt::verify_ps512),
+    Builtin::own("io.jwt.verify_es256", 2, jwt::verify_es256),
+    Builtin::own("io.jwt.verify_es384", 2, jwt::verify_es384),
+    Builtin::own("io.jwt.verify_es512", 2, jwt::verify_es512),
+    Builtin::own("io.jwt.verify_eddsa", 2, jwt::verify_eddsa),
+    Builtin::own("crypto.sha256", 1, crypto::sha256),
+    Builtin::own("crypto.hmac.sha256", 2, crypto::hmac_sha256),
 ];
+
+/// Every builtin [`register`] adds: those implemented here, then the guarded regorus ones.
+pub(crate) fn all() -> impl Iterator<Item = Builtin> {
+    OWN.iter().copied().chain(
+        guarded::GUARDED
+            .iter()
+            .map(|&(name, nargs, check)| Builtin {
+                name,
+                nargs,
+                eval: Eval::Guarded(check),
+            }),
+    )
+}
 
 /// The Rego paths of the builtins [`register`] adds.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    BUILTINS.iter().map(|b| b.name)
-}
-
-/// A builtin's implementation.
-pub(crate) type BuiltinFn = fn(&[Value]) -> BuiltinResult<Value>;
-
-/// The arity and implementation of the builtin named `name`, for hosts that call the
-/// builtins themselves rather than through [`register`] (the RVM in [`super::vm`]). The
-/// caller applies the [`ErrorMode`]: with [`ErrorMode::Undefined`] an `Err` means undefined.
-pub(crate) fn lookup(name: &str) -> Option<(u8, BuiltinFn)> {
-    BUILTINS
-        .iter()
-        .find(|b| b.name == name)
-        .map(|b| (b.nargs, b.eval))
+    all().map(|b| b.name)
 }
 
 /// Registers every extension builtin on `engine` with OPA's default error semantics
@@ -196,27 +216,12 @@ pub fn register(engine: &mut regorus::Engine) -> anyhow::Result<()> {
 
 /// Registers every extension builtin on `engine`, with failing calls reported as `mode` says.
 pub fn register_with(engine: &mut regorus::Engine, mode: ErrorMode) -> anyhow::Result<()> {
-    for builtin in BUILTINS {
-        let (name, eval) = (builtin.name, builtin.eval);
-        let extension = move |args: Vec<Value>| -> anyhow::Result<Value> {
-            match eval(&args) {
-                Ok(value) => Ok(value),
-                Err(error) => match mode {
-                    ErrorMode::Undefined => {
-                        tracing::debug!(
-                            builtin.name = name,
-                            builtin.error = %error,
-                            "builtin call failed; its result is undefined"
-                        );
-                        Ok(Value::Undefined)
-                    }
-                    ErrorMode::Strict => Err(anyhow::anyhow!("{name}: {error}")),
-                },
-            }
-        };
+    for builtin in all() {
+        let extension =
+            move |args: Vec<Value>| -> anyhow::Result<Value> { builtin.eval(&args, mode) };
         engine
-            .add_extension(name.to_string(), builtin.nargs, Box::new(extension))
-            .with_context(|| format!("registering builtin {name}"))?;
+            .add_extension(builtin.name.to_string(), builtin.nargs, Box::new(extension))
+            .with_context(|| format!("registering builtin {}", builtin.name))?;
     }
     Ok(())
 }

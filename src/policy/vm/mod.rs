@@ -61,7 +61,7 @@ use regorus::rvm::vm::{ExecutionMode, ExecutionState, RegoVM, SuspendReason, VmE
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 
-use super::builtins::{self, BuiltinFn};
+use super::builtins::{self, Builtin, ErrorMode};
 
 mod checks;
 #[cfg(test)]
@@ -95,6 +95,9 @@ pub enum VmEvalError {
     /// The VM stopped in a way this host does not handle.
     #[error("{0}")]
     Host(String),
+    /// A guarded builtin's resource limit.
+    #[error("{0}")]
+    Limit(String),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -111,8 +114,8 @@ pub struct VmPolicy {
     entrypoint: String,
     program: Arc<Program>,
     data: Value,
-    /// The extension builtins, by name.
-    host: Vec<(&'static str, BuiltinFn)>,
+    /// The extension builtins.
+    host: Vec<Builtin>,
     mode: ExecutionMode,
     time_limit: Duration,
 }
@@ -131,12 +134,10 @@ impl VmPolicy {
             entrypoint: entrypoint.to_string(),
             message,
         };
-        let host: Vec<_> = builtins::names()
-            .filter_map(|name| builtins::lookup(name).map(|(nargs, f)| (name, nargs, f)))
-            .collect();
+        let host: Vec<Builtin> = builtins::all().collect();
         let awaited: Vec<_> = host
             .iter()
-            .map(|&(n, nargs, _)| (n, usize::from(nargs)))
+            .map(|b| (b.name, usize::from(b.nargs)))
             .collect();
         // A panic in the RVM compiler must not take a reload down.
         let program = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -161,7 +162,7 @@ impl VmPolicy {
             entrypoint: entrypoint.to_string(),
             program: Arc::new(program),
             data: engine.get_data(),
-            host: host.into_iter().map(|(n, _, f)| (n, f)).collect(),
+            host,
             mode: match awaits {
                 true => ExecutionMode::Suspendable,
                 false => ExecutionMode::RunToCompletion,
@@ -251,25 +252,21 @@ impl VmPolicy {
         }
     }
 
-    /// Runs extension builtin `name` on `args` (an array); a failing call is undefined.
+    /// Runs extension builtin `name` on `args` (an array); a failing call is undefined, a
+    /// limit fails the evaluation.
     fn call_host(&self, name: &Value, args: &Value) -> Result<Value, VmEvalError> {
         let builtin = match name {
-            Value::String(name) => self.host.iter().find(|(n, _)| *n == &**name),
+            Value::String(name) => self.host.iter().find(|b| b.name == &**name),
             _ => None,
         };
-        let (Some(&(name, eval)), Value::Array(args)) = (builtin, args) else {
+        let (Some(builtin), Value::Array(args)) = (builtin, args) else {
             return Err(VmEvalError::Host(format!(
                 "unexpected host call {name}({args})"
             )));
         };
-        Ok(eval(args.as_slice()).unwrap_or_else(|error| {
-            tracing::debug!(
-                builtin.name = name,
-                builtin.error = %error,
-                "builtin call failed; its result is undefined"
-            );
-            Value::Undefined
-        }))
+        builtin
+            .eval(args.as_slice(), ErrorMode::Undefined)
+            .map_err(|e| VmEvalError::Limit(e.to_string()))
     }
 
     fn vm_error(&self, error: VmError) -> VmEvalError {

@@ -348,7 +348,8 @@ fn register_twice_fails_and_names_lists_every_builtin() {
     let error = register(&mut engine).unwrap_err();
     assert!(format!("{error:#}").contains("io.jwt.decode"), "{error:#}");
     let names: Vec<&str> = super::names().collect();
-    assert_eq!(names.len(), 17);
+    assert_eq!(names.len(), 17 + super::guarded::GUARDED.len());
+    assert!(names.contains(&"numbers.range") && names.contains(&"sprintf"));
     for alg in ["hs", "rs", "ps", "es"] {
         for bits in [256, 384, 512] {
             assert!(names.contains(&format!("io.jwt.verify_{alg}{bits}").as_str()));
