@@ -5,13 +5,21 @@
 //! channel come from the request and, where it leaves them out, from the caller's token; a
 //! scoped token cannot name another value (PERMISSION_DENIED), so a caller never asks on
 //! someone else's behalf.
+//!
+//! **Decisions, not data.** A caller that may not read the namespace's data (`GetData`: a
+//! token scoped below namespace level, to an agent, session or channel) may only ask for
+//! decisions: a path naming a rule or lying inside a rule's value, or a document made only of
+//! rules (a package, ref-head rules) with no data at or below it
+//! ([`crate::policy::Snapshot::is_decision`]). Asking for plain data (`acme_secret`, `users`)
+//! is PERMISSION_DENIED, whatever the data holds. What a rule returns is the policy author's
+//! choice.
 
 use std::time::Instant;
 
 use serde_json::{Map, Value as Json, json};
 use tonic::{Request, Response, Status};
 
-use super::access::{Rpc, caller_target, namespace_of};
+use super::access::{Rpc, caller_target, namespace_of, namespace_target};
 use super::caller::{Caller, Scope};
 use super::pb::{self, DecideBatchRequest, DecideBatchResponse, DecideRequest, DecideResponse};
 use super::{Gateway, GatewayError, caller_of, logs};
@@ -139,6 +147,15 @@ fn decide(gw: &Gateway, caller: &Caller, asked: Asked) -> Result<DecideResponse,
     let input = regorus::Value::from(Json::Object(input));
     let store = gw.namespaces().require(&namespace)?;
     let snapshot = store.snapshot();
+    let reads_data = Rpc::GetData
+        .authorize(caller, &namespace_target(&namespace))
+        .is_ok();
+    if !reads_data && !snapshot.is_decision(&crate::policy::DataRef::parse(&path)) {
+        tracing::info!(namespace = %namespace, path = %path, "Decide of a data document by a caller who may not read data: denied");
+        return Err(GatewayError::Denied(super::access::Denied {
+            rpc: Rpc::Decide,
+        }));
+    }
     let decision_id = uuid::Uuid::new_v4().to_string();
     let eval_start = Instant::now();
     let result = snapshot.eval_path(&path, Some(input.clone()));

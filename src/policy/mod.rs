@@ -19,6 +19,7 @@
 pub mod builtins;
 pub mod loader;
 pub mod overlay;
+pub mod recursion;
 pub mod reference;
 mod roots;
 pub mod vm;
@@ -216,6 +217,10 @@ pub struct Snapshot {
     entry: Entry,
     /// Whether any package, rule or data lies on the decision reference.
     defined: bool,
+    /// Where the rules are ([`Snapshot::is_decision`]).
+    rule_paths: recursion::RulePaths,
+    /// The data document (shared, not copied).
+    data: Value,
     prototype: Mutex<Engine>,
     modules: Vec<(String, String)>,
     loaded_at: std::time::SystemTime,
@@ -320,6 +325,7 @@ impl Snapshot {
             })?;
         }
         engine.set_rego_v0(opts.rego_v0);
+        let rule_paths = recursion::check(engine.get_modules()).map_err(PolicyError::Compile)?;
         engine
             .add_data(Value::from(serde_json::Value::Object(data)))
             .map_err(|e| PolicyError::Engine(format!("data: {e}")))?;
@@ -350,6 +356,8 @@ impl Snapshot {
                 .collect(),
             entry,
             defined,
+            rule_paths,
+            data: engine.get_data(),
             prototype: Mutex::new(engine),
             modules,
             loaded_at: std::time::SystemTime::now(),
@@ -381,6 +389,37 @@ impl Snapshot {
     /// Whether the decision path names anything in the policies or data.
     pub fn has_decision(&self) -> bool {
         self.defined
+    }
+
+    /// Whether `path` names a decision: a rule or something inside a rule's value, or a
+    /// document made only of rules (a package, ref-head rules) with no data at or below it.
+    /// Plain data, or a package document that data is merged into, is not one.
+    pub fn is_decision(&self, path: &DataRef) -> bool {
+        let mut parts = Vec::with_capacity(path.segments().len());
+        for s in path.segments() {
+            match s {
+                reference::Segment::Key(k) => parts.push(k.clone()),
+                reference::Segment::Index(i) => parts.push(i.to_string()),
+            }
+        }
+        if self.rule_paths.within_rule(&parts) {
+            return true;
+        }
+        if !self.rule_paths.above_rules(&parts) {
+            return false;
+        }
+        let mut node = &self.data;
+        for part in &parts {
+            match node
+                .as_object()
+                .ok()
+                .and_then(|o| o.get(&Value::from(part.as_str())))
+            {
+                Some(next) => node = next,
+                None => return true,
+            }
+        }
+        false
     }
 
     /// Which engine evaluates the decision: `vm` or `interpreter`.

@@ -7,9 +7,11 @@
 //! | 2. credentials from the query string in decision logs | [`scrubbing`] |
 //! | 3. Basic lockout bypassed by concurrency; unbounded queue | [`basic`] |
 //! | 4. a policy aborting the process; unbounded namespaces and writes | [`limits`] |
+//! | 5. `Decide` reading raw data for callers below namespace level | [`decide_scope`] |
 //! | 6. trusted OIDC issuer without audiences, replacing a policy's rules | [`oidc_trust`] |
 //! | 7. a caller-sent internal token passing in dry-run | [`dry_run`] |
 //! | 8, 9, 10. high-S ECDSA, small RSA keys, `oct` keys in a `cert` | [`jose`] |
+//! | 11. recursion aborting the process | [`recursion`] |
 
 #[path = "../authn_common/mod.rs"]
 mod authn_common;
@@ -19,8 +21,10 @@ mod sidecar;
 
 mod api_keys;
 mod basic;
+mod decide_scope;
 mod dry_run;
 mod jose;
 mod limits;
 mod oidc_trust;
+mod recursion;
 mod scrubbing;
