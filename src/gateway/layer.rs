@@ -7,6 +7,19 @@
 //! to the protos without a table entry can never be reached unauthenticated. Health and
 //! reflection pass. Failures answer UNAUTHENTICATED with one generic message; the reason is
 //! logged at debug level, never the credential.
+//!
+//! Then the request's origin is checked ([`Origins`]), against DNS rebinding and cross-site
+//! calls from a browser:
+//!
+//! - a request with an `Origin` header (every browser request that could carry a side effect)
+//!   passes only when that origin is in `gateway.cors_origins` or is the gateway's own
+//!   (`Origin` and `Host` agree);
+//! - in open mode (no credentials at all) and without `allow_open`, the `Host` must be a
+//!   loopback name or address (`localhost`, `127.0.0.1`, `[::1]`): a page whose name an
+//!   attacker rebinds to 127.0.0.1 sends its own `Host` and is refused, and so is any
+//!   cross-origin browser request, listed or not.
+//!
+//! A refusal is PERMISSION_DENIED (`origin not allowed`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,15 +34,95 @@ use super::caller::Authenticator;
 /// The message of every UNAUTHENTICATED answer.
 pub const UNAUTHENTICATED: &str = "authentication required";
 
+/// Which origins may call (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    allowed: Vec<String>,
+    loopback_only: bool,
+}
+
+impl Origins {
+    pub fn new(allowed: Vec<String>, loopback_only: bool) -> Self {
+        Self {
+            allowed,
+            loopback_only,
+        }
+    }
+
+    /// `Err` with the reason (for logs) when the request must be refused.
+    pub fn check<B>(&self, req: &http::Request<B>) -> Result<(), &'static str> {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+        if self.loopback_only && !host.as_deref().is_some_and(is_loopback_authority) {
+            return Err("open mode serves loopback Host names only");
+        }
+        let Some(origin) = req.headers().get(http::header::ORIGIN) else {
+            return Ok(());
+        };
+        let Ok(origin) = origin.to_str() else {
+            return Err("malformed Origin");
+        };
+        if self.loopback_only {
+            let loopback_origin = origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| is_loopback_authority(authority));
+            return if loopback_origin && same_origin(origin, host.as_deref()) {
+                Ok(())
+            } else {
+                Err("open mode refuses cross-origin browser requests")
+            };
+        }
+        if self.allowed.iter().any(|o| o == origin) || same_origin(origin, host.as_deref()) {
+            Ok(())
+        } else {
+            Err("Origin is not in gateway.cors_origins")
+        }
+    }
+}
+
+/// `Origin: scheme://authority` names the same authority the request was sent to.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]`, with or without a port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, _)) => h,
+            None => return false,
+        }
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Adds [`Authenticate`] around the gateway's routes.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
+    origins: Arc<Origins>,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+    pub fn new(auth: Arc<Authenticator>, origins: Origins) -> Self {
+        Self {
+            auth,
+            origins: Arc::new(origins),
+        }
     }
 }
 
@@ -39,6 +132,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
         Authenticate {
             inner,
             auth: self.auth.clone(),
+            origins: self.origins.clone(),
         }
     }
 }
@@ -48,6 +142,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 pub struct Authenticate<S> {
     inner: S,
     auth: Arc<Authenticator>,
+    origins: Arc<Origins>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -104,9 +199,96 @@ where
             }
             None => {}
         }
+        if let Err(reason) = self.origins.check(&req) {
+            tracing::info!(gateway.path = %req.uri().path(), reason, "gateway call refused by origin");
+            return refuse(Status::permission_denied("origin not allowed"));
+        }
         // The clone that was driven to readiness serves this call (tower's usual dance).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move { inner.call(req).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(host: Option<&str>, origin: Option<&str>) -> http::Request<()> {
+        let mut b = http::Request::builder().uri("/portcullis.v1.StatusService/GetStatus");
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        if let Some(o) = origin {
+            b = b.header("origin", o);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn loopback_names() {
+        for ok in [
+            "localhost",
+            "localhost:9292",
+            "127.0.0.1:1",
+            "127.9.9.9",
+            "[::1]:9292",
+            "[::1]",
+        ] {
+            assert!(is_loopback_authority(ok), "{ok}");
+        }
+        for bad in [
+            "evil.com",
+            "evil.com:9292",
+            "10.0.0.1",
+            "localhost.evil.com",
+            "[::2]:1",
+            "[::1",
+        ] {
+            assert!(!is_loopback_authority(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn open_mode_refuses_rebinding_and_cross_origin() {
+        let open = Origins::new(vec!["https://console.example.com".into()], true);
+        assert!(open.check(&req(Some("127.0.0.1:9292"), None)).is_ok());
+        assert!(
+            open.check(&req(Some("localhost:9292"), Some("http://localhost:9292")))
+                .is_ok()
+        );
+        assert!(open.check(&req(Some("evil.com:9292"), None)).is_err());
+        assert!(
+            open.check(&req(Some("evil.com:9292"), Some("http://evil.com:9292")))
+                .is_err()
+        );
+        assert!(
+            open.check(&req(
+                Some("127.0.0.1:9292"),
+                Some("https://console.example.com")
+            ))
+            .is_err()
+        );
+        assert!(open.check(&req(None, None)).is_err());
+        let authed = Origins::new(vec!["https://console.example.com".into()], false);
+        assert!(
+            authed
+                .check(&req(
+                    Some("gw.example.com"),
+                    Some("https://console.example.com")
+                ))
+                .is_ok()
+        );
+        assert!(
+            authed
+                .check(&req(Some("gw.example.com"), Some("https://gw.example.com")))
+                .is_ok()
+        );
+        assert!(
+            authed
+                .check(&req(Some("gw.example.com"), Some("https://evil.com")))
+                .is_err()
+        );
+        assert!(authed.check(&req(Some("gw.example.com"), None)).is_ok());
     }
 }

@@ -56,6 +56,8 @@ struct Inner {
     started: Instant,
     max_token_ttl: u64,
     cors_origins: Vec<String>,
+    /// Open mode without `allow_open`: only loopback `Host`s.
+    loopback_only: bool,
     /// Set when the gateway shuts down, so that open streams end.
     stopping: tokio::sync::watch::Sender<bool>,
     /// Authentication (OIDC trust) and internal-token keys, when configured.
@@ -86,6 +88,7 @@ impl Gateway {
                 started: Instant::now(),
                 max_token_ttl: config.max_token_ttl_seconds,
                 cors_origins: config.cors_origins.clone(),
+                loopback_only: !config.allow_open,
                 stopping: tokio::sync::watch::channel(false).0,
                 security,
                 api_keys,
@@ -218,7 +221,13 @@ pub async fn serve(
         .accept_http1(true)
         .layer(cors(&g.inner.cors_origins))
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(layer::AuthLayer::new(g.inner.auth.clone()))
+        .layer(layer::AuthLayer::new(
+            g.inner.auth.clone(),
+            layer::Origins::new(
+                g.inner.cors_origins.clone(),
+                g.inner.loopback_only && *g.inner.auth.mode() == AuthMode::Open,
+            ),
+        ))
         .add_service(DecisionServiceServer::new(decision::Service(g.clone())))
         .add_service(PolicyServiceServer::new(policy::Service(g.clone())))
         .add_service(DataServiceServer::new(data::Service(g.clone())))

@@ -12,6 +12,7 @@
 //! | 7. a caller-sent internal token passing in dry-run | [`dry_run`] |
 //! | 8, 9, 10. high-S ECDSA, small RSA keys, `oct` keys in a `cert` | [`jose`] |
 //! | 11. recursion aborting the process | [`recursion`] |
+//! | 12. open-mode gateway answering any `Host` and `Origin` | [`gateway_origin`] |
 
 #[path = "../authn_common/mod.rs"]
 mod authn_common;
@@ -23,6 +24,7 @@ mod api_keys;
 mod basic;
 mod decide_scope;
 mod dry_run;
+mod gateway_origin;
 mod jose;
 mod limits;
 mod oidc_trust;
