@@ -96,9 +96,12 @@ enum TokenCommand {
         /// Require this `iss`.
         #[arg(long)]
         issuer: Option<String>,
-        /// Require this audience.
-        #[arg(long)]
+        /// Require this audience (every internal token has one).
+        #[arg(long, required_unless_present = "any_audience")]
         audience: Option<String>,
+        /// Accept any audience (to inspect a token; an upstream always checks its own).
+        #[arg(long, conflicts_with = "audience")]
+        any_audience: bool,
         /// The token, or `-` to read it from standard input.
         token: String,
     },
@@ -263,6 +266,7 @@ async fn token_command(cmd: TokenCommand) -> i32 {
             jwks,
             issuer,
             audience,
+            any_audience: _,
             token,
         } => {
             let token = if token == "-" {

@@ -328,6 +328,8 @@ async fn cli_token_verify_prints_claims_and_rejects_tampering() {
                 &url,
                 "--issuer",
                 "https://portcullis.local",
+                "--audience",
+                "spiffe://cluster.local/ns/shop/sa/orders",
                 &token_for_cli,
             ])
             .output()
@@ -347,7 +349,14 @@ async fn cli_token_verify_prints_claims_and_rejects_tampering() {
     bad.push(if token.ends_with('A') { 'B' } else { 'A' });
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(bin)
-            .args(["token", "verify", "--jwks", &jwks_arg, &bad])
+            .args([
+                "token",
+                "verify",
+                "--jwks",
+                &jwks_arg,
+                "--any-audience",
+                &bad,
+            ])
             .output()
             .unwrap()
     })

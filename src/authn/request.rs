@@ -77,16 +77,30 @@ impl<'a> RequestView<'a> {
 }
 
 /// The request path in the forms a policy's `path_prefixes` are compared with: as sent (before
-/// `?`), and normalized (percent-decoded, `.`/`..` segments resolved, repeated `/` merged). A
-/// prefix matching either form matches, so `/%61dmin/` and `/v1/../admin/` meet an `/admin/`
-/// policy: matching more policies only ever makes authentication stricter.
+/// `?`), and normalized: percent-decoded (repeatedly), `;parameters` dropped from every segment (as servlet
+/// containers and Spring do), `.`/`..` segments resolved, repeated `/` merged, lowercased (the
+/// normalized form is compared case-insensitively). A prefix matching either form matches, so
+/// `/%61dmin/`, `/v1/../admin/`, `/ADMIN/panel` and `/admin;jsessionid=1/panel` all meet an
+/// `/admin/` policy, whatever normalization the upstream does: matching more policies only
+/// ever makes authentication stricter.
 pub fn path_forms(path: &str) -> (String, String) {
     let raw = path.split(['?', '#']).next().unwrap_or("").to_string();
-    let decoded = percent_encoding::percent_decode_str(&raw)
-        .decode_utf8_lossy()
-        .replace('\\', "/");
+    // Decoded until it no longer changes (at most a few rounds), so that a double encoding
+    // (`%2561`) that some upstream decodes twice meets the prefix too.
+    let mut decoded = raw.clone();
+    for _ in 0..4 {
+        let next = percent_encoding::percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let decoded = decoded.replace('\\', "/");
     let mut segments: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
+        let seg = seg.split(';').next().unwrap_or("");
         match seg {
             "" | "." => {}
             ".." => {
@@ -103,7 +117,7 @@ pub fn path_forms(path: &str) -> (String, String) {
     if norm.is_empty() || decoded.ends_with('/') {
         norm.push('/');
     }
-    (raw, norm)
+    (raw, norm.to_lowercase())
 }
 
 impl Match {
@@ -127,10 +141,13 @@ impl Match {
         }
         if !self.path_prefixes.is_empty()
             && !self.path_prefixes.iter().any(|p| {
+                let lower = p.to_lowercase();
                 paths.0.starts_with(p.as_str())
-                    || paths.1.starts_with(p.as_str())
+                    || paths.1.starts_with(lower.as_str())
                     // `/admin/` also covers `/admin`
-                    || (p.ends_with('/') && p.len() > 1 && (paths.1 == p[..p.len() - 1] || paths.0 == p[..p.len() - 1]))
+                    || (p.ends_with('/')
+                        && p.len() > 1
+                        && (paths.1 == lower[..lower.len() - 1] || paths.0 == p[..p.len() - 1]))
             })
         {
             return false;
@@ -206,6 +223,13 @@ mod tests {
             "/v1/../admin/",
             "/admin",
             "//admin/x",
+            "/ADMIN/panel",
+            "/Admin",
+            "/admin;jsessionid=1/panel",
+            "/admin;/x",
+            "/x/..;/admin/",
+            "/admin%2Fpanel",
+            "/%2561dmin/x",
         ] {
             assert!(m.matches(&view, &path_forms(p)), "{p}");
         }

@@ -27,6 +27,9 @@ use crate::telemetry::decision_log::{DecisionEvent, DecisionLog, DecisionRecord}
 /// How many entries may wait for a slow client before the stream skips events.
 const STREAM_BUFFER: usize = 256;
 
+/// The most `StreamDecisions` streams open at once; another is RESOURCE_EXHAUSTED.
+pub const MAX_STREAMS: usize = 64;
+
 /// The service.
 #[derive(Debug, Clone)]
 pub struct Service(pub Gateway);
@@ -52,7 +55,11 @@ impl pb::decision_log_service_server::DecisionLogService for Service {
             .authorize(&caller, &filter)
             .map_err(GatewayError::from)?;
         let outcome = Outcome::try_from(req.outcome).unwrap_or(Outcome::Unspecified);
-        let mut subscription = self.0.log().subscribe();
+        let mut subscription = self.0.log().try_subscribe(MAX_STREAMS).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "at most {MAX_STREAMS} decision streams can be open at once"
+            ))
+        })?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let stopping = self.0.stopping();
         tokio::spawn(async move {
@@ -147,7 +154,7 @@ fn entry_of(event: &Arc<DecisionEvent>) -> Option<DecisionEntry> {
             .and_then(Json::as_str)
             .unwrap_or_default()
             .to_string(),
-        event_json: serde_json::to_string(json).ok()?,
+        event_json: event.text().to_string(),
     })
 }
 

@@ -4,7 +4,7 @@
 //! # Claims
 //!
 //! `iss` (config), `sub` (the identity's subject), `aud` (the decision's, else the config's,
-//! else the destination principal), `scope` (requested ∩ held, space-separated; all held scopes
+//! else the destination principal; with none of them no token is minted), `scope` (requested ∩ held, space-separated; all held scopes
 //! when none are requested), `ns`/`agent`/`session`/`channel` and `grants` (Talon-style), `act`
 //! (`{"sub": <source principal>}`), `jti` (a random UUID), `iat`, `exp`, plus the decision's
 //! extra `claims` (reserved names are dropped).
@@ -87,6 +87,11 @@ pub enum MintError {
     CallerExpired,
     #[error("no signing key")]
     NoKey,
+    #[error(
+        "no audience: set internal_token.audience, or give one in the decision; without either \
+         the destination principal is used, and this request has none"
+    )]
+    NoAudience,
     #[error("signing failed: {0}")]
     Sign(String),
 }
@@ -214,9 +219,11 @@ impl Minter {
                 (!ctx.destination_principal.is_empty())
                     .then(|| ctx.destination_principal.to_string())
             });
-        if let Some(aud) = &audience {
-            claims.insert("aud".into(), Json::from(aud.as_str()));
-        }
+        // A token for anyone is a token any upstream would take: never mint one without `aud`.
+        let Some(aud) = audience.as_deref().filter(|a| !a.is_empty()) else {
+            return Err(MintError::NoAudience);
+        };
+        claims.insert("aud".into(), Json::from(aud));
         let scope = narrow_scopes(&id.scopes, req.scopes.as_deref()).join(" ");
         claims.insert("scope".into(), Json::from(scope.as_str()));
         for (name, v) in [

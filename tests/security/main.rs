@@ -13,6 +13,7 @@
 //! | 8, 9, 10. high-S ECDSA, small RSA keys, `oct` keys in a `cert` | [`jose`] |
 //! | 11. recursion aborting the process | [`recursion`] |
 //! | 12. open-mode gateway answering any `Host` and `Origin` | [`gateway_origin`] |
+//! | suspected: path normalization, streams, audiences, `iat`, duplicate members, key files | [`settled`] |
 
 #[path = "../authn_common/mod.rs"]
 mod authn_common;
@@ -30,3 +31,4 @@ mod limits;
 mod oidc_trust;
 mod recursion;
 mod scrubbing;
+mod settled;

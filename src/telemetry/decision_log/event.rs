@@ -65,12 +65,21 @@ pub struct TraceIds {
 
 /// One decision in OPA's event format, after masking. Subscribers receive it shared.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DecisionEvent(pub(crate) Json);
+pub struct DecisionEvent(pub(crate) Json, std::sync::OnceLock<String>);
 
 impl DecisionEvent {
+    pub(crate) fn new(event: Json) -> Self {
+        Self(event, std::sync::OnceLock::new())
+    }
+
     /// The event as JSON.
     pub fn json(&self) -> &Json {
         &self.0
+    }
+
+    /// The event as JSON text, serialized once however many subscribers ask.
+    pub fn text(&self) -> &str {
+        self.1.get_or_init(|| self.0.to_string())
     }
 
     /// The decision id.

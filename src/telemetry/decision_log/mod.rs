@@ -387,6 +387,26 @@ impl DecisionLog {
         }
     }
 
+    /// A subscription ([`DecisionLog::subscribe`]) unless `max` already live.
+    pub fn try_subscribe(&self, max: usize) -> Option<DecisionSubscription> {
+        let count = &self.shared.subscribers;
+        let mut current = count.load(Ordering::Relaxed);
+        loop {
+            if current >= max {
+                return None;
+            }
+            match count.compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        Some(DecisionSubscription {
+            rx: self.shared.events.subscribe(),
+            count: count.clone(),
+        })
+    }
+
     /// Every event logged from now on (after masking), for the gateway's `StreamDecisions`.
     /// While a subscription lives, records are built even when no sink is configured.
     pub fn subscribe(&self) -> DecisionSubscription {
@@ -577,7 +597,7 @@ impl Writer {
             buffer.push(bytes);
         }
         if self.subscribers.load(Ordering::Relaxed) > 0 {
-            let _ = self.events.send(Arc::new(DecisionEvent(event)));
+            let _ = self.events.send(Arc::new(DecisionEvent::new(event)));
         }
         self.stats.logged.fetch_add(1, Ordering::Relaxed);
     }

@@ -67,9 +67,12 @@ impl RotatingFile {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Decisions hold request data: readable by the sidecar's user only.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.path)?;
         self.size = file.metadata()?.len();
         self.file = Some(BufWriter::with_capacity(64 * 1024, file));
