@@ -57,17 +57,44 @@ pub fn router(app: App, surface: Surface) -> Router {
         .with_state(app)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves. On a loopback address only
+/// loopback `Host` names are answered (403 otherwise): a web page whose name an attacker
+/// rebinds to 127.0.0.1 must not read decisions and data through the user's browser.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    let router = if listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
+        router.layer(axum::middleware::from_fn(loopback_hosts_only))
+    } else {
+        router
+    };
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
     {
         tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+async fn loopback_hosts_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if host.is_some_and(crate::gateway::layer::is_loopback_authority) {
+        next.run(req).await
+    } else {
+        error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this listener answers loopback host names only",
+        )
     }
 }
 

@@ -106,6 +106,7 @@ impl Security {
     }
 
     /// After an allow: sets the internal token header (or removes a caller-sent one).
+    /// `namespace` is the deciding namespace when it is not the default one.
     pub fn apply_token(
         &self,
         resp: &mut envoy_types::pb::envoy::service::auth::v3::CheckResponse,
@@ -113,6 +114,7 @@ impl Security {
         identity: Option<&Identity>,
         req: &CheckRequest,
         decision_id: &str,
+        namespace: Option<&str>,
     ) {
         let Some(minter) = &self.minter else { return };
         let cfg = minter.config();
@@ -136,6 +138,7 @@ impl Security {
                         source_principal: view.source_principal,
                         destination_principal: view.destination_principal,
                         decision_id,
+                        namespace,
                     },
                 ) {
                     Ok(m) => Some(m.token),

@@ -166,7 +166,16 @@ impl AuthzService {
             .enabled()
             .then(|| DecisionRecord::new(&decision_id));
         let mut eval = None;
-        let result = self.decide(req, &decision_id, &snapshot, &mut record, &mut eval, authn);
+        let minting_namespace = (namespace != DEFAULT_NAMESPACE).then_some(namespace);
+        let result = self.decide(
+            req,
+            &decision_id,
+            &snapshot,
+            &mut record,
+            &mut eval,
+            authn,
+            minting_namespace,
+        );
         let handler = start.elapsed();
         let outcome = match &result {
             Ok((_, outcome)) => *outcome,
@@ -206,6 +215,7 @@ impl AuthzService {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         req: &CheckRequest,
@@ -214,6 +224,7 @@ impl AuthzService {
         record: &mut Option<DecisionRecord>,
         eval: &mut Option<Duration>,
         authn: AuthnOutcome,
+        namespace: Option<&str>,
     ) -> Result<(CheckResponse, CheckOutcome), CheckError> {
         let identity = match authn {
             AuthnOutcome::Denied(denial) => {
@@ -296,6 +307,7 @@ impl AuthzService {
                 identity.flatten().as_deref(),
                 req,
                 decision_id,
+                namespace,
             );
         }
         Ok((resp, outcome))

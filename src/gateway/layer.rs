@@ -95,7 +95,7 @@ fn same_origin(origin: &str, host: Option<&str>) -> bool {
 }
 
 /// `localhost`, `127.0.0.0/8` or `[::1]`, with or without a port.
-fn is_loopback_authority(authority: &str) -> bool {
+pub(crate) fn is_loopback_authority(authority: &str) -> bool {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         match rest.split_once(']') {
             Some((h, _)) => h,

@@ -387,6 +387,10 @@ fn parse_jwk(jwk: &Map<String, Json>) -> Result<Option<PublicKey>, KeyError> {
             None => return Ok(None),
         },
     };
+    // A key published for encryption only is not a signature key.
+    if jwk_string(jwk, "use")?.is_some_and(|u| u != "sig") {
+        return Ok(None);
+    }
     let kid = jwk_string(jwk, "kid")?.map(str::to_owned);
     let material = match kty {
         "RSA" => {

@@ -256,8 +256,26 @@ impl Snapshot {
     }
 
     /// Compiles the local `sources` together with downloaded `remote` bundles. Either everything
-    /// compiles and every bundle stays within its roots, or this fails and nothing changes.
+    /// compiles and every bundle stays within its roots, or this fails and nothing changes. A
+    /// panic inside regorus while compiling fails the build, not the caller.
     pub fn build_with(
+        sources: &Sources,
+        remote: &[Arc<Bundle>],
+        opts: &PolicyOptions,
+        revision: u64,
+    ) -> Result<Self, PolicyError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::build_inner(sources, remote, opts, revision)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("the policy compiler panicked");
+            Err(PolicyError::Compile(
+                "internal error in the policy compiler".into(),
+            ))
+        })
+    }
+
+    fn build_inner(
         sources: &Sources,
         remote: &[Arc<Bundle>],
         opts: &PolicyOptions,

@@ -69,6 +69,9 @@ pub struct MintContext<'a> {
     pub source_principal: &'a str,
     pub destination_principal: &'a str,
     pub decision_id: &'a str,
+    /// The namespace whose policy decided, when it is not the default one: its policy authors
+    /// may only mint tokens within it (`ns` defaults to it; another namespace is refused).
+    pub namespace: Option<&'a str>,
 }
 
 /// A token to set on the request.
@@ -87,6 +90,8 @@ pub enum MintError {
     CallerExpired,
     #[error("no signing key")]
     NoKey,
+    #[error("the decision asks for a token outside the namespace that decided")]
+    OutsideNamespace,
     #[error(
         "no audience: set internal_token.audience, or give one in the decision; without either \
          the destination principal is used, and this request has none"
@@ -193,6 +198,23 @@ impl Minter {
         ctx: MintContext<'_>,
         now: i64,
     ) -> Result<Minted, MintError> {
+        let bounded;
+        let req = match ctx.namespace {
+            None => req,
+            Some(ns) => {
+                match &req.namespace {
+                    Some(asked) if !crate::namespaces::covers(ns, asked) => {
+                        return Err(MintError::OutsideNamespace);
+                    }
+                    _ => {}
+                }
+                bounded = TokenRequest {
+                    namespace: req.namespace.clone().or_else(|| Some(ns.to_string())),
+                    ..req.clone()
+                };
+                &bounded
+            }
+        };
         let ring = self.keys.load();
         let key = ring.current().ok_or(MintError::NoKey)?;
         let id = ctx.identity;
@@ -398,7 +420,35 @@ mod tests {
             source_principal: "spiffe://c/ns/a/sa/caller",
             destination_principal: "spiffe://c/ns/b/sa/orders",
             decision_id: "d",
+            namespace: None,
         }
+    }
+
+    #[test]
+    fn a_namespace_mints_within_itself_only() {
+        let m = minter(0);
+        let id = identity();
+        let mut c = ctx(&id);
+        c.namespace = Some("acme");
+        let own = m.mint_at(&TokenRequest::default(), c, 1_000_000).unwrap();
+        assert_eq!(claims(&own.token)["ns"], "acme");
+        let child = TokenRequest {
+            namespace: Some("acme:team".into()),
+            grant: Some(GrantKind::Readwrite),
+            ..Default::default()
+        };
+        assert_eq!(
+            claims(&m.mint_at(&child, c, 1_000_000).unwrap().token)["ns"],
+            "acme:team"
+        );
+        let other = TokenRequest {
+            namespace: Some("payments".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            m.mint_at(&other, c, 1_000_000),
+            Err(MintError::OutsideNamespace)
+        ));
     }
 
     fn claims(token: &str) -> Json {

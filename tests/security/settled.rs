@@ -184,3 +184,98 @@ async fn decision_streams_are_bounded() {
     drop(open);
     s.stop().await;
 }
+
+/// Found while settling finding 1's class: a tenant's policy asked for an internal token for
+/// another namespace, which the upstreams of that namespace would trust.
+#[tokio::test]
+async fn a_namespace_policy_mints_tokens_within_its_namespace_only() {
+    let key = Key::es256("ec256-a.key.pem", "ec-a");
+    let (config, files) =
+        jwt_setup("internal_token:\n  enabled: false\ngateway: {addr: \"127.0.0.1:0\"}\n");
+    let s = Sidecar::start(Setup {
+        config: &config.replace("[/admin/]", "[/]"),
+        files,
+        env: vec![("GATEWAY_JWT_SECRET", SECRET)],
+    })
+    .await;
+    let ch = s.gateway().await;
+    let tenant = Auth::bearer(&crate::gateway_support::token(json!({
+        "sub": "tenant", "aud": crate::gateway_support::AUD, "exp": now() + 600, "ns": "acme",
+        "grants": [{"kind": "readwrite"}]
+    })));
+    let policy = r#"package envoy.authz
+h := input.attributes.request.http.headers
+ask := {"grant": "readwrite", "namespace": h["x-ns"]} if h["x-ns"]
+ask := {"grant": "readwrite"} if not h["x-ns"]
+allow := {"allowed": true, "internal_token": ask}
+"#;
+    crate::gateway_support::put_policy(&ch, &tenant, "acme", "p.rego", policy)
+        .await
+        .unwrap();
+    let bearer = key.sign(&claims("alice"));
+    let in_acme = |r: crate::authn_common::Req| {
+        let mut r = r.bearer(&bearer);
+        r.spec
+            .context_extensions
+            .insert("namespace".into(), "acme".into());
+        r
+    };
+    let token_claims = |t: &str| -> serde_json::Value {
+        let payload = t.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    };
+    let own = s.check(in_acme(req("/x"))).await;
+    let t = own.header("x-internal-token").expect("a token for acme");
+    assert_eq!(token_claims(t)["ns"], "acme");
+    let child = s
+        .check(in_acme(req("/x").header("x-ns", "acme:team")))
+        .await;
+    assert_eq!(
+        token_claims(child.header("x-internal-token").unwrap())["ns"],
+        "acme:team"
+    );
+    let other = s.check(in_acme(req("/x").header("x-ns", "payments"))).await;
+    assert!(other.allowed());
+    assert!(other.header("x-internal-token").is_none(), "{}", other.json);
+    assert!(other.removed.iter().any(|h| h == "x-internal-token"));
+    s.stop().await;
+}
+
+/// Finding 12's class on the HTTP API: a rebinding page must not read decisions and data.
+#[tokio::test]
+async fn the_http_api_answers_loopback_host_names_only() {
+    let s = Sidecar::start(Setup {
+        config: "",
+        files: vec![
+            ("policy.rego", "package envoy.authz\nallow := true\n".into()),
+            ("data.json", json!({"secret": "s3cr3t"}).to_string()),
+        ],
+        env: vec![],
+    })
+    .await;
+    let get = |host: &'static str| {
+        let addr = s.http;
+        async move {
+            use http_body_util::{BodyExt, Empty};
+            let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
+            let mut b = hyper::Request::builder().uri(format!("http://{addr}/v1/data/secret"));
+            if !host.is_empty() {
+                b = b.header("host", host);
+            }
+            let resp = client.request(b.body(Empty::new()).unwrap()).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, body) = get("evil.example:8181").await;
+    assert_eq!(status, 403);
+    assert!(!body.contains("s3cr3t"));
+    let (status, body) = get("").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("s3cr3t"));
+    assert_eq!(get("localhost:8181").await.0, 200);
+    s.stop().await;
+}

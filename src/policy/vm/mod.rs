@@ -198,7 +198,9 @@ impl VmPolicy {
                 Some((id, vm)) if *id == self.id => vm,
                 other => &mut other.insert((self.id, self.new_vm()?)).1,
             };
-            let result = self.run(vm, input);
+            // A panic inside the VM fails this evaluation (the interpreter then runs it).
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.run(vm, input)))
+                .unwrap_or_else(|_| Err(VmEvalError::Host("the VM panicked".into())));
             if result.is_err() {
                 *slot = None;
             }
