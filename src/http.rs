@@ -87,7 +87,7 @@ async fn loopback_hosts_only(
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    if host.is_some_and(crate::gateway::layer::is_loopback_authority) {
+    if host.is_some_and(crate::listen::is_loopback_authority) {
         next.run(req).await
     } else {
         error(
@@ -257,7 +257,7 @@ fn query_data(app: App, path: String, input: Result<Option<regorus::Value>, Stri
         Ok(i) => i,
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", &message),
     };
-    if let Err(message) = crate::config::validate_decision_path(&path)
+    if let Err(message) = crate::policy::reference::validate_decision_path(&path)
         && !path.trim_matches('/').is_empty()
     {
         return error(StatusCode::BAD_REQUEST, "invalid_parameter", &message);

@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`bundle`]   OPA bundles: safe archive reading, manifest and roots, signatures, download
+//! - [`env`]      the process environment behind one trait (tests pass a map)
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
 //! - [`authn`]    authentication before Rego: JWT, API keys, Basic, trusted OIDC issuers, audit log
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
@@ -20,6 +21,7 @@
 //! - [`services`] OPA's `services` config and the outbound HTTP client
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
 //! - [`jose`]     JWS once: algorithms, keys and their rules, verify, sign, claims, the clock
+//! - [`listen`]   listener addresses in OPA's forms; loopback names
 //! - [`grpc`]     the one place where domain errors become `tonic::Status`
 //! - [`telemetry`] logging, Prometheus metrics, OpenTelemetry traces, OPA-format decision logs
 #![forbid(unsafe_code)]
@@ -34,10 +36,12 @@ pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod env;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod jose;
+pub mod listen;
 pub mod namespaces;
 pub mod offline;
 pub mod policy;

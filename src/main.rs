@@ -206,7 +206,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => client_command(portcullis::client::check::main(args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),
         Some(Command::Auth { cmd }) => {
-            let code = match cmd.run(&portcullis::gateway::ProcessEnv) {
+            let code = match cmd.run(&portcullis::env::ProcessEnv) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e}");

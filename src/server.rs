@@ -17,7 +17,8 @@ use crate::authn::security::Security;
 use crate::authz::input::{self, InputOptions};
 use crate::authz::service::{AuthzService, CheckSettings};
 use crate::config::{Config, ConfigError, ListenAddr};
-use crate::gateway::{AuthMode, Authenticator, EnvSource, Gateway, ProcessEnv};
+use crate::env::{Env, ProcessEnv};
+use crate::gateway::{AuthMode, Authenticator, Gateway};
 use crate::namespaces::Namespaces;
 use crate::policy::{PolicyOptions, PolicyStore};
 use crate::telemetry::Metrics;
@@ -149,10 +150,9 @@ impl App {
         config: &Config,
         store: Arc<PolicyStore>,
         log: DecisionLog,
-        env: &(impl EnvSource + ?Sized),
+        env: &dyn Env,
     ) -> Result<Self, ConfigError> {
-        let lookup = |name: &str| env.get(name);
-        let security = Security::from_config(config, &lookup)
+        let security = Security::from_config(config, env)
             .map_err(|message| ConfigError::Invalid {
                 file: "config".into(),
                 key: "authentication/internal_token".into(),
@@ -179,7 +179,7 @@ impl App {
         store: Arc<PolicyStore>,
         log: DecisionLog,
         security: Option<Arc<Security>>,
-        env: &(impl EnvSource + ?Sized),
+        env: &dyn Env,
     ) -> Result<Self, ConfigError> {
         let ext = &config.plugins.envoy_ext_authz_grpc;
         let metrics = Metrics::new(

@@ -42,7 +42,7 @@ async fn with_file(keys: &[&Key]) -> Portcullis {
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks(keys).to_string()).unwrap();
     let cfg = jwt_config(&format!("jwks_file: {}", path.display()), "");
-    Portcullis::start_in(dir, &cfg, &|_| None).await
+    Portcullis::start_in(dir, &cfg, &|_: &str| None).await
 }
 
 async fn refused(p: &Portcullis, token: &str, code: &str) {
@@ -185,7 +185,7 @@ async fn token_alg_disagreeing_with_the_jwk_is_refused() {
 "#,
         path.display()
     );
-    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    let p = Portcullis::start_in(dir, &cfg, &|_: &str| None).await;
     let ps = Key {
         alg: jsonwebtoken::Algorithm::PS256,
         ..rsa.clone()
@@ -565,8 +565,10 @@ async fn hs256_with_a_configured_secret() {
       methods: [jwt]
       jwt: {issuer: "https://issuer.test", audiences: [orders], algorithms: [HS256], secret_env: JWT_SECRET}
 "#;
-    let p =
-        Portcullis::start_with_env(cfg, &|k| (k == "JWT_SECRET").then(|| secret.to_string())).await;
+    let p = Portcullis::start_with_env(cfg, &|k: &str| {
+        (k == "JWT_SECRET").then(|| secret.to_string())
+    })
+    .await;
     let key = |s: &str| Key {
         alg: jsonwebtoken::Algorithm::HS256,
         kid: "h".into(),

@@ -55,7 +55,7 @@ async fn api_key_server() -> (Portcullis, std::path::PathBuf, String, String, St
 "#,
         store_path.display()
     );
-    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    let p = Portcullis::start_in(dir, &cfg, &|_: &str| None).await;
     (p, store_path, live.secret, test_key.secret, expired.secret)
 }
 
@@ -140,7 +140,7 @@ async fn basic_server(max_failures: u32) -> Portcullis {
 "#,
         users.display()
     );
-    Portcullis::start_in(dir, &cfg, &|_| None).await
+    Portcullis::start_in(dir, &cfg, &|_: &str| None).await
 }
 
 #[tokio::test]
@@ -241,7 +241,7 @@ async fn basic_requirements_answer_403() {
 "#,
         users.display()
     );
-    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    let p = Portcullis::start_in(dir, &cfg, &|_: &str| None).await;
     p.check(req("/r/x").header("authorization", &basic("viewer", "pw")))
         .await
         .assert_refused(403, "insufficient_role");
@@ -290,7 +290,7 @@ async fn restrictive_cascade_never_weakens() {
         jwks = jwks_path.display(),
         users = users.display()
     );
-    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    let p = Portcullis::start_in(dir, &cfg, &|_: &str| None).await;
     let token = ec.sign(&claims("alice"));
     // Optional alone: anonymous reaches Rego with identity null; a token is used.
     let a = p.check(req("/v1/things")).await;
@@ -354,7 +354,7 @@ async fn host_and_method_matching() {
 "#,
         jwks_path.display()
     );
-    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    let p = Portcullis::start_in(dir, &cfg, &|_: &str| None).await;
     p.check(req("/x"))
         .await
         .assert_refused(401, "missing_token");

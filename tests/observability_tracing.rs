@@ -108,7 +108,7 @@ async fn check_spans_continue_the_callers_trace() {
     .unwrap();
     let parsed = Config::load(Some(&cfg_path), &[]).unwrap();
     let settings =
-        TracingSettings::resolve(parsed.distributed_tracing.as_ref(), &|_| None).unwrap();
+        TracingSettings::resolve(parsed.distributed_tracing.as_ref(), &|_: &str| None).unwrap();
     assert_eq!(settings.endpoint, format!("http://{otlp}"));
     let tracer = Tracer::start(&settings).unwrap();
     telemetry::init_with_tracing("info", LogFormat::Text, Some(&tracer)).unwrap();

@@ -28,7 +28,7 @@ async fn start(token_cfg: &str) -> (Portcullis, Key) {
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks(&[&key]).to_string()).unwrap();
     let cfg = config(&path, token_cfg);
-    (Portcullis::start_in(dir, &cfg, &|_| None).await, key)
+    (Portcullis::start_in(dir, &cfg, &|_: &str| None).await, key)
 }
 
 async fn served_jwks(p: &Portcullis) -> String {
@@ -282,7 +282,7 @@ async fn keys_from_a_directory_newest_signs_all_published() {
         &jwks_path,
         &format!("  enabled: true\n  keys: {{dir: {}}}", keys.display()),
     );
-    let p = Portcullis::start_in(dir, &cfg, &|_| None).await;
+    let p = Portcullis::start_in(dir, &cfg, &|_: &str| None).await;
     let served: Json = serde_json::from_str(&served_jwks(&p).await).unwrap();
     let kids: Vec<&str> = served["keys"]
         .as_array()

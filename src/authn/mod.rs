@@ -56,6 +56,7 @@ use self::jwt::JwtVerifier;
 use self::metrics::AuthnMetrics;
 use self::oidc::OidcIssuer;
 use self::request::{RequestView, path_forms};
+use crate::env::Env;
 
 /// What authentication decided.
 #[derive(Debug)]
@@ -127,9 +128,6 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// Environment look-up, so tests never touch the process environment.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
 /// Seconds since the epoch.
 pub fn now() -> i64 {
     crate::jose::clock::now()
@@ -152,7 +150,7 @@ impl Authenticator {
     pub fn build(
         config: &Authentication,
         audit: AuditLog,
-        env: Env<'_>,
+        env: &dyn Env,
     ) -> Result<Self, BuildError> {
         let permits = Arc::new(basic::Slots::default());
         let metrics = Arc::new(AuthnMetrics::default());
@@ -603,7 +601,7 @@ fn challenges(policies: &[&Policy], error: Option<&str>) -> Vec<String> {
 
 fn build_policy(
     p: &AuthPolicy,
-    env: Env<'_>,
+    env: &dyn Env,
     permits: &Arc<basic::Slots>,
     metrics: &Arc<AuthnMetrics>,
 ) -> Result<Policy, String> {
@@ -659,11 +657,11 @@ fn build_policy(
 /// A verifier from a policy's `jwt` block.
 pub fn build_verifier(
     c: &config::JwtConfig,
-    env: Env<'_>,
+    env: &dyn Env,
     metrics: &Arc<AuthnMetrics>,
 ) -> Result<JwtVerifier, String> {
     let keys = if let Some(var) = &c.secret_env {
-        let secret = env(var).filter(|s| !s.is_empty()).ok_or_else(|| {
+        let secret = env.get(var).filter(|s| !s.is_empty()).ok_or_else(|| {
             format!("jwt.secret_env: environment variable {var} is unset or empty")
         })?;
         if secret.len() < 32 {
@@ -700,11 +698,6 @@ pub fn build_verifier(
         cache: Default::default(),
         accept_high_s: c.accept_high_s,
     })
-}
-
-/// The process environment, for [`Authenticator::build`].
-pub fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use super::audit::{AuditLog, Sink};
 use super::identity::Identity;
 use super::request::RequestView;
-use super::{Authenticator, AuthnOutcome, Env};
+use super::{Authenticator, AuthnOutcome};
 use crate::authz::decision::TokenAsk;
 use crate::config::Config;
+use crate::env::Env;
 use crate::token::{MintContext, Minter};
 
 /// What the Check path uses before and after Rego.
@@ -24,7 +25,7 @@ pub struct Security {
 impl Security {
     /// Builds from the config's `authentication` and `internal_token` sections; `None` when
     /// neither is present.
-    pub fn from_config(config: &Config, env: Env<'_>) -> Result<Option<Self>, String> {
+    pub fn from_config(config: &Config, env: &dyn Env) -> Result<Option<Self>, String> {
         if config.authentication.is_none() && config.internal_token.is_none() {
             return Ok(None);
         }
@@ -37,7 +38,7 @@ impl Security {
     }
 
     /// Builds with a given audit log (tests use a memory sink).
-    pub fn build(config: &Config, audit: AuditLog, env: Env<'_>) -> Result<Self, String> {
+    pub fn build(config: &Config, audit: AuditLog, env: &dyn Env) -> Result<Self, String> {
         let authn = match &config.authentication {
             Some(a) => {
                 Some(Authenticator::build(a, audit.clone(), env).map_err(|e| e.to_string())?)

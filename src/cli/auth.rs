@@ -15,7 +15,7 @@ use serde_json::json;
 use super::CliError;
 use super::output::{self, Format};
 use crate::client::parse_duration;
-use crate::gateway::EnvSource;
+use crate::env::Env;
 use crate::gateway::caller::{Audience, Claims, Grant, GrantKind, Scope, ScopeClaims, now, sign};
 use crate::gateway::config::{DEFAULT_AUDIENCE, MIN_JWT_SECRET_BYTES};
 
@@ -164,7 +164,7 @@ impl AuthCommand {
     }
 
     /// Mints and prints the token.
-    pub fn run(&self, env: &dyn EnvSource) -> Result<(), CliError> {
+    pub fn run(&self, env: &dyn Env) -> Result<(), CliError> {
         let (_, a) = self.parts();
         let secret = a
             .jwt_secret

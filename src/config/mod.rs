@@ -20,13 +20,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-mod addr;
 mod telemetry;
 #[cfg(test)]
 mod tests;
 mod tree;
 
-pub use addr::ListenAddr;
+pub use crate::listen::ListenAddr;
+pub use crate::policy::reference::{DEFAULT_PATH, validate_decision_path};
 pub use telemetry::*;
 use tree::{apply_set, normalize_alias, parse_yaml};
 
@@ -171,9 +171,6 @@ impl Default for ExtAuthz {
         }
     }
 }
-
-/// The default decision path, as in OPA-Envoy.
-pub const DEFAULT_PATH: &str = "envoy/authz/allow";
 
 impl ExtAuthz {
     /// The decision path, `envoy/authz/allow` unless configured (an empty `path` too, as in
@@ -379,21 +376,3 @@ impl Config {
         Ok(())
     }
 }
-
-/// Checks a decision path such as `envoy/authz/allow`. As in OPA-Envoy any segment is
-/// accepted (see [`crate::policy::reference`]); only control characters and absurd lengths are
-/// refused. An empty path means the default one.
-pub fn validate_decision_path(path: &str) -> Result<(), String> {
-    if path.len() > MAX_DECISION_PATH {
-        return Err(format!(
-            "the decision path is longer than {MAX_DECISION_PATH} bytes"
-        ));
-    }
-    if path.chars().any(char::is_control) {
-        return Err("the decision path has control characters".into());
-    }
-    Ok(())
-}
-
-/// The longest decision path accepted.
-pub const MAX_DECISION_PATH: usize = 1024;

@@ -206,30 +206,3 @@ fn set_without_equals_is_an_error() {
     let err = load_str("", &["decision_logs.console"]).unwrap_err();
     assert!(matches!(err, ConfigError::Set { .. }), "{err}");
 }
-
-#[test]
-fn listen_addr_forms() {
-    assert_eq!(
-        ListenAddr::parse(":9191").unwrap(),
-        ListenAddr::Tcp("0.0.0.0:9191".parse().unwrap())
-    );
-    assert_eq!(
-        ListenAddr::parse("grpc://127.0.0.1:1").unwrap(),
-        ListenAddr::Tcp("127.0.0.1:1".parse().unwrap())
-    );
-    assert_eq!(
-        ListenAddr::parse("localhost:8181").unwrap(),
-        ListenAddr::Host("localhost:8181".into())
-    );
-    assert_eq!(
-        ListenAddr::parse("unix:///tmp/x.sock").unwrap(),
-        ListenAddr::Unix("/tmp/x.sock".into())
-    );
-    assert_eq!(
-        ListenAddr::parse("unix://@authz").unwrap(),
-        ListenAddr::Abstract("authz".into())
-    );
-    assert!(ListenAddr::parse("unix://@").is_err());
-    assert!(ListenAddr::parse("host").is_err());
-    assert!(ListenAddr::parse(":99999").is_err());
-}

@@ -18,14 +18,14 @@
 //!
 //! The mode is the first of `jwt_secret` → `token` → `password` that is set (each read from
 //! its environment variable, else from the config), else open. The environment is read
-//! through [`EnvSource`] so that tests pass a map.
+//! through [`crate::env::Env`] so that tests pass a map.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use crate::config::ListenAddr;
+use crate::env::Env;
+use crate::listen::ListenAddr;
 
 /// The default gateway address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9292";
@@ -156,35 +156,6 @@ fn validate_origin(origin: &str) -> Result<(), String> {
     }
 }
 
-/// Environment variables, read through a trait so that tests pass a map.
-pub trait EnvSource {
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl EnvSource for ProcessEnv {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
-impl EnvSource for HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).cloned()
-    }
-}
-
-impl EnvSource for [(&str, &str)] {
-    fn get(&self, key: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-    }
-}
-
 /// How callers authenticate.
 #[derive(Clone, PartialEq, Eq)]
 pub enum AuthMode {
@@ -219,10 +190,7 @@ impl AuthMode {
     /// `GATEWAY_TOKEN` → `GATEWAY_PASSWORD` → open. A variable that is set but empty is an
     /// error (never a silent fall-through to a weaker mode), and so is a JWT secret shorter
     /// than [`MIN_JWT_SECRET_BYTES`].
-    pub fn resolve(
-        config: &GatewayConfig,
-        env: &(impl EnvSource + ?Sized),
-    ) -> Result<Self, String> {
+    pub fn resolve(config: &GatewayConfig, env: &(impl Env + ?Sized)) -> Result<Self, String> {
         let pick = |var: &str,
                     key: &str,
                     from_config: &Option<Secret>|
@@ -277,6 +245,7 @@ impl AuthMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

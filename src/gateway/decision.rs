@@ -125,7 +125,8 @@ fn decide(gw: &Gateway, caller: &Caller, asked: Asked) -> Result<DecideResponse,
     let path = if request.path.is_empty() {
         gw.decision_path().to_string()
     } else {
-        crate::config::validate_decision_path(&request.path).map_err(GatewayError::Invalid)?;
+        crate::policy::reference::validate_decision_path(&request.path)
+            .map_err(GatewayError::Invalid)?;
         request.path.trim_matches('/').to_string()
     };
     let mut input = match &request.input {

@@ -30,6 +30,7 @@ use tonic::Status;
 
 use super::access::{Access, Rpc};
 use super::caller::Authenticator;
+use crate::listen::is_loopback_authority;
 
 /// The message of every UNAUTHENTICATED answer.
 pub const UNAUTHENTICATED: &str = "authentication required";
@@ -92,22 +93,6 @@ fn same_origin(origin: &str, host: Option<&str>) -> bool {
     origin
         .split_once("://")
         .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
-}
-
-/// `localhost`, `127.0.0.0/8` or `[::1]`, with or without a port.
-pub(crate) fn is_loopback_authority(authority: &str) -> bool {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((h, _)) => h,
-            None => return false,
-        }
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Adds [`Authenticate`] around the gateway's routes.
@@ -223,30 +208,6 @@ mod tests {
             b = b.header("origin", o);
         }
         b.body(()).unwrap()
-    }
-
-    #[test]
-    fn loopback_names() {
-        for ok in [
-            "localhost",
-            "localhost:9292",
-            "127.0.0.1:1",
-            "127.9.9.9",
-            "[::1]:9292",
-            "[::1]",
-        ] {
-            assert!(is_loopback_authority(ok), "{ok}");
-        }
-        for bad in [
-            "evil.com",
-            "evil.com:9292",
-            "10.0.0.1",
-            "localhost.evil.com",
-            "[::2]:1",
-            "[::1",
-        ] {
-            assert!(!is_loopback_authority(bad), "{bad}");
-        }
     }
 
     #[test]

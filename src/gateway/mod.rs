@@ -35,7 +35,7 @@ use tonic::Request;
 use tonic_health::ServingStatus;
 
 pub use caller::{Authenticator, Caller};
-pub use config::{AuthMode, EnvSource, GatewayConfig, ProcessEnv};
+pub use config::{AuthMode, GatewayConfig};
 pub use error::GatewayError;
 
 use crate::namespaces::Namespaces;

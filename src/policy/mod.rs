@@ -135,7 +135,7 @@ pub enum EngineChoice {
 impl Default for PolicyOptions {
     fn default() -> Self {
         Self {
-            decision_path: crate::config::DEFAULT_PATH.to_string(),
+            decision_path: reference::DEFAULT_PATH.to_string(),
             decision_query: None,
             eval_timeout: Duration::from_millis(100),
             rego_v0: false,

@@ -11,6 +11,27 @@
 
 use std::fmt::Write as _;
 
+/// The default decision path, as in OPA-Envoy.
+pub const DEFAULT_PATH: &str = "envoy/authz/allow";
+
+/// Checks a decision path such as `envoy/authz/allow`. As in OPA-Envoy any segment is
+/// accepted (see [this module](self)); only control characters and absurd lengths are
+/// refused. An empty path means the default one.
+pub fn validate_decision_path(path: &str) -> Result<(), String> {
+    if path.len() > MAX_DECISION_PATH {
+        return Err(format!(
+            "the decision path is longer than {MAX_DECISION_PATH} bytes"
+        ));
+    }
+    if path.chars().any(char::is_control) {
+        return Err("the decision path has control characters".into());
+    }
+    Ok(())
+}
+
+/// The longest decision path accepted.
+pub const MAX_DECISION_PATH: usize = 1024;
+
 /// One segment of a [`DataRef`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {

@@ -307,10 +307,10 @@ pub struct Portcullis {
 
 impl Portcullis {
     pub async fn start(config_yaml: &str) -> Self {
-        Self::start_with_env(config_yaml, &|_| None).await
+        Self::start_with_env(config_yaml, &|_: &str| None).await
     }
 
-    pub async fn start_with_env(config_yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Self {
+    pub async fn start_with_env(config_yaml: &str, env: &dyn portcullis::env::Env) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::start_in(dir, config_yaml, env).await
     }
@@ -318,7 +318,7 @@ impl Portcullis {
     pub async fn start_in(
         dir: tempfile::TempDir,
         config_yaml: &str,
-        env: &dyn Fn(&str) -> Option<String>,
+        env: &dyn portcullis::env::Env,
     ) -> Self {
         let policy = dir.path().join("policy.rego");
         std::fs::write(&policy, ECHO_POLICY).expect("policy");

@@ -180,7 +180,7 @@ impl Default for LogSettings {
     fn default() -> Self {
         Self {
             labels: json!({"id": uuid::Uuid::new_v4().to_string(), "version": env!("CARGO_PKG_VERSION")}),
-            path: crate::config::DEFAULT_PATH.to_string(),
+            path: crate::policy::reference::DEFAULT_PATH.to_string(),
             console: false,
             file: None,
             upload: None,
