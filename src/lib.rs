@@ -8,6 +8,7 @@
 //!
 //! - [`bundle`]   OPA bundles: safe archive reading, manifest and roots, signatures, download
 //! - [`env`]      the process environment behind one trait (tests pass a map)
+//! - [`decision_log`] OPA-format decision logs: console, file, HTTP upload, subscribers, masking
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
 //! - [`authn`]    authentication before Rego: JWT, API keys, Basic, trusted OIDC issuers, audit log
 //! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
@@ -19,6 +20,7 @@
 //! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
 //! - [`services`] OPA's `services` config and the outbound HTTP client
+//! - [`invalid`]  a refused config value (key and reason), what every section's validation returns
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
 //! - [`jose`]     JWS once: algorithms, keys and their rules, verify, sign, claims, the clock
 //! - [`listen`]   listener addresses in OPA's forms; loopback names
@@ -36,10 +38,12 @@ pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod decision_log;
 pub mod env;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod invalid;
 pub mod jose;
 pub mod listen;
 pub mod namespaces;

@@ -10,9 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use portcullis::config::{Config, ListenAddr};
+use portcullis::decision_log::DecisionLog;
 use portcullis::policy::{LoadSpec, PolicyOptions, PolicyStore};
 use portcullis::server::{self, App, GrpcListener, Listeners};
-use portcullis::telemetry::decision_log::{DecisionLog, LogSettings};
 use portcullis::telemetry::trace::{Tracer, TracingSettings};
 use portcullis::telemetry::{self, LogFormat};
 
@@ -422,7 +422,7 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
             "no policy defines the decision path; every Check will fail as undefined"
         );
     }
-    let log = match DecisionLog::start(LogSettings::from_config(&config), None) {
+    let log = match DecisionLog::start(config.decision_log_settings(), None) {
         Ok(log) => log,
         Err(e) => return fail(&format!("decision_logs: {e}")),
     };

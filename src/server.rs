@@ -17,12 +17,12 @@ use crate::authn::security::Security;
 use crate::authz::input::{self, InputOptions};
 use crate::authz::service::{AuthzService, CheckSettings};
 use crate::config::{Config, ConfigError, ListenAddr};
+use crate::decision_log::DecisionLog;
 use crate::env::{Env, ProcessEnv};
 use crate::gateway::{AuthMode, Authenticator, Gateway};
 use crate::namespaces::Namespaces;
 use crate::policy::{PolicyOptions, PolicyStore};
 use crate::telemetry::Metrics;
-use crate::telemetry::decision_log::DecisionLog;
 
 /// Envoy's API descriptors (see build.rs), for gRPC reflection; empty when unavailable.
 const ENVOY_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));

@@ -756,7 +756,7 @@ fn bundle_config_errors_name_the_key() {
 
 #[tokio::test]
 async fn decision_log_events_name_the_bundle_revisions() {
-    use portcullis::telemetry::decision_log::{DecisionLog, LogSettings};
+    use portcullis::decision_log::{DecisionLog, LogSettings};
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("authz.tar.gz");
     std::fs::write(&archive, tar_gz(&as_refs(&authz_bundle("rev-42", true)))).unwrap();

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use portcullis::client::RequestSpec;
 use portcullis::config::Config;
-use portcullis::telemetry::decision_log::{DecisionLog, DropReason, LogSettings};
+use portcullis::decision_log::{DecisionLog, DropReason, LogSettings};
 use serde_json::{Value as Json, json};
 use support::{Spec, TestServer};
 
@@ -59,7 +59,7 @@ async fn start(policies: Vec<(&str, &str)>, extra: &str) -> (TestServer, Decisio
     let cfg_path = dir.path().join("c.yaml");
     std::fs::write(&cfg_path, &config).unwrap();
     let parsed = Config::load(Some(&cfg_path), &[]).unwrap();
-    let log = DecisionLog::start(LogSettings::from_config(&parsed), None).unwrap();
+    let log = DecisionLog::start(parsed.decision_log_settings(), None).unwrap();
     let server = TestServer::start(Spec {
         policies,
         config: &config,
@@ -256,7 +256,9 @@ async fn file_sink_rotates_without_losing_events() {
     let cfg_path = dir.path().join("c.yaml");
     std::fs::write(&cfg_path, &config).unwrap();
     let log = DecisionLog::start(
-        LogSettings::from_config(&Config::load(Some(&cfg_path), &[]).unwrap()),
+        Config::load(Some(&cfg_path), &[])
+            .unwrap()
+            .decision_log_settings(),
         None,
     )
     .unwrap();

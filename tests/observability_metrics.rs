@@ -12,9 +12,9 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::client::RequestSpec;
 use portcullis::config::Config;
+use portcullis::decision_log::DecisionLog;
 use portcullis::policy::PolicyStore;
 use portcullis::server::{self, App, GrpcListener, Listeners};
-use portcullis::telemetry::decision_log::DecisionLog;
 use tokio::net::TcpListener;
 
 const POLICY: &str = r#"package envoy.authz

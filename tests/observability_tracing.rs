@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use portcullis::client::RequestSpec;
 use portcullis::config::Config;
-use portcullis::telemetry::decision_log::{DecisionLog, LogSettings};
+use portcullis::decision_log::DecisionLog;
 use portcullis::telemetry::trace::{Tracer, TracingSettings};
 use portcullis::telemetry::{self, LogFormat};
 use support::{Spec, TestServer};
@@ -112,7 +112,7 @@ async fn check_spans_continue_the_callers_trace() {
     assert_eq!(settings.endpoint, format!("http://{otlp}"));
     let tracer = Tracer::start(&settings).unwrap();
     telemetry::init_with_tracing("info", LogFormat::Text, Some(&tracer)).unwrap();
-    let log = DecisionLog::start(LogSettings::from_config(&parsed), None).unwrap();
+    let log = DecisionLog::start(parsed.decision_log_settings(), None).unwrap();
     let server = TestServer::start(Spec {
         policies: vec![(
             "p.rego",

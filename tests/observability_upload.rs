@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use portcullis::client::RequestSpec;
 use portcullis::config::Config;
-use portcullis::telemetry::decision_log::{DecisionLog, DropReason, LogSettings};
+use portcullis::decision_log::{DecisionLog, DropReason};
 use serde_json::Value as Json;
 use support::{Spec, TestServer};
 
@@ -118,7 +118,9 @@ async fn start(addr: SocketAddr, reporting: &str) -> (TestServer, DecisionLog) {
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, &config).unwrap();
     let log = DecisionLog::start(
-        LogSettings::from_config(&Config::load(Some(&path), &[]).unwrap()),
+        Config::load(Some(&path), &[])
+            .unwrap()
+            .decision_log_settings(),
         None,
     )
     .unwrap();

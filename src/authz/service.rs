@@ -26,11 +26,11 @@ use super::input::{self, InputOptions};
 use super::response;
 use crate::authn::AuthnOutcome;
 use crate::authn::security::Security;
+use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::grpc::status::CheckError;
 use crate::namespaces::{DEFAULT_NAMESPACE, Namespaces};
 use crate::policy::{PolicyStore, Snapshot};
 use crate::telemetry::Metrics;
-use crate::telemetry::decision_log::{DecisionLog, DecisionRecord};
 use crate::telemetry::metrics::CheckOutcome;
 use crate::telemetry::trace;
 

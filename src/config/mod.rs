@@ -20,14 +20,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-mod telemetry;
+mod logs;
 #[cfg(test)]
 mod tests;
 mod tree;
 
+pub use crate::decision_log::config::{DecisionLogFile, DecisionLogs, Reporting};
 pub use crate::listen::ListenAddr;
 pub use crate::policy::reference::{DEFAULT_PATH, validate_decision_path};
-pub use telemetry::*;
+pub use crate::telemetry::trace::{BatchSpanProcessorOptions, DistributedTracing};
 use tree::{apply_set, normalize_alias, parse_yaml};
 
 pub use crate::bundle::config::{BundleConfig, KeyConfig, Polling, Signing};
@@ -362,8 +363,13 @@ impl Config {
                 "expected a non-empty list of positive numbers".into(),
             ));
         }
-        self.validate_decision_logs(source)?;
-        self.validate_tracing(source)?;
+        self.decision_logs
+            .validate(|name| self.services.get(name).is_some())
+            .map_err(|e| invalid(&format!("decision_logs.{}", e.key), e.message))?;
+        if let Some(t) = &self.distributed_tracing {
+            t.validate()
+                .map_err(|e| invalid(&format!("distributed_tracing.{}", e.key), e.message))?;
+        }
         self.validate_bundles(source)?;
         if let Some(n) = self.runtime.worker_threads
             && n == 0

@@ -20,9 +20,9 @@ use super::access::{Rpc, caller_target};
 use super::caller::Scope;
 use super::pb::{self, DecisionEntry, Outcome, StreamDecisionsRequest};
 use super::{Gateway, GatewayError, caller_of};
+use crate::decision_log::{DecisionEvent, DecisionLog, DecisionRecord};
 use crate::namespaces::{DEFAULT_NAMESPACE, covers};
 use crate::policy::EvalError;
-use crate::telemetry::decision_log::{DecisionEvent, DecisionLog, DecisionRecord};
 
 /// How many entries may wait for a slow client before the stream skips events.
 const STREAM_BUFFER: usize = 256;

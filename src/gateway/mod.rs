@@ -38,8 +38,8 @@ pub use caller::{Authenticator, Caller};
 pub use config::{AuthMode, GatewayConfig};
 pub use error::GatewayError;
 
+use crate::decision_log::DecisionLog;
 use crate::namespaces::Namespaces;
-use crate::telemetry::decision_log::DecisionLog;
 
 /// What the gateway's handlers share. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -35,8 +35,6 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::decision_log::{DropReason, LogStats};
-
 /// OPA-Envoy's default buckets for `grpc_request_duration_seconds`.
 pub const OPA_ENVOY_BUCKETS: &[f64] = &[
     1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 3e-3, 5e-3, 0.1, 1.0,
@@ -58,6 +56,68 @@ const CHECK_ERROR_REASONS: &[&str] = &[
     "unknown_namespace",
     "internal_error",
 ];
+
+/// Why an event was not logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The queue to the writer was full.
+    QueueFull,
+    /// The upload buffer was full; the oldest event was dropped.
+    BufferFull,
+    /// One event was larger than `upload_size_limit_bytes`.
+    TooLarge,
+    /// The mask or drop policy failed; the event is dropped rather than logged unmasked.
+    MaskError,
+    /// The drop policy (`system.log.drop`) asked for it.
+    DropPolicy,
+    /// The event could not be serialized.
+    Encoding,
+    /// A console or file write failed.
+    SinkError,
+    /// Still buffered for upload when the process stopped.
+    Shutdown,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::QueueFull,
+        DropReason::BufferFull,
+        DropReason::TooLarge,
+        DropReason::MaskError,
+        DropReason::DropPolicy,
+        DropReason::Encoding,
+        DropReason::SinkError,
+        DropReason::Shutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::BufferFull => "buffer_full",
+            DropReason::TooLarge => "too_large",
+            DropReason::MaskError => "mask_error",
+            DropReason::DropPolicy => "drop_policy",
+            DropReason::Encoding => "encoding_error",
+            DropReason::SinkError => "sink_error",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        DropReason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// The decision log's counters, read at scrape time ([`crate::decision_log`] has them).
+pub trait DecisionLogStats: std::fmt::Debug + Send + Sync {
+    fn logged(&self) -> u64;
+    fn dropped(&self, reason: DropReason) -> u64;
+    fn uploads_ok(&self) -> u64;
+    fn uploads_failed(&self) -> u64;
+    fn queue_depth(&self) -> u64;
+    fn buffer_events(&self) -> u64;
+    fn buffer_bytes(&self) -> u64;
+}
 
 /// How one Check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +236,35 @@ struct Inner {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new(OPA_ENVOY_BUCKETS, Arc::default())
+        Self::new(OPA_ENVOY_BUCKETS, Arc::new(NoLog))
+    }
+}
+
+/// No decision log: every counter is 0.
+#[derive(Debug)]
+struct NoLog;
+
+impl DecisionLogStats for NoLog {
+    fn logged(&self) -> u64 {
+        0
+    }
+    fn dropped(&self, _: DropReason) -> u64 {
+        0
+    }
+    fn uploads_ok(&self) -> u64 {
+        0
+    }
+    fn uploads_failed(&self) -> u64 {
+        0
+    }
+    fn queue_depth(&self) -> u64 {
+        0
+    }
+    fn buffer_events(&self) -> u64 {
+        0
+    }
+    fn buffer_bytes(&self) -> u64 {
+        0
     }
 }
 
@@ -184,7 +272,7 @@ impl Metrics {
     /// Registers every metric. `grpc_buckets` are the bounds of `grpc_request_duration_seconds`
     /// (OPA-Envoy's `grpc-request-duration-seconds-buckets`); `log` is the decision log's
     /// counters, read at scrape time.
-    pub fn new(grpc_buckets: &[f64], log: Arc<LogStats>) -> Self {
+    pub fn new(grpc_buckets: &[f64], log: Arc<dyn DecisionLogStats>) -> Self {
         let mut registry = Registry::default();
 
         let mut check_labels: Vec<Labels> =
@@ -611,7 +699,7 @@ impl<M: EncodeMetric + Clone> EncodeMetric for Series<M> {
 
 /// Reads the decision log's counters at scrape time.
 #[derive(Debug)]
-struct LogCollector(Arc<LogStats>);
+struct LogCollector(Arc<dyn DecisionLogStats>);
 
 impl Collector for LogCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {

@@ -1,10 +1,9 @@
-//! Observability: logging set-up, Prometheus metrics, OpenTelemetry traces and the decision log.
+//! Observability: logging set-up, Prometheus metrics and OpenTelemetry traces (the decision
+//! log, which evaluates mask policies, is [`crate::decision_log`], a layer up).
 //!
 //! - [`metrics`]      the one metrics registry, lock-free recording, `/metrics` text
-//! - [`decision_log`] OPA-format decision events: console, file, HTTP upload, subscribers
 //! - [`trace`]        OTLP/gRPC span export, W3C/B3 parent extraction
 
-pub mod decision_log;
 pub mod metrics;
 pub mod trace;
 

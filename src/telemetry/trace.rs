@@ -21,10 +21,15 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
 };
+use serde::Deserialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::decision_log::TraceIds;
-use crate::config::DistributedTracing;
+/// W3C trace and span ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
 
 /// The collector address when none is configured (OPA's default).
 pub const DEFAULT_ADDRESS: &str = "localhost:4317";
@@ -214,6 +219,81 @@ fn b3(headers: &HashMap<String, String>) -> Option<SpanContext> {
     };
     let sc = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
     sc.is_valid().then_some(sc)
+}
+
+/// `distributed_tracing:` (OPA's block).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedTracing {
+    /// `grpc` (OTLP over gRPC); the only supported type.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Collector address, `host:port` or `http://host:port`; default `localhost:4317`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Percentage of new traces sampled (a sampled parent is always followed); default 100.
+    #[serde(default)]
+    pub sample_percentage: Option<f64>,
+    /// default `portcullis`.
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Only `off` (plaintext) is supported.
+    #[serde(default)]
+    pub encryption: Option<String>,
+    #[serde(default)]
+    pub batch_span_processor_options: Option<BatchSpanProcessorOptions>,
+}
+
+/// `distributed_tracing.batch_span_processor_options` (OPA's keys).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpanProcessorOptions {
+    #[serde(default)]
+    pub max_queue_size: Option<usize>,
+    #[serde(default)]
+    pub max_export_batch_size: Option<usize>,
+    #[serde(default)]
+    pub schedule_delay_millis: Option<u64>,
+    #[serde(default)]
+    pub export_timeout_millis: Option<u64>,
+}
+
+impl DistributedTracing {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), crate::invalid::Invalid> {
+        let t = self;
+        let invalid = |key: &str, message: String| crate::invalid::Invalid::new(key, message);
+        if let Some(kind) = &t.kind
+            && kind != "grpc"
+        {
+            return Err(invalid(
+                "type",
+                format!("only \"grpc\" (OTLP over gRPC) is supported, got {kind:?}"),
+            ));
+        }
+        if let Some(p) = t.sample_percentage
+            && !(0.0..=100.0).contains(&p)
+        {
+            return Err(invalid(
+                "sample_percentage",
+                "must be between 0 and 100".into(),
+            ));
+        }
+        if let Some(e) = &t.encryption
+            && e != "off"
+        {
+            return Err(invalid(
+                "encryption",
+                format!("only \"off\" is supported by this build, got {e:?}"),
+            ));
+        }
+        if let Some(a) = &t.address
+            && a.trim().is_empty()
+        {
+            return Err(invalid("address", "is empty".into()));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::config::Config;
+use portcullis::decision_log::DecisionLog;
 use portcullis::policy::PolicyStore;
 use portcullis::server::{self, App, GrpcListener, Listeners};
-use portcullis::telemetry::decision_log::DecisionLog;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;

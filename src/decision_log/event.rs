@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value as Json, json};
 
 use crate::policy::Snapshot;
+pub use crate::telemetry::trace::TraceIds;
 
 /// What the Check knows about one decision. Built on the request path only when the decision
 /// log is enabled; turned into JSON by the log's writer.
@@ -54,13 +55,6 @@ impl DecisionRecord {
             path: None,
         }
     }
-}
-
-/// W3C trace and span ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceIds {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
 }
 
 /// One decision in OPA's event format, after masking. Subscribers receive it shared.

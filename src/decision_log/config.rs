@@ -1,11 +1,10 @@
-//! The `decision_logs` and `distributed_tracing` sections (OPA's keys plus Portcullis' `file`
-//! sink) and their validation.
-
-use serde::Deserialize;
+//! The `decision_logs:` section: OPA's keys plus Portcullis' `file` sink and queue size.
 
 use std::path::PathBuf;
 
-use super::{Config, ConfigError, validate_decision_path};
+use serde::Deserialize;
+
+use crate::invalid::Invalid;
 
 /// `decision_logs:` — OPA's keys plus `file` (Portcullis). See the README's "Observability".
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -94,53 +93,13 @@ fn default_log_file_backups() -> usize {
     3
 }
 
-/// `distributed_tracing:` (OPA's block).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DistributedTracing {
-    /// `grpc` (OTLP over gRPC); the only supported type.
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-    /// Collector address, `host:port` or `http://host:port`; default `localhost:4317`.
-    #[serde(default)]
-    pub address: Option<String>,
-    /// Percentage of new traces sampled (a sampled parent is always followed); default 100.
-    #[serde(default)]
-    pub sample_percentage: Option<f64>,
-    /// default `portcullis`.
-    #[serde(default)]
-    pub service_name: Option<String>,
-    /// Only `off` (plaintext) is supported.
-    #[serde(default)]
-    pub encryption: Option<String>,
-    #[serde(default)]
-    pub batch_span_processor_options: Option<BatchSpanProcessorOptions>,
-}
-
-/// `distributed_tracing.batch_span_processor_options` (OPA's keys).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchSpanProcessorOptions {
-    #[serde(default)]
-    pub max_queue_size: Option<usize>,
-    #[serde(default)]
-    pub max_export_batch_size: Option<usize>,
-    #[serde(default)]
-    pub schedule_delay_millis: Option<u64>,
-    #[serde(default)]
-    pub export_timeout_millis: Option<u64>,
-}
-
-impl Config {
-    pub(super) fn validate_decision_logs(&self, source: &str) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            file: source.to_string(),
-            key: format!("decision_logs.{key}"),
-            message,
-        };
-        let dl = &self.decision_logs;
+impl DecisionLogs {
+    /// Checks the section; `has_service` tells whether `services` has a name.
+    pub fn validate(&self, has_service: impl Fn(&str) -> bool) -> Result<(), Invalid> {
+        let invalid = |key: &str, message: String| Invalid::new(key, message);
+        let dl = self;
         if let Some(name) = &dl.service
-            && self.services.get(name).is_none()
+            && !has_service(name)
         {
             return Err(invalid(
                 "service",
@@ -217,7 +176,7 @@ impl Config {
             ("drop_decision", &dl.drop_decision),
         ] {
             if let Some(p) = path {
-                validate_decision_path(p).map_err(|m| invalid(key, m))?;
+                crate::policy::reference::validate_decision_path(p).map_err(|m| invalid(key, m))?;
             }
         }
         if let Some(f) = &dl.file {
@@ -233,47 +192,6 @@ impl Config {
         }
         if dl.queue_size == Some(0) {
             return Err(invalid("queue_size", "must be greater than 0".into()));
-        }
-        Ok(())
-    }
-
-    pub(super) fn validate_tracing(&self, source: &str) -> Result<(), ConfigError> {
-        let Some(t) = &self.distributed_tracing else {
-            return Ok(());
-        };
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            file: source.to_string(),
-            key: format!("distributed_tracing.{key}"),
-            message,
-        };
-        if let Some(kind) = &t.kind
-            && kind != "grpc"
-        {
-            return Err(invalid(
-                "type",
-                format!("only \"grpc\" (OTLP over gRPC) is supported, got {kind:?}"),
-            ));
-        }
-        if let Some(p) = t.sample_percentage
-            && !(0.0..=100.0).contains(&p)
-        {
-            return Err(invalid(
-                "sample_percentage",
-                "must be between 0 and 100".into(),
-            ));
-        }
-        if let Some(e) = &t.encryption
-            && e != "off"
-        {
-            return Err(invalid(
-                "encryption",
-                format!("only \"off\" is supported by this build, got {e:?}"),
-            ));
-        }
-        if let Some(a) = &t.address
-            && a.trim().is_empty()
-        {
-            return Err(invalid("address", "is empty".into()));
         }
         Ok(())
     }

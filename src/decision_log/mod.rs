@@ -13,24 +13,26 @@
 //!
 //! Credentials never reach the log: see [`mask::ERASED_HEADERS`].
 
+pub mod config;
 mod event;
 pub mod mask;
 mod sink;
 pub mod upload;
 
+pub use crate::telemetry::metrics::DropReason;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use event::{DecisionEvent, DecisionRecord, TraceIds};
 pub use mask::ERASED_HEADERS;
 pub use upload::UploadSettings;
 
-use crate::config::{Config, DecisionLogFile};
+use self::config::DecisionLogFile;
 
 /// How many records may wait for the writer by default.
 pub const DEFAULT_QUEUE: usize = 8192;
@@ -40,57 +42,6 @@ const BATCH_WAIT: Duration = Duration::from_millis(2);
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const BROADCAST_CAPACITY: usize = 1024;
-
-/// Why an event was not logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// The queue to the writer was full.
-    QueueFull,
-    /// The upload buffer was full; the oldest event was dropped.
-    BufferFull,
-    /// One event was larger than `upload_size_limit_bytes`.
-    TooLarge,
-    /// The mask or drop policy failed; the event is dropped rather than logged unmasked.
-    MaskError,
-    /// The drop policy (`system.log.drop`) asked for it.
-    DropPolicy,
-    /// The event could not be serialized.
-    Encoding,
-    /// A console or file write failed.
-    SinkError,
-    /// Still buffered for upload when the process stopped.
-    Shutdown,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 8] = [
-        DropReason::QueueFull,
-        DropReason::BufferFull,
-        DropReason::TooLarge,
-        DropReason::MaskError,
-        DropReason::DropPolicy,
-        DropReason::Encoding,
-        DropReason::SinkError,
-        DropReason::Shutdown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::QueueFull => "queue_full",
-            DropReason::BufferFull => "buffer_full",
-            DropReason::TooLarge => "too_large",
-            DropReason::MaskError => "mask_error",
-            DropReason::DropPolicy => "drop_policy",
-            DropReason::Encoding => "encoding_error",
-            DropReason::SinkError => "sink_error",
-            DropReason::Shutdown => "shutdown",
-        }
-    }
-
-    fn index(self) -> usize {
-        DropReason::ALL.iter().position(|r| *r == self).unwrap_or(0)
-    }
-}
 
 /// The decision log's counters, read by the metrics at scrape time.
 #[derive(Debug, Default)]
@@ -103,6 +54,30 @@ pub struct LogStats {
     buffer_events: AtomicU64,
     buffer_bytes: AtomicU64,
     queue: OnceLock<mpsc::WeakSender<Msg>>,
+}
+
+impl crate::telemetry::metrics::DecisionLogStats for LogStats {
+    fn logged(&self) -> u64 {
+        LogStats::logged(self)
+    }
+    fn dropped(&self, reason: DropReason) -> u64 {
+        LogStats::dropped(self, reason)
+    }
+    fn uploads_ok(&self) -> u64 {
+        LogStats::uploads_ok(self)
+    }
+    fn uploads_failed(&self) -> u64 {
+        LogStats::uploads_failed(self)
+    }
+    fn queue_depth(&self) -> u64 {
+        LogStats::queue_depth(self)
+    }
+    fn buffer_events(&self) -> u64 {
+        LogStats::buffer_events(self)
+    }
+    fn buffer_bytes(&self) -> u64 {
+        LogStats::buffer_bytes(self)
+    }
 }
 
 impl LogStats {
@@ -161,7 +136,7 @@ pub(crate) enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-/// Everything the log needs to know, usually from [`LogSettings::from_config`].
+/// Everything the log needs to know, usually from `Config::decision_log_settings`.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
     /// OPA's `labels`: `id`, `version` and the config's `labels`.
@@ -192,66 +167,6 @@ impl Default for LogSettings {
 }
 
 impl LogSettings {
-    /// The settings the config asks for (the config is already validated).
-    pub fn from_config(config: &Config) -> Self {
-        let dl = &config.decision_logs;
-        let mut labels = Map::new();
-        labels.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
-        labels.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-        for (k, v) in &config.labels {
-            labels.insert(k.clone(), json!(v));
-        }
-        let upload = dl.service.as_ref().and_then(|name| {
-            let service = config.services.get(name)?;
-            let r = &dl.reporting;
-            let min = r.min_delay_seconds.unwrap_or(300.0);
-            let max = r.max_delay_seconds.unwrap_or(600.0);
-            Some(UploadSettings {
-                url: format!(
-                    "{}/{}",
-                    service.url.trim_end_matches('/'),
-                    dl.resource().trim_start_matches('/')
-                ),
-                headers: service
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                bearer: service.credentials.as_ref().and_then(|c| c.bearer.clone()),
-                timeout: Duration::from_secs(service.response_header_timeout_seconds.unwrap_or(10)),
-                min_delay: Duration::from_secs_f64(min),
-                max_delay: Duration::from_secs_f64(max.max(min)),
-                upload_limit: usize::try_from(r.upload_size_limit_bytes.unwrap_or(32_768))
-                    .unwrap_or(usize::MAX),
-                buffer_events: usize::try_from(r.buffer_size_limit_events.unwrap_or(10_000))
-                    .unwrap_or(usize::MAX),
-                buffer_bytes: r
-                    .buffer_size_limit_bytes
-                    .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
-            })
-        });
-        Self {
-            labels: Json::Object(labels),
-            path: config
-                .plugins
-                .envoy_ext_authz_grpc
-                .decision_path()
-                .to_string(),
-            console: dl.console,
-            file: dl.file.clone(),
-            upload,
-            mask_decision: dl
-                .mask_decision
-                .clone()
-                .unwrap_or_else(|| "system/log/mask".into()),
-            drop_decision: dl
-                .drop_decision
-                .clone()
-                .unwrap_or_else(|| "system/log/drop".into()),
-            queue_size: dl.queue_size.unwrap_or(DEFAULT_QUEUE),
-        }
-    }
-
     fn has_sinks(&self) -> bool {
         self.console || self.file.is_some() || self.upload.is_some()
     }
