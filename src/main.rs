@@ -110,7 +110,7 @@ enum TokenCommand {
 #[derive(Debug, Subcommand)]
 enum BundleCommand {
     /// Package a policy directory as an OPA bundle (optionally signed).
-    Build(portcullis::bundle::build::BuildArgs),
+    Build(portcullis::offline::build::BuildArgs),
 }
 
 /// `portcullis run`: OPA's flags. Flags that only concern OPA's own services are accepted and
@@ -236,7 +236,7 @@ fn main() -> ExitCode {
         Some(Command::Token { cmd }) => client_command(token_command(cmd)),
         Some(Command::Bundle {
             cmd: BundleCommand::Build(args),
-        }) => ExitCode::from(u8::try_from(portcullis::bundle::build::main(args)).unwrap_or(1)),
+        }) => ExitCode::from(u8::try_from(portcullis::offline::build::main(args)).unwrap_or(1)),
         Some(Command::Version) => {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -394,7 +394,7 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(&format!("policy: {e}")),
     };
-    let downloaders = match portcullis::bundle::download::downloaders(&config, store.clone()) {
+    let downloaders = match config.bundle_downloaders(store.clone()) {
         Ok(d) => d,
         Err(e) => return fail(&format!("config: {e}")),
     };

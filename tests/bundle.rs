@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use bundle_support::*;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use portcullis::bundle::download::{self, Downloader, PollOutcome};
 use portcullis::bundle::{Bundle, BundleError, Limits};
 use portcullis::config::Config;
+use portcullis::policy::download::{Downloader, PollOutcome};
 use portcullis::policy::{LoadSpec, PolicyError, PolicyStore};
 use portcullis::server::{self, App};
 use support::{TestServer, http};
@@ -99,7 +99,7 @@ async fn sidecar(extra_yaml: &str, bundle_url: &str) -> Sidecar {
         .unwrap(),
     );
     let app = App::from_config(&config, store.clone(), Default::default()).expect("app");
-    let mut downloaders = download::downloaders(&config, store.clone()).unwrap();
+    let mut downloaders = config.bundle_downloaders(store.clone()).unwrap();
     let downloader = downloaders.remove(0);
     let server = TestServer::serve(app, store.clone(), dir).await;
     Sidecar {

@@ -19,9 +19,7 @@
 //! [`crate::policy`].
 
 pub mod archive;
-pub mod build;
 pub mod config;
-pub mod download;
 pub mod manifest;
 pub mod signing;
 

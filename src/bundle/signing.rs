@@ -19,7 +19,7 @@ use sha2::Digest;
 
 use super::BundleError;
 use super::archive::BundleFile;
-use crate::config::KeyConfig;
+use super::config::KeyConfig;
 use crate::jose::keys::{KeyMaterial, KeyRules};
 use crate::jose::{Alg, Jws, Rules, b64};
 

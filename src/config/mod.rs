@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
+mod bundles;
 mod logs;
 #[cfg(test)]
 mod tests;

@@ -3,5 +3,6 @@
 //! Both load policies and data exactly as the server does ([`crate::policy::Sources`], the same
 //! extension builtins), so a policy that passes here behaves the same in the sidecar.
 
+pub mod build;
 pub mod eval;
 pub mod test;

@@ -17,6 +17,7 @@
 //! engine is only locked to make that clone, never on the per-request path.
 
 pub mod builtins;
+pub mod download;
 pub mod loader;
 pub mod overlay;
 pub mod recursion;
@@ -664,7 +665,7 @@ pub struct PolicyStore {
     /// Runtime writes, applied over the local sources at every build (see [`overlay`]).
     overlay: Mutex<overlay::Overlay>,
     ready: tokio::sync::watch::Sender<bool>,
-    status: bundle::download::StatusBoard,
+    status: download::StatusBoard,
 }
 
 impl std::fmt::Debug for PolicyStore {
@@ -745,7 +746,7 @@ impl PolicyStore {
     }
 
     /// Download status of the configured bundles (shared with their downloaders).
-    pub fn bundle_status(&self) -> &bundle::download::StatusBoard {
+    pub fn bundle_status(&self) -> &download::StatusBoard {
         &self.status
     }
 

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::archive::{self, BundleFile, Limits};
-use super::signing::{self, Signer};
-use super::{Bundle, BundleError, Manifest};
+use crate::bundle::archive::{self, BundleFile, Limits};
+use crate::bundle::signing::{self, Signer};
+use crate::bundle::{Bundle, BundleError, Manifest};
 use crate::policy::{PolicyOptions, Snapshot, Sources};
 
 /// Arguments of `bundle build`.

@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::{Bundle, BundleError, Limits, Verification};
-use crate::config::{BundleConfig, Config};
-use crate::policy::PolicyStore;
+use super::PolicyStore;
+use crate::bundle::config::BundleConfig;
+use crate::bundle::{Bundle, BundleError, Limits, Verification};
 use crate::services::Service;
 
 /// Why one poll failed.
@@ -111,52 +111,39 @@ pub struct Downloader {
     active_digest: Arc<Mutex<Option<[u8; 32]>>>,
 }
 
-/// One downloader per `bundles.<name>`.
-pub fn downloaders(config: &Config, store: Arc<PolicyStore>) -> Result<Vec<Downloader>, String> {
-    let status = store.bundle_status().clone();
-    let dir = config
-        .persistence_directory
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".opa"));
-    let mut out = Vec::new();
-    for (name, bundle) in &config.bundles {
-        let service = config
-            .bundle_service(name)
-            .map_err(|e| format!("bundles.{name}.service: {e}"))?
-            .clone();
-        let timeout = Duration::from_secs(service.response_header_timeout_seconds.unwrap_or(10));
-        let client = crate::services::http_client(timeout)
-            .map_err(|e| format!("bundles.{name}: cannot build the HTTP client: {e}"))?;
-        let mut limits = Limits::default();
-        if let Some(max) = bundle.size_limit_bytes {
-            limits.max_archive_bytes = max;
-        }
-        let url = format!(
-            "{}/{}",
-            service.url.trim_end_matches('/'),
-            bundle.resource_for(name).trim_start_matches('/')
-        );
-        out.push(Downloader {
-            name: name.clone(),
-            url,
-            service,
-            config: bundle.clone(),
-            verification: config.bundle_verification(name),
-            limits,
-            persist_file: bundle
-                .persist
-                .then(|| dir.join("bundles").join(name).join("bundle.tar.gz")),
-            client,
-            store: store.clone(),
-            status: status.clone(),
-            etag: Arc::new(Mutex::new(None)),
-            active_digest: Arc::new(Mutex::new(None)),
-        });
-    }
-    Ok(out)
+/// What one downloader fetches and how (composed from the config by
+/// `Config::bundle_downloaders`).
+#[derive(Debug, Clone)]
+pub struct DownloadSpec {
+    pub name: String,
+    pub url: String,
+    pub service: Service,
+    pub config: BundleConfig,
+    pub verification: Option<Verification>,
+    pub limits: Limits,
+    pub persist_file: Option<PathBuf>,
+    pub client: reqwest::Client,
 }
 
 impl Downloader {
+    /// A downloader activating into `store`.
+    pub fn new(spec: DownloadSpec, store: Arc<PolicyStore>) -> Self {
+        Self {
+            status: store.bundle_status().clone(),
+            name: spec.name,
+            url: spec.url,
+            service: spec.service,
+            config: spec.config,
+            verification: spec.verification,
+            limits: spec.limits,
+            persist_file: spec.persist_file,
+            client: spec.client,
+            store,
+            etag: Arc::new(Mutex::new(None)),
+            active_digest: Arc::new(Mutex::new(None)),
+        }
+    }
+
     /// The bundle's name.
     pub fn name(&self) -> &str {
         &self.name
