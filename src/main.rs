@@ -426,7 +426,10 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         Ok(log) => log,
         Err(e) => return fail(&format!("decision_logs: {e}")),
     };
-    let mut app = match App::from_config(&config, store.clone(), log.clone()) {
+    let mut app = match App::builder(&config, store.clone())
+        .log(log.clone())
+        .build()
+    {
         Ok(app) => app,
         Err(e) => return fail(&format!("config: {e}")),
     };

@@ -13,13 +13,15 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 
-use crate::authn::security::Security;
 use crate::authz::input::{self, InputOptions};
-use crate::authz::service::{AuthzService, CheckSettings};
+use crate::authz::pipeline::CheckSettings;
+use crate::authz::security::Security;
+use crate::authz::service::AuthzService;
 use crate::config::{Config, ConfigError, ListenAddr};
 use crate::decision_log::DecisionLog;
 use crate::env::{Env, ProcessEnv};
 use crate::gateway::{AuthMode, Authenticator, Gateway};
+use crate::invalid::Invalid;
 use crate::namespaces::Namespaces;
 use crate::policy::{PolicyOptions, PolicyStore};
 use crate::telemetry::Metrics;
@@ -131,56 +133,70 @@ pub struct App {
 }
 
 impl App {
-    /// Wires the Check service and gRPC settings from the config around a loaded store. Fails
-    /// when the configured `proto-descriptor` cannot be loaded, or when authentication or the
-    /// internal token cannot be built (their files, keys, and the process environment for
-    /// `secret_env` are read here). The gateway's caller authentication comes from the process
-    /// environment too.
-    pub fn from_config(
-        config: &Config,
-        store: Arc<PolicyStore>,
-        log: DecisionLog,
-    ) -> Result<Self, ConfigError> {
-        Self::from_config_with_env(config, store, log, &ProcessEnv)
+    /// Starts wiring the servers from the config around a loaded store. Unless told otherwise
+    /// ([`AppBuilder::security`]), authentication and the internal token are built from the
+    /// config, reading their files and keys and the environment ([`AppBuilder::env`], the
+    /// process environment by default) for `secret_env` and the gateway's `GATEWAY_*`.
+    pub fn builder(config: &Config, store: Arc<PolicyStore>) -> AppBuilder<'_> {
+        AppBuilder {
+            config,
+            store,
+            log: DecisionLog::disabled(),
+            env: &ProcessEnv,
+            security: None,
+        }
+    }
+}
+
+/// Wires an [`App`]; see [`App::builder`].
+pub struct AppBuilder<'a> {
+    config: &'a Config,
+    store: Arc<PolicyStore>,
+    log: DecisionLog,
+    env: &'a dyn Env,
+    security: Option<Option<Arc<Security>>>,
+}
+
+impl<'a> AppBuilder<'a> {
+    /// The decision log (disabled by default).
+    pub fn log(mut self, log: DecisionLog) -> Self {
+        self.log = log;
+        self
     }
 
-    /// [`App::from_config`] reading the environment (`secret_env`, the gateway's `GATEWAY_*`)
-    /// from `env`.
-    pub fn from_config_with_env(
-        config: &Config,
-        store: Arc<PolicyStore>,
-        log: DecisionLog,
-        env: &dyn Env,
-    ) -> Result<Self, ConfigError> {
-        let security = Security::from_config(config, env)
-            .map_err(|message| ConfigError::Invalid {
-                file: "config".into(),
-                key: "authentication/internal_token".into(),
-                message,
-            })?
-            .map(Arc::new);
-        Self::with_security_and_env(config, store, log, security, env)
+    /// Where `secret_env` and the gateway's `GATEWAY_*` variables are read.
+    pub fn env(mut self, env: &'a dyn Env) -> Self {
+        self.env = env;
+        self
     }
 
-    /// Like [`App::from_config`] with authentication and tokens already built.
-    pub fn with_security(
-        config: &Config,
-        store: Arc<PolicyStore>,
-        log: DecisionLog,
-        security: Option<Arc<Security>>,
-    ) -> Result<Self, ConfigError> {
-        Self::with_security_and_env(config, store, log, security, &ProcessEnv)
+    /// Authentication and tokens already built (tests use a memory audit sink).
+    pub fn security(mut self, security: Option<Arc<Security>>) -> Self {
+        self.security = Some(security);
+        self
     }
 
-    /// Like [`App::with_security`], reading the gateway's `GATEWAY_*` variables from `env`.
-    /// Also loads the configured namespaces.
-    pub fn with_security_and_env(
-        config: &Config,
-        store: Arc<PolicyStore>,
-        log: DecisionLog,
-        security: Option<Arc<Security>>,
-        env: &dyn Env,
-    ) -> Result<Self, ConfigError> {
+    /// Builds everything: fails when the configured `proto-descriptor` cannot be loaded, when
+    /// authentication or the internal token cannot be built, or when the namespaces or the
+    /// gateway's caller authentication are refused; each error names its file and key.
+    pub fn build(self) -> Result<App, ConfigError> {
+        let Self {
+            config,
+            store,
+            log,
+            env,
+            security,
+        } = self;
+        let security = match security {
+            Some(s) => s,
+            None => Security::open(
+                config.authentication.as_ref(),
+                config.internal_token.as_ref(),
+                env,
+            )
+            .map_err(|e| config.invalid(e))?
+            .map(Arc::new),
+        };
         let ext = &config.plugins.envoy_ext_authz_grpc;
         let metrics = Metrics::new(
             ext.grpc_request_duration_seconds_buckets
@@ -204,20 +220,6 @@ impl App {
                 )
             }
         };
-        let authz = AuthzService::new(
-            store.clone(),
-            CheckSettings {
-                dry_run: ext.dry_run,
-                input: InputOptions {
-                    skip_body_parse: ext.skip_request_body_parse,
-                    proto_descriptors,
-                },
-                path: ext.decision_label().to_string(),
-            },
-            log.clone(),
-            metrics.clone(),
-        )
-        .with_security(security.clone());
         let configured = config
             .namespaces
             .iter()
@@ -225,17 +227,25 @@ impl App {
             .collect();
         let namespaces = Arc::new(
             Namespaces::with_configured(store.clone(), &configured)
-                .map_err(|e| ConfigError::Invalid {
-                    file: "config".into(),
-                    key: "namespaces".into(),
-                    message: e.to_string(),
-                })?
+                .map_err(|e| config.invalid(Invalid::new("namespaces", e.to_string())))?
                 .with_selection(
                     !config.namespaces.is_empty()
                         || config.gateway.as_ref().is_some_and(|g| g.enabled),
                 ),
         );
-        let authz = authz.with_namespaces(namespaces.clone());
+        let authz = AuthzService::new(
+            namespaces.clone(),
+            CheckSettings {
+                dry_run: ext.dry_run,
+                input: InputOptions {
+                    skip_body_parse: ext.skip_request_body_parse,
+                    proto_descriptors,
+                },
+            },
+            security.clone(),
+            log.clone(),
+            metrics.clone(),
+        );
         let gateway = match &config.gateway {
             Some(g) if g.enabled => {
                 let mode = AuthMode::resolve(g, env).map_err(|message| ConfigError::Invalid {
@@ -243,13 +253,12 @@ impl App {
                     key: "gateway".into(),
                     message,
                 })?;
-                let api_keys =
-                    crate::gateway::tokens::ApiKeys::from_config(config, security.as_deref())
-                        .map_err(|message| ConfigError::Invalid {
-                            file: "config".into(),
-                            key: "gateway.api_key_policy".into(),
-                            message,
-                        })?;
+                let api_keys = crate::gateway::tokens::ApiKeys::from_sections(
+                    g,
+                    config.authentication.as_ref(),
+                    security.as_deref(),
+                )
+                .map_err(|e| config.invalid(e.under("gateway")))?;
                 Some(Gateway::new(
                     namespaces.clone(),
                     Authenticator::new(mode, g.audience.clone()),
@@ -262,7 +271,7 @@ impl App {
             }
             _ => None,
         };
-        Ok(Self {
+        Ok(App {
             store,
             namespaces,
             authz,

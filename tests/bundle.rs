@@ -98,7 +98,7 @@ async fn sidecar(extra_yaml: &str, bundle_url: &str) -> Sidecar {
         )
         .unwrap(),
     );
-    let app = App::from_config(&config, store.clone(), Default::default()).expect("app");
+    let app = App::builder(&config, store.clone()).build().expect("app");
     let mut downloaders = config.bundle_downloaders(store.clone()).unwrap();
     let downloader = downloaders.remove(0);
     let server = TestServer::serve(app, store.clone(), dir).await;

@@ -12,7 +12,6 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::client::RequestSpec;
 use portcullis::config::Config;
-use portcullis::decision_log::DecisionLog;
 use portcullis::policy::PolicyStore;
 use portcullis::server::{self, App, GrpcListener, Listeners};
 use tokio::net::TcpListener;
@@ -76,7 +75,7 @@ async fn start() -> Server {
     std::fs::write(&policy, POLICY).unwrap();
     let config = Config::load(None, &[]).unwrap();
     let store = Arc::new(PolicyStore::load(vec![policy], server::policy_options(&config)).unwrap());
-    let app = App::from_config(&config, store.clone(), DecisionLog::disabled()).unwrap();
+    let app = App::builder(&config, store.clone()).build().unwrap();
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let diagnostic = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -229,7 +229,9 @@ async fn unix_and_abstract_sockets_serve_checks() {
             portcullis::policy::PolicyStore::load(vec![policy], Default::default()).unwrap(),
         );
         let config = portcullis::config::Config::default();
-        let app = portcullis::server::App::from_config(&config, store, Default::default()).unwrap();
+        let app = portcullis::server::App::builder(&config, store)
+            .build()
+            .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(portcullis::server::run(
             app,

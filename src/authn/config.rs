@@ -82,24 +82,7 @@ pub struct Match {
     pub namespace: Option<String>,
 }
 
-/// An authentication method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    Jwt,
-    ApiKey,
-    Basic,
-}
-
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Jwt => "jwt",
-            Method::ApiKey => "api_key",
-            Method::Basic => "basic",
-        }
-    }
-}
+pub use crate::telemetry::labels::Method;
 
 /// `require:`
 #[derive(Debug, Clone, Default, Deserialize)]

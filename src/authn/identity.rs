@@ -8,7 +8,7 @@ use super::config::{Grant, Method};
 /// Who the caller is, after a successful authentication.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Identity {
-    pub method: &'static str,
+    pub method: Method,
     pub subject: String,
     pub issuer: Option<String>,
     /// The verified token's claims (JWT), else `{}`.
@@ -33,7 +33,7 @@ pub struct Identity {
 impl Identity {
     pub fn new(method: Method, subject: String, thumbprint: String) -> Self {
         Self {
-            method: method.name(),
+            method,
             subject,
             issuer: None,
             claims: Map::new(),

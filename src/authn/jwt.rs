@@ -23,6 +23,7 @@ use super::identity::Identity;
 use super::jwks::{KeySet, KeySource, Keys};
 use crate::jose::claims::{self, Expect};
 use crate::jose::{Alg, Jws, JwsError, KeyMaterial, Rules, b64};
+use crate::telemetry::labels::Refusal;
 
 /// Why a token was refused. The `Display` text is for logs only; the caller gets [`code`].
 ///
@@ -58,10 +59,10 @@ impl From<claims::ClaimError> for JwtError {
 
 impl JwtError {
     /// `invalid_signature` or `invalid_token`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Refusal {
         match self {
-            JwtError::Signature(_) => "invalid_signature",
-            _ => "invalid_token",
+            JwtError::Signature(_) => Refusal::InvalidSignature,
+            _ => Refusal::InvalidToken,
         }
     }
 }

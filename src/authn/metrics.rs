@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::{AuthnFailure, AuthnMethod, AuthnResult};
+use crate::telemetry::metrics::{AuthnResult, Method, Refusal};
 
 /// Counters of the authentication layer and the token minter.
 #[derive(Debug, Default)]
@@ -22,47 +22,20 @@ pub struct AuthnMetrics {
     prometheus: OnceLock<Metrics>,
 }
 
-fn method(name: &str) -> AuthnMethod {
-    match name {
-        "jwt" => AuthnMethod::Jwt,
-        "api_key" => AuthnMethod::ApiKey,
-        "basic" => AuthnMethod::Basic,
-        "oidc" => AuthnMethod::Oidc,
-        _ => AuthnMethod::None,
-    }
-}
-
-fn failure(code: &str) -> AuthnFailure {
-    match code {
-        "missing_token" => AuthnFailure::MissingToken,
-        "invalid_signature" => AuthnFailure::InvalidSignature,
-        "invalid_api_key" => AuthnFailure::InvalidApiKey,
-        "insufficient_scope" => AuthnFailure::InsufficientScope,
-        "insufficient_role" => AuthnFailure::InsufficientRole,
-        "locked_out" => AuthnFailure::LockedOut,
-        "too_many_requests" => AuthnFailure::TooManyRequests,
-        _ => AuthnFailure::InvalidToken,
-    }
-}
-
 impl AuthnMetrics {
     /// Forwards every later count to the Prometheus registry too.
     pub fn connect(&self, metrics: Metrics) {
         let _ = self.prometheus.set(metrics);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
     fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn success(&self, method_name: &str) {
+    pub fn success(&self, method: Method) {
         Self::inc(&self.success);
         if let Some(m) = self.prometheus.get() {
-            m.authn(method(method_name), AuthnResult::Success);
+            m.authn(Some(method), AuthnResult::Success);
         }
     }
 
@@ -70,15 +43,15 @@ impl AuthnMetrics {
         Self::inc(&self.anonymous);
     }
 
-    /// A refusal: `code` is the answer's error code (`missing_token`, `insufficient_role`, ...).
-    pub fn failure(&self, method_name: &str, code: &str) {
-        if code.starts_with("insufficient_") {
+    /// A refusal; `method` is `None` when no credential was presented.
+    pub fn failure(&self, method: Option<Method>, code: Refusal) {
+        if code.http_status() == 403 {
             Self::inc(&self.forbidden);
         } else {
             Self::inc(&self.failure);
         }
         if let Some(m) = self.prometheus.get() {
-            m.authn(method(method_name), AuthnResult::Failure(failure(code)));
+            m.authn(method, AuthnResult::Failure(code));
         }
     }
 

@@ -28,7 +28,6 @@
 //! - [`identity`] `input.identity`
 //! - [`audit`]    the audit log (JSON lines)
 //! - [`metrics`]  counters
-//! - [`security`] authentication and the internal token wired for the Check path
 
 pub mod api_key;
 pub mod audit;
@@ -41,7 +40,6 @@ pub mod jwt;
 pub mod metrics;
 pub mod oidc;
 pub mod request;
-pub mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +55,22 @@ use self::metrics::AuthnMetrics;
 use self::oidc::OidcIssuer;
 use self::request::{RequestView, path_forms};
 use crate::env::Env;
+use crate::telemetry::labels::Refusal;
+
+/// Where credentials travel in a request, as the authentication config names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// Header names, lowercase.
+    pub headers: Vec<String>,
+    pub query_params: Vec<String>,
+    pub cookies: Vec<String>,
+}
+
+impl Credentials {
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.query_params.is_empty() && self.cookies.is_empty()
+    }
+}
 
 /// What authentication decided.
 #[derive(Debug)]
@@ -69,14 +83,19 @@ pub enum AuthnOutcome {
     Denied(Denial),
 }
 
-/// A refusal: 401 or 403 with a code and `www-authenticate` challenges.
+/// A refusal: 401, 403 or 429 (by [`Refusal::http_status`]) with a code and
+/// `www-authenticate` challenges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    pub status: u16,
-    /// `missing_token`, `invalid_token`, `invalid_signature`, `invalid_api_key`,
-    /// `insufficient_scope`, `insufficient_role`.
-    pub code: &'static str,
+    pub code: Refusal,
     pub www_authenticate: Vec<String>,
+}
+
+impl Denial {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        self.code.http_status()
+    }
 }
 
 /// A building error, naming the policy.
@@ -139,7 +158,7 @@ enum PolicyResult {
     NoCredential,
     Failed {
         method: Method,
-        code: &'static str,
+        code: Refusal,
         reason: String,
         thumbprint: String,
     },
@@ -228,8 +247,8 @@ impl Authenticator {
 
     /// Where credentials travel (headers, query parameters, cookies), to erase them from
     /// logged input documents.
-    pub fn credential_locations(&self) -> crate::authz::input::scrub::Credentials {
-        let mut c = crate::authz::input::scrub::Credentials::default();
+    pub fn credential_locations(&self) -> Credentials {
+        let mut c = Credentials::default();
         for p in &self.policies {
             if let Some(j) = &p.jwt {
                 c.headers.push(j.header.clone());
@@ -268,18 +287,17 @@ impl Authenticator {
             match self.run_policy(p, req, now).await {
                 PolicyResult::Identity(id) => {
                     if let Err(code) = check_require(&p.require, &id) {
-                        self.metrics.failure(id.method, code);
+                        self.metrics.failure(Some(id.method), code);
                         self.refuse(
                             decision_id,
                             p,
                             Some(&id),
-                            id.method,
+                            Some(id.method),
                             code,
                             "requirement not met",
                             &id.thumbprint,
                         );
                         return AuthnOutcome::Denied(Denial {
-                            status: 403,
                             code,
                             www_authenticate: vec![format!("Bearer error=\"{code}\"")],
                         });
@@ -290,19 +308,18 @@ impl Authenticator {
                 }
                 PolicyResult::NoCredential => {
                     if p.required {
-                        self.metrics.failure("none", "missing_token");
+                        self.metrics.failure(None, Refusal::MissingToken);
                         self.refuse(
                             decision_id,
                             p,
                             None,
-                            "none",
-                            "missing_token",
+                            None,
+                            Refusal::MissingToken,
                             "no credential",
                             "",
                         );
                         return AuthnOutcome::Denied(Denial {
-                            status: 401,
-                            code: "missing_token",
+                            code: Refusal::MissingToken,
                             www_authenticate: challenges(&matched, None),
                         });
                     }
@@ -313,27 +330,23 @@ impl Authenticator {
                     reason,
                     thumbprint,
                 } => {
-                    self.metrics.failure(method.name(), code);
+                    self.metrics.failure(Some(method), code);
                     self.refuse(
                         decision_id,
                         p,
                         None,
-                        method.name(),
+                        Some(method),
                         code,
                         &reason,
                         &thumbprint,
                     );
-                    if code == TOO_MANY_REQUESTS {
-                        return AuthnOutcome::Denied(Denial {
-                            status: 429,
-                            code,
-                            www_authenticate: Vec::new(),
-                        });
-                    }
+                    let www_authenticate = match code {
+                        Refusal::TooManyRequests => Vec::new(),
+                        _ => challenges(&matched, Some(code)),
+                    };
                     return AuthnOutcome::Denied(Denial {
-                        status: 401,
                         code,
-                        www_authenticate: challenges(&matched, Some(code)),
+                        www_authenticate,
                     });
                 }
             }
@@ -341,7 +354,7 @@ impl Authenticator {
         match identity {
             Some(id) => {
                 self.metrics.success(id.method);
-                tracing::debug!(decision.id = %decision_id, authn.method = id.method, authn.subject = %id.subject, "authenticated");
+                tracing::debug!(decision.id = %decision_id, authn.method = id.method.as_str(), authn.subject = %id.subject, "authenticated");
                 AuthnOutcome::Authenticated(id)
             }
             None => {
@@ -357,16 +370,17 @@ impl Authenticator {
         decision_id: &str,
         policy: &Policy,
         identity: Option<&Identity>,
-        method: &str,
-        code: &str,
+        method: Option<Method>,
+        code: Refusal,
         reason: &str,
         thumbprint: &str,
     ) {
+        let method = method.map_or("none", Method::as_str);
         tracing::info!(
             decision.id = %decision_id,
             authn.policy = %policy.name,
             authn.method = method,
-            authn.result = code,
+            authn.result = code.as_str(),
             authn.reason = %reason,
             credential.sha256 = thumbprint,
             "authentication refused"
@@ -374,7 +388,7 @@ impl Authenticator {
         let mut event = AuditEvent::new("authn_failure", decision_id)
             .with("policy", policy.name.as_str())
             .with("method", method)
-            .with("result", code)
+            .with("result", code.as_str())
             .with("reason", reason);
         if !thumbprint.is_empty() {
             event = event.with("credential_sha256", thumbprint);
@@ -418,7 +432,7 @@ impl Authenticator {
     ) -> Option<PolicyResult> {
         let token = credential(req.header(&j.header)?, &j.scheme)?;
         let print = thumbprint(token.as_bytes());
-        let fail = |code: &'static str, reason: String| PolicyResult::Failed {
+        let fail = |code: Refusal, reason: String| PolicyResult::Failed {
             method: Method::Jwt,
             code,
             reason,
@@ -426,7 +440,7 @@ impl Authenticator {
         };
         let max = j.verifier.as_ref().map_or(16 * 1024, |v| v.max_token_bytes);
         if token.len() > max {
-            return Some(fail("invalid_token", "token too large".into()));
+            return Some(fail(Refusal::InvalidToken, "token too large".into()));
         }
         // A policy with a `jwt` block accepts exactly what its block accepts: its issuer, its
         // audiences, its keys. Only a policy without one accepts the trusted OIDC issuers' tokens,
@@ -444,12 +458,14 @@ impl Authenticator {
                         Some(v) => v,
                         None => {
                             return Some(fail(
-                                "invalid_signature",
+                                Refusal::InvalidSignature,
                                 "trusted issuer's keys unavailable".into(),
                             ));
                         }
                     },
-                    None => return Some(fail("invalid_token", "issuer is not trusted".into())),
+                    None => {
+                        return Some(fail(Refusal::InvalidToken, "issuer is not trusted".into()));
+                    }
                 }
             }
         };
@@ -500,7 +516,7 @@ fn try_api_key(k: &ApiKeyMethod, req: &RequestView<'_>, now: i64) -> Option<Poli
     let fail = |reason: String| {
         Some(PolicyResult::Failed {
             method: Method::ApiKey,
-            code: "invalid_api_key",
+            code: Refusal::InvalidApiKey,
             reason,
             thumbprint: print.clone(),
         })
@@ -536,9 +552,9 @@ async fn try_basic(b: &BasicAuth, req: &RequestView<'_>) -> Option<PolicyResult>
         Err(e) => PolicyResult::Failed {
             method: Method::Basic,
             code: if e == basic::BasicError::Busy {
-                TOO_MANY_REQUESTS
+                Refusal::TooManyRequests
             } else {
-                "invalid_token"
+                Refusal::InvalidToken
             },
             reason: e.to_string(),
             thumbprint: print,
@@ -546,39 +562,32 @@ async fn try_basic(b: &BasicAuth, req: &RequestView<'_>) -> Option<PolicyResult>
     })
 }
 
-/// The code of a refusal because too many attempts are waiting (HTTP 429).
-pub const TOO_MANY_REQUESTS: &str = "too_many_requests";
-
 /// `Err(code)` when the identity lacks a required role or scope.
-fn check_require(r: &Require, id: &Identity) -> Result<(), &'static str> {
+fn check_require(r: &Require, id: &Identity) -> Result<(), Refusal> {
     if let Some(roles) = &r.roles {
         if !roles.any_of.is_empty() && !roles.any_of.iter().any(|x| id.has_role(x)) {
-            return Err("insufficient_role");
+            return Err(Refusal::InsufficientRole);
         }
         if !roles.all_of.iter().all(|x| id.has_role(x)) {
-            return Err("insufficient_role");
+            return Err(Refusal::InsufficientRole);
         }
     }
     if !r.scopes.iter().all(|s| id.has_scope(s)) {
-        return Err("insufficient_scope");
+        return Err(Refusal::InsufficientScope);
     }
     Ok(())
 }
 
 /// `www-authenticate` challenges for the methods of the matching policies.
-fn challenges(policies: &[&Policy], error: Option<&str>) -> Vec<String> {
+fn challenges(policies: &[&Policy], error: Option<Refusal>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for p in policies {
         for m in &p.methods {
             let c = match m {
+                // RFC 6750 §3.1 knows `invalid_token`, not which part was wrong.
                 Method::Jwt => match error {
-                    Some(e @ ("invalid_token" | "invalid_signature")) => {
-                        let e = if e == "invalid_signature" {
-                            "invalid_token"
-                        } else {
-                            e
-                        };
-                        format!("Bearer realm=\"portcullis\", error=\"{e}\"")
+                    Some(Refusal::InvalidToken | Refusal::InvalidSignature) => {
+                        "Bearer realm=\"portcullis\", error=\"invalid_token\"".to_string()
                     }
                     _ => "Bearer realm=\"portcullis\"".to_string(),
                 },
@@ -722,15 +731,15 @@ mod tests {
         );
         assert_eq!(
             check_require(&r(&["admin"], &[], &[]), &id),
-            Err("insufficient_role")
+            Err(Refusal::InsufficientRole)
         );
         assert_eq!(
             check_require(&r(&[], &["reader", "admin"], &[]), &id),
-            Err("insufficient_role")
+            Err(Refusal::InsufficientRole)
         );
         assert_eq!(
             check_require(&r(&[], &[], &["a", "c"]), &id),
-            Err("insufficient_scope")
+            Err(Refusal::InsufficientScope)
         );
     }
 

@@ -104,7 +104,7 @@ pub fn authn_denied(
             decision_id,
         );
     }
-    let (grpc, http) = match denial.status {
+    let (grpc, http) = match denial.status() {
         401 => (UNAUTHENTICATED, StatusCode::Unauthorized),
         429 => (RESOURCE_EXHAUSTED, StatusCode::TooManyRequests),
         _ => (PERMISSION_DENIED, StatusCode::Forbidden),
@@ -116,7 +116,7 @@ pub fn authn_denied(
         .collect();
     headers.push(("content-type".into(), "application/json".into()));
     let resp = CheckResponse {
-        status: Some(status(grpc, denial.code)),
+        status: Some(status(grpc, denial.code.as_str())),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus { code: http as i32 }),
             headers: header_options(headers),

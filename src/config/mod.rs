@@ -61,6 +61,9 @@ const SET_SOURCE: &str = "--set";
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where the config came from (the file, or `--set`), for errors found after loading.
+    #[serde(skip)]
+    pub source: String,
     #[serde(default)]
     pub plugins: Plugins,
     #[serde(default)]
@@ -280,7 +283,7 @@ impl Config {
                 }
             }
         }
-        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
             ConfigError::Invalid {
                 file: source.to_string(),
@@ -289,7 +292,21 @@ impl Config {
             }
         })?;
         config.validate(source)?;
+        config.source = source.to_string();
         Ok(config)
+    }
+
+    /// A section's refusal, found after loading, as an error naming this config's file.
+    pub fn invalid(&self, e: crate::invalid::Invalid) -> ConfigError {
+        ConfigError::Invalid {
+            file: if self.source.is_empty() {
+                SET_SOURCE.to_string()
+            } else {
+                self.source.clone()
+            },
+            key: e.key,
+            message: e.message,
+        }
     }
 
     fn validate(&self, source: &str) -> Result<(), ConfigError> {

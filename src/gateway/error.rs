@@ -1,4 +1,6 @@
-//! What a gateway call can fail with; turned into a `tonic::Status` in `crate::grpc::status`.
+//! What a gateway call can fail with, and the one place it becomes a `tonic::Status`.
+
+use tonic::Status;
 
 use super::access::Denied;
 use super::caller::DelegationError;
@@ -28,4 +30,41 @@ pub enum GatewayError {
     /// Something failed on our side; the message is logged, the caller sees a generic one.
     #[error("{0}")]
     Internal(String),
+}
+
+/// Gateway errors: UNAUTHENTICATED and PERMISSION_DENIED carry generic messages only; a
+/// policy that does not compile is INVALID_ARGUMENT with its `file:line:col` message.
+impl From<GatewayError> for Status {
+    fn from(e: GatewayError) -> Self {
+        use super::caller::DelegationError as D;
+        use crate::namespaces::NamespaceError as N;
+        use crate::policy::overlay::WriteError as W;
+        use GatewayError as G;
+        match e {
+            G::Unauthenticated => Status::unauthenticated(super::layer::UNAUTHENTICATED),
+            G::Denied(_) => Status::permission_denied("permission denied"),
+            G::Namespace(e @ N::InvalidName { .. }) => Status::invalid_argument(e.to_string()),
+            G::Namespace(e @ N::Unknown(_)) => Status::not_found(e.to_string()),
+            G::Namespace(e @ (N::Limit | N::TreeLimit(_))) => {
+                Status::resource_exhausted(e.to_string())
+            }
+            G::Namespace(e @ N::Load { .. }) => {
+                tracing::error!(error = %e, "namespace cannot be loaded");
+                Status::internal("namespace cannot be loaded")
+            }
+            G::Write(e @ W::NotFound(_)) => Status::not_found(e.to_string()),
+            G::Write(e @ W::FileOnly(_)) => Status::failed_precondition(e.to_string()),
+            G::Write(e @ W::Limit(_)) => Status::resource_exhausted(e.to_string()),
+            G::Write(e @ (W::Invalid(_) | W::Policy(_))) => Status::invalid_argument(e.to_string()),
+            G::Delegation(e @ D::NotJwt) => Status::failed_precondition(e.to_string()),
+            G::Delegation(e @ D::Invalid(_)) => Status::invalid_argument(e.to_string()),
+            G::Delegation(D::Widens(_)) => Status::permission_denied("permission denied"),
+            G::Invalid(m) => Status::invalid_argument(m),
+            G::Precondition(m) => Status::failed_precondition(m),
+            G::Internal(m) => {
+                tracing::error!(error = %m, "gateway call failed");
+                Status::internal("internal error")
+            }
+        }
+    }
 }

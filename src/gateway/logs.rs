@@ -179,7 +179,7 @@ pub(super) fn record(log: &DecisionLog, d: Decided<'_>) {
     record.input = Some(d.input.clone());
     match d.result {
         Ok(v) => record.result = Some(v.clone()),
-        Err(e) => record.error = Some((e.reason(), e.to_string())),
+        Err(e) => record.error = Some((e.reason().as_str(), e.to_string())),
     }
     record.snapshot = Some(d.snapshot);
     record.eval = Some(d.eval);

@@ -61,7 +61,7 @@ struct Inner {
     /// Set when the gateway shuts down, so that open streams end.
     stopping: tokio::sync::watch::Sender<bool>,
     /// Authentication (OIDC trust) and internal-token keys, when configured.
-    security: Option<Arc<crate::authn::security::Security>>,
+    security: Option<Arc<crate::authz::security::Security>>,
     /// The API key store the gateway manages, when configured.
     api_keys: Option<tokens::ApiKeys>,
 }
@@ -76,7 +76,7 @@ impl Gateway {
         log: DecisionLog,
         decision_path: impl Into<String>,
         config: &GatewayConfig,
-        security: Option<Arc<crate::authn::security::Security>>,
+        security: Option<Arc<crate::authz::security::Security>>,
         api_keys: Option<tokens::ApiKeys>,
     ) -> Self {
         Self {
@@ -96,7 +96,7 @@ impl Gateway {
         }
     }
 
-    pub(crate) fn security(&self) -> Option<&Arc<crate::authn::security::Security>> {
+    pub(crate) fn security(&self) -> Option<&Arc<crate::authz::security::Security>> {
         self.inner.security.as_ref()
     }
 

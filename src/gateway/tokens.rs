@@ -42,11 +42,13 @@ use super::caller::{
     Audience, Caller, Claims, DelegationError, Grant, GrantKind, Method, Scope, ScopeClaims,
     delegate, now,
 };
+use super::config::GatewayConfig;
 use super::pb::{self, AccessToken, MintAccessTokenRequest};
 use super::{Gateway, GatewayError, caller_of};
 use crate::authn::api_key::{ApiKeyRecord, ApiKeyStore, NewApiKey};
-use crate::authn::security::Security;
-use crate::config::Config;
+use crate::authn::config::Authentication;
+use crate::authz::security::Security;
+use crate::invalid::Invalid;
 use crate::namespaces::DEFAULT_NAMESPACE;
 
 /// The default lifetime of an exchanged token.
@@ -69,58 +71,49 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
-    /// The store of `gateway.api_key_policy`, else of the first policy with `api_key`; `None`
-    /// when no policy has one. A named policy without `api_key` is an error.
-    pub fn from_config(
-        config: &Config,
+    /// The store of `gateway.api_key_policy`, else of the first authentication policy with
+    /// `api_key`; `None` when no policy has one. A named policy without `api_key` is an error
+    /// (keyed below `gateway`).
+    pub fn from_sections(
+        gateway: &GatewayConfig,
+        authentication: Option<&Authentication>,
         security: Option<&Security>,
-    ) -> Result<Option<Self>, String> {
-        let gateway_scopes = config
-            .gateway
-            .as_ref()
-            .map(|g| g.api_key_scopes.clone())
+    ) -> Result<Option<Self>, Invalid> {
+        let invalid = |m: String| Invalid::new("api_key_policy", m);
+        let named = gateway.api_key_policy.as_ref();
+        let policies = authentication
+            .map(|a| a.policies.as_slice())
             .unwrap_or_default();
-        let Some(authn) = &config.authentication else {
-            return match config
-                .gateway
-                .as_ref()
-                .and_then(|g| g.api_key_policy.as_ref())
-            {
-                Some(name) => Err(format!("no authentication policy named {name:?}")),
-                None => Ok(None),
-            };
-        };
-        let named = config
-            .gateway
-            .as_ref()
-            .and_then(|g| g.api_key_policy.clone());
-        let policy = match &named {
-            Some(name) => authn
-                .policies
+        let policy = match named {
+            Some(name) => policies
                 .iter()
                 .find(|p| &p.name == name)
-                .ok_or_else(|| format!("no authentication policy named {name:?}"))?,
-            None => match authn.policies.iter().find(|p| p.api_key.is_some()) {
+                .ok_or_else(|| invalid(format!("no authentication policy named {name:?}")))?,
+            None => match policies.iter().find(|p| p.api_key.is_some()) {
                 Some(p) => p,
                 None => return Ok(None),
             },
         };
-        let Some(config) = &policy.api_key else {
-            return Err(format!(
+        let Some(api_key) = &policy.api_key else {
+            return Err(invalid(format!(
                 "authentication policy {:?} has no api_key",
                 policy.name
-            ));
+            )));
         };
         let store = security
             .and_then(|s| s.authn.as_ref())
             .and_then(|a| a.api_key_store(&policy.name))
-            .ok_or_else(|| format!("the API key store of {:?} is not open", policy.name))?;
-        let config_scopes = gateway_scopes;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "the API key store of {:?} is not open",
+                    policy.name
+                ))
+            })?;
         Ok(Some(Self {
             policy: policy.name.clone(),
             store,
-            prefixes: config.prefix.0.clone(),
-            issuable_scopes: config_scopes,
+            prefixes: api_key.prefix.0.clone(),
+            issuable_scopes: gateway.api_key_scopes.clone(),
         }))
     }
 }

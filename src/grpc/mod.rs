@@ -1,4 +1,3 @@
-//! gRPC plumbing shared by the services.
+//! gRPC plumbing shared by the services: JSON <-> `google.protobuf.Value`.
 
 pub mod json;
-pub mod status;

@@ -85,12 +85,13 @@ pub enum EvalError {
 }
 
 impl EvalError {
-    /// A short, stable reason for metrics and logs.
-    pub fn reason(&self) -> &'static str {
+    /// The reason, for metrics and logs.
+    pub fn reason(&self) -> crate::telemetry::labels::CheckReason {
+        use crate::telemetry::labels::CheckReason;
         match self {
-            EvalError::Timeout(_) => "eval_timeout",
-            EvalError::Limit(_) => "eval_limit",
-            EvalError::Failed(_) => "envoyauth_eval_error",
+            EvalError::Timeout(_) => CheckReason::EvalTimeout,
+            EvalError::Limit(_) => CheckReason::EvalLimit,
+            EvalError::Failed(_) => CheckReason::EnvoyauthEvalError,
         }
     }
 }

@@ -26,14 +26,16 @@
 //! | `portcullis_build_info` | gauge (1) | `version` |
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+pub use super::labels::{CheckReason, Method, Refusal};
 
 /// OPA-Envoy's default buckets for `grpc_request_duration_seconds`.
 pub const OPA_ENVOY_BUCKETS: &[f64] = &[
@@ -44,17 +46,6 @@ pub const OPA_ENVOY_BUCKETS: &[f64] = &[
 pub const LATENCY_BUCKETS: &[f64] = &[
     5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
     0.25, 1.0,
-];
-
-/// The reasons a Check can end in an error, as OPA-Envoy names them.
-const CHECK_ERROR_REASONS: &[&str] = &[
-    "request_parse_error",
-    "envoyauth_eval_error",
-    "envoyauth_result_error",
-    "eval_timeout",
-    "eval_limit",
-    "unknown_namespace",
-    "internal_error",
 ];
 
 /// Why an event was not logged.
@@ -124,85 +115,31 @@ pub trait DecisionLogStats: std::fmt::Debug + Send + Sync {
 pub enum CheckOutcome {
     Allow,
     Deny,
-    /// An error, by OPA-Envoy's reason code (`request_parse_error`, `envoyauth_eval_error`, ...).
-    Error(&'static str),
+    Error(CheckReason),
 }
 
-/// An authentication method, for `portcullis_authn_total{method}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthnMethod {
-    Jwt,
-    ApiKey,
-    Basic,
-    Oidc,
-    /// No method applied (e.g. no credential was presented at all).
-    None,
-}
-
-impl AuthnMethod {
-    const ALL: [AuthnMethod; 5] = [
-        AuthnMethod::Jwt,
-        AuthnMethod::ApiKey,
-        AuthnMethod::Basic,
-        AuthnMethod::Oidc,
-        AuthnMethod::None,
-    ];
-
+impl CheckOutcome {
+    /// `allow`, `deny` or `error`.
     pub fn as_str(self) -> &'static str {
         match self {
-            AuthnMethod::Jwt => "jwt",
-            AuthnMethod::ApiKey => "api_key",
-            AuthnMethod::Basic => "basic",
-            AuthnMethod::Oidc => "oidc",
-            AuthnMethod::None => "none",
+            CheckOutcome::Allow => "allow",
+            CheckOutcome::Deny => "deny",
+            CheckOutcome::Error(_) => "error",
         }
     }
 }
 
-/// Why authentication failed, for `portcullis_authn_total{reason}` (DESIGN.md §5's codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthnFailure {
-    MissingToken,
-    InvalidToken,
-    InvalidSignature,
-    InvalidApiKey,
-    InsufficientScope,
-    InsufficientRole,
-    LockedOut,
-    TooManyRequests,
-}
-
-impl AuthnFailure {
-    const ALL: [AuthnFailure; 8] = [
-        AuthnFailure::MissingToken,
-        AuthnFailure::InvalidToken,
-        AuthnFailure::InvalidSignature,
-        AuthnFailure::InvalidApiKey,
-        AuthnFailure::InsufficientScope,
-        AuthnFailure::InsufficientRole,
-        AuthnFailure::LockedOut,
-        AuthnFailure::TooManyRequests,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthnFailure::MissingToken => "missing_token",
-            AuthnFailure::InvalidToken => "invalid_token",
-            AuthnFailure::InvalidSignature => "invalid_signature",
-            AuthnFailure::InvalidApiKey => "invalid_api_key",
-            AuthnFailure::InsufficientScope => "insufficient_scope",
-            AuthnFailure::InsufficientRole => "insufficient_role",
-            AuthnFailure::LockedOut => "locked_out",
-            AuthnFailure::TooManyRequests => "too_many_requests",
-        }
-    }
+/// An authentication attempt's method label: the method, or `none` when no credential was
+/// presented.
+fn method_label(method: Option<Method>) -> &'static str {
+    method.map_or("none", Method::as_str)
 }
 
 /// The result of one authentication attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthnResult {
     Success,
-    Failure(AuthnFailure),
+    Failure(Refusal),
 }
 
 /// Every metric, registered once. Cheap to clone.
@@ -278,9 +215,9 @@ impl Metrics {
         let mut check_labels: Vec<Labels> =
             vec![vec![("outcome", "allow")], vec![("outcome", "deny")]];
         check_labels.extend(
-            CHECK_ERROR_REASONS
+            CheckReason::ALL
                 .iter()
-                .map(|r| vec![("outcome", "error"), ("reason", *r)]),
+                .map(|r| vec![("outcome", "error"), ("reason", r.as_str())]),
         );
         let checks = Series::new(check_labels, Count::default);
         registry.register(
@@ -289,9 +226,9 @@ impl Metrics {
             checks.clone(),
         );
         let opa_errors = Series::new(
-            CHECK_ERROR_REASONS
+            CheckReason::ALL
                 .iter()
-                .map(|r| vec![("reason", *r)])
+                .map(|r| vec![("reason", r.as_str())])
                 .collect(),
             Count::untyped,
         );
@@ -340,11 +277,15 @@ impl Metrics {
         );
 
         let mut authn_labels: Vec<Labels> = Vec::new();
-        for method in AuthnMethod::ALL {
-            authn_labels.push(vec![("method", method.as_str()), ("result", "success")]);
-            for reason in AuthnFailure::ALL {
+        let methods = Method::ALL.iter().copied().map(Some).chain([None]);
+        for method in methods {
+            authn_labels.push(vec![
+                ("method", method_label(method)),
+                ("result", "success"),
+            ]);
+            for reason in Refusal::ALL {
                 authn_labels.push(vec![
-                    ("method", method.as_str()),
+                    ("method", method_label(method)),
                     ("result", "failure"),
                     ("reason", reason.as_str()),
                 ]);
@@ -415,23 +356,8 @@ impl Metrics {
             CheckOutcome::Allow => m.checks.at(0).inc(),
             CheckOutcome::Deny => m.checks.at(1).inc(),
             CheckOutcome::Error(reason) => {
-                match CHECK_ERROR_REASONS.iter().position(|r| *r == reason) {
-                    Some(i) => {
-                        m.checks.at(2 + i).inc();
-                        m.opa_errors.at(i).inc();
-                    }
-                    None => {
-                        m.checks
-                            .extra(
-                                vec![("outcome", "error"), ("reason", reason)],
-                                Count::default,
-                            )
-                            .inc();
-                        m.opa_errors
-                            .extra(vec![("reason", reason)], Count::untyped)
-                            .inc();
-                    }
-                }
+                m.checks.at(2 + reason.index()).inc();
+                m.opa_errors.at(reason.index()).inc();
             }
         }
         m.grpc_duration.observe(handler);
@@ -460,17 +386,12 @@ impl Metrics {
     }
 
     /// Records one authentication attempt.
-    pub fn authn(&self, method: AuthnMethod, result: AuthnResult) {
-        let per_method = 1 + AuthnFailure::ALL.len();
-        let m = AuthnMethod::ALL
-            .iter()
-            .position(|x| *x == method)
-            .unwrap_or(0);
+    pub fn authn(&self, method: Option<Method>, result: AuthnResult) {
+        let per_method = 1 + Refusal::ALL.len();
+        let m = method.map_or(Method::ALL.len(), Method::index);
         let r = match result {
             AuthnResult::Success => 0,
-            AuthnResult::Failure(f) => {
-                1 + AuthnFailure::ALL.iter().position(|x| *x == f).unwrap_or(0)
-            }
+            AuthnResult::Failure(f) => 1 + f.index(),
         };
         self.inner.authn.at(m * per_method + r).inc();
     }
@@ -634,11 +555,10 @@ impl EncodeMetric for Histogram {
 }
 
 /// A metric with a fixed list of label sets, resolved at start-up so that recording indexes
-/// an array. Label sets unknown at start-up go to `extra` (a mutex, off the common path).
+/// an array.
 #[derive(Debug, Clone)]
 struct Series<M> {
     fixed: Arc<Vec<(Labels, M)>>,
-    extra: Arc<Mutex<Vec<(Labels, M)>>>,
     kind: MetricType,
 }
 
@@ -650,7 +570,6 @@ impl<M: EncodeMetric + Clone> Series<M> {
             .map_or_else(|| make().metric_type(), |(_, m)| m.metric_type());
         Self {
             fixed: Arc::new(fixed),
-            extra: Arc::default(),
             kind,
         }
     }
@@ -659,7 +578,6 @@ impl<M: EncodeMetric + Clone> Series<M> {
         let kind = metric.metric_type();
         Self {
             fixed: Arc::new(vec![(labels, metric)]),
-            extra: Arc::default(),
             kind,
         }
     }
@@ -668,25 +586,11 @@ impl<M: EncodeMetric + Clone> Series<M> {
         // Indexes are computed from the same tables the series were built from.
         &self.fixed[i.min(self.fixed.len().saturating_sub(1))].1
     }
-
-    fn extra(&self, labels: Labels, make: impl Fn() -> M) -> M {
-        let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, m)) = extra.iter().find(|(l, _)| *l == labels) {
-            return m.clone();
-        }
-        let m = make();
-        extra.push((labels, m.clone()));
-        m
-    }
 }
 
 impl<M: EncodeMetric + Clone> EncodeMetric for Series<M> {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         for (labels, metric) in self.fixed.iter() {
-            metric.encode(encoder.encode_family(labels)?)?;
-        }
-        let extra = self.extra.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for (labels, metric) in &extra {
             metric.encode(encoder.encode_family(labels)?)?;
         }
         Ok(())
@@ -792,20 +696,20 @@ mod tests {
         );
         m.check(CheckOutcome::Deny, Duration::from_millis(2), None);
         m.check(
-            CheckOutcome::Error("request_parse_error"),
+            CheckOutcome::Error(CheckReason::RequestParseError),
             Duration::from_micros(3),
             None,
         );
         m.check(
-            CheckOutcome::Error("brand_new"),
+            CheckOutcome::Error(CheckReason::UnknownNamespace),
             Duration::from_micros(3),
             None,
         );
         m.authn(
-            AuthnMethod::Jwt,
-            AuthnResult::Failure(AuthnFailure::InvalidSignature),
+            Some(Method::Jwt),
+            AuthnResult::Failure(Refusal::InvalidSignature),
         );
-        m.authn(AuthnMethod::ApiKey, AuthnResult::Success);
+        m.authn(Some(Method::ApiKey), AuthnResult::Success);
         m.jwks_fetch(false);
         m.token_minted();
         m.policy_reload::<()>(&Ok(7));
@@ -815,9 +719,9 @@ mod tests {
             "portcullis_checks_total{outcome=\"allow\"} 1",
             "portcullis_checks_total{outcome=\"deny\"} 1",
             "portcullis_checks_total{outcome=\"error\",reason=\"request_parse_error\"} 1",
-            "portcullis_checks_total{outcome=\"error\",reason=\"brand_new\"} 1",
+            "portcullis_checks_total{outcome=\"error\",reason=\"unknown_namespace\"} 1",
             "error_counter{reason=\"request_parse_error\"} 1",
-            "error_counter{reason=\"brand_new\"} 1",
+            "error_counter{reason=\"unknown_namespace\"} 1",
             "grpc_request_duration_seconds_count{handler=\"check\"} 4",
             "grpc_request_duration_seconds_bucket{le=\"0.00005\",handler=\"check\"} 3",
             "grpc_request_duration_seconds_bucket{le=\"+Inf\",handler=\"check\"} 4",

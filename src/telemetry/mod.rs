@@ -1,9 +1,11 @@
 //! Observability: logging set-up, Prometheus metrics and OpenTelemetry traces (the decision
 //! log, which evaluates mask policies, is [`crate::decision_log`], a layer up).
 //!
+//! - [`labels`]       the closed sets (reasons, methods, refusals), defined once
 //! - [`metrics`]      the one metrics registry, lock-free recording, `/metrics` text
 //! - [`trace`]        OTLP/gRPC span export, W3C/B3 parent extraction
 
+pub mod labels;
 pub mod metrics;
 pub mod trace;
 

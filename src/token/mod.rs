@@ -303,7 +303,7 @@ impl Minter {
         self.metrics.minted();
         let mut event = AuditEvent::new("token_minted", ctx.decision_id)
             .with("subject", id.subject.as_str())
-            .with("method", id.method)
+            .with("method", id.method.as_str())
             .with("result", "minted")
             .with("jti", jti.as_str())
             .with("exp", exp)

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use portcullis::authn::audit::AuditLog;
-use portcullis::authn::security::Security;
+use portcullis::authz::security::Security;
 use portcullis::client::request::RequestSpec;
 use portcullis::client::response_json;
 use portcullis::config::Config;
@@ -330,14 +330,19 @@ impl Portcullis {
                 .expect("policy"),
         );
         let audit = AuditLog::memory();
-        let security = Arc::new(Security::build(&config, audit.clone(), env).expect("security"));
-        let app = App::with_security(
-            &config,
-            store.clone(),
-            Default::default(),
-            Some(security.clone()),
-        )
-        .expect("app");
+        let security = Arc::new(
+            Security::build(
+                config.authentication.as_ref(),
+                config.internal_token.as_ref(),
+                audit.clone(),
+                env,
+            )
+            .expect("security"),
+        );
+        let app = App::builder(&config, store.clone())
+            .security(Some(security.clone()))
+            .build()
+            .expect("app");
         let server = support::TestServer::serve(app, store, dir).await;
         Self {
             server,

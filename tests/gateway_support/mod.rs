@@ -97,7 +97,11 @@ impl Gw {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let log = DecisionLog::to_writer(json!({}), std::io::sink());
-        let app = App::from_config_with_env(&config, store.clone(), log, &env).unwrap();
+        let app = App::builder(&config, store.clone())
+            .log(log)
+            .env(&env)
+            .build()
+            .unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use portcullis::authn::audit::AuditLog;
-use portcullis::authn::security::Security;
+use portcullis::authz::security::Security;
 use portcullis::config::Config;
 use portcullis::decision_log::DecisionLog;
 use portcullis::policy::PolicyStore;
@@ -97,14 +97,24 @@ impl Sidecar {
         let audit = AuditLog::memory();
         let security = if config.authentication.is_some() || config.internal_token.is_some() {
             Some(Arc::new(
-                Security::build(&config, audit.clone(), &lookup).map_err(|e| e.to_string())?,
+                Security::build(
+                    config.authentication.as_ref(),
+                    config.internal_token.as_ref(),
+                    audit.clone(),
+                    &lookup,
+                )
+                .map_err(|e| e.to_string())?,
             ))
         } else {
             None
         };
         let captured = Captured::default();
         let log = DecisionLog::to_writer(serde_json::json!({}), captured.clone());
-        let app = App::with_security_and_env(&config, store.clone(), log.clone(), security, &env)
+        let app = App::builder(&config, store.clone())
+            .log(log.clone())
+            .security(security)
+            .env(&env)
+            .build()
             .map_err(|e| e.to_string())?;
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -61,7 +61,9 @@ impl TestServer {
         let store = Arc::new(
             PolicyStore::load(paths, server::policy_options(&config)).expect("policies load"),
         );
-        let app = App::from_config(&config, store.clone(), spec.log.unwrap_or_default())
+        let app = App::builder(&config, store.clone())
+            .log(spec.log.unwrap_or_default())
+            .build()
             .expect("app from config");
         Self::serve(app, store, dir).await
     }

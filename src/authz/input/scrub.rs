@@ -20,22 +20,25 @@ pub const REDACTED: &str = "REDACTED";
 /// Headers whose value carries a query string.
 const PATH_HEADERS: &[&str] = &[":path", "x-envoy-original-path"];
 
-/// Where credentials travel in a request (from the authentication config).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Credentials {
-    /// Header names, lowercase.
-    pub headers: Vec<String>,
-    pub query_params: Vec<String>,
-    pub cookies: Vec<String>,
+pub use crate::authn::Credentials;
+
+/// Erases every copy of every credential `creds` names from `input` (see the module docs).
+pub fn scrub(creds: &Credentials, input: &mut Value) {
+    Scrubber(creds).scrub(input)
 }
 
-impl Credentials {
-    pub fn is_empty(&self) -> bool {
-        self.headers.is_empty() && self.query_params.is_empty() && self.cookies.is_empty()
-    }
+/// The scrubbing of one document.
+struct Scrubber<'a>(&'a Credentials);
 
-    /// Erases every copy of every credential from `input` (see the module docs).
-    pub fn scrub(&self, input: &mut Value) {
+impl std::ops::Deref for Scrubber<'_> {
+    type Target = Credentials;
+    fn deref(&self) -> &Credentials {
+        self.0
+    }
+}
+
+impl Scrubber<'_> {
+    fn scrub(&self, input: &mut Value) {
         if self.is_empty() {
             return;
         }
@@ -91,7 +94,7 @@ impl Credentials {
                 let Some(key) = entry_key(entry).map(str::to_owned) else {
                     continue;
                 };
-                let redact: fn(&Self, &str) -> Option<String> =
+                let redact: fn(&Scrubber<'_>, &str) -> Option<String> =
                     if PATH_HEADERS.iter().any(|h| key.eq_ignore_ascii_case(h)) {
                         |c, s| c.redact_query_in(s, true)
                     } else if key.eq_ignore_ascii_case("cookie") {
@@ -251,7 +254,7 @@ mod tests {
                     {"key": "accept", "value": "*/*"}]}}}},
             "parsed_query": {"api_key": [secret], "page": ["2"]}
         }));
-        creds().scrub(&mut input);
+        scrub(&creds(), &mut input);
         let text = serde_json::to_string(&input).unwrap();
         assert!(!text.contains("SECRET"), "{text}");
         let raw_after =
@@ -280,7 +283,7 @@ mod tests {
     fn nothing_configured_changes_nothing() {
         let mut input = Value::from(serde_json::json!({"parsed_query": {"api_key": ["x"]}}));
         let before = input.clone();
-        Credentials::default().scrub(&mut input);
+        scrub(&Credentials::default(), &mut input);
         assert_eq!(input, before);
     }
 }
