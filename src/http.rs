@@ -22,10 +22,23 @@ use axum::routing::get;
 use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 
-use crate::server::App;
+use std::sync::Arc;
+
+use crate::authz::security::Security;
+use crate::policy::PolicyStore;
+use crate::telemetry::Metrics;
 
 /// The largest request body the HTTP API reads.
 const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// What the HTTP API reads: the default namespace's store, the internal token's keys, the
+/// metrics registry.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub store: Arc<PolicyStore>,
+    pub security: Option<Arc<Security>>,
+    pub metrics: Metrics,
+}
 
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +50,7 @@ pub enum Surface {
 }
 
 /// Builds the router for a surface.
-pub fn router(app: App, surface: Surface) -> Router {
+pub fn router(app: Api, surface: Surface) -> Router {
     let mut router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics));
@@ -99,7 +112,7 @@ async fn loopback_hosts_only(
 }
 
 /// `GET /health`, `?bundles`, `?plugins`: see the module docs.
-async fn health(State(app): State<App>, uri: axum::http::Uri) -> Response {
+async fn health(State(app): State<Api>, uri: axum::http::Uri) -> Response {
     let wants = |key: &str| {
         uri.query().is_some_and(|q| {
             form_urlencoded::parse(q.as_bytes())
@@ -150,8 +163,8 @@ async fn health(State(app): State<App>, uri: axum::http::Uri) -> Response {
 }
 
 /// The internal token's public keys.
-async fn jwks(State(app): State<App>) -> Response {
-    match app.authz.security().and_then(|s| s.minter.as_ref()) {
+async fn jwks(State(app): State<Api>) -> Response {
+    match app.security.as_ref().and_then(|s| s.minter.as_ref()) {
         Some(m) => (
             StatusCode::OK,
             [(axum::http::header::CACHE_CONTROL, "max-age=60")],
@@ -167,8 +180,8 @@ async fn jwks(State(app): State<App>) -> Response {
 }
 
 /// OIDC discovery for the internal token's issuer.
-async fn openid_configuration(State(app): State<App>) -> Response {
-    match app.authz.security().and_then(|s| s.minter.as_ref()) {
+async fn openid_configuration(State(app): State<Api>) -> Response {
+    match app.security.as_ref().and_then(|s| s.minter.as_ref()) {
         Some(m) => {
             let jwks_uri = format!(
                 "{}/.well-known/jwks.json",
@@ -189,7 +202,7 @@ async fn openid_configuration(State(app): State<App>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus' text exposition (OpenMetrics).
-async fn metrics(State(app): State<App>) -> Response {
+async fn metrics(State(app): State<Api>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -205,24 +218,24 @@ struct GetParams {
     input: Option<String>,
 }
 
-async fn get_root(State(app): State<App>, Query(q): Query<GetParams>) -> Response {
+async fn get_root(State(app): State<Api>, Query(q): Query<GetParams>) -> Response {
     query_data(app, String::new(), parse_input_param(q.input))
 }
 
 async fn get_data(
-    State(app): State<App>,
+    State(app): State<Api>,
     Path(path): Path<String>,
     Query(q): Query<GetParams>,
 ) -> Response {
     query_data(app, path, parse_input_param(q.input))
 }
 
-async fn post_root(State(app): State<App>, body: axum::body::Bytes) -> Response {
+async fn post_root(State(app): State<Api>, body: axum::body::Bytes) -> Response {
     query_data(app, String::new(), parse_body(&body))
 }
 
 async fn post_data(
-    State(app): State<App>,
+    State(app): State<Api>,
     Path(path): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -252,7 +265,7 @@ fn parse_body(body: &[u8]) -> Result<Option<regorus::Value>, String> {
     }
 }
 
-fn query_data(app: App, path: String, input: Result<Option<regorus::Value>, String>) -> Response {
+fn query_data(app: Api, path: String, input: Result<Option<regorus::Value>, String>) -> Response {
     let input = match input {
         Ok(i) => i,
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", &message),

@@ -6,12 +6,15 @@
 //!
 //! # Layout
 //!
+//! ARCHITECTURE.md puts these modules in layers; each imports only from the layers below it.
+//!
 //! - [`bundle`]   OPA bundles: safe archive reading, manifest and roots, signatures, download
 //! - [`env`]      the process environment behind one trait (tests pass a map)
 //! - [`decision_log`] OPA-format decision logs: console, file, HTTP upload, subscribers, masking
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
 //! - [`authn`]    authentication before Rego: JWT, API keys, Basic, trusted OIDC issuers, audit log
-//! - [`authz`]    the Check path: input document, decision validation, CheckResponse, the gRPC service
+//! - [`authz`]    the Check path: one pipeline from request to outcome, input document, decision,
+//!   CheckResponse, authentication and internal tokens as a Check uses them, the gRPC service
 //! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
 //! - [`cli`]      the gateway's command line: `auth`, `decide`, `policy`, `data`, `logs`, `keys`, `status`
 //! - [`gateway`]  the gateway gRPC API (`portcullis.v1`), gRPC-Web, caller auth and scopes
@@ -24,8 +27,9 @@
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
 //! - [`jose`]     JWS once: algorithms, keys and their rules, verify, sign, claims, the clock
 //! - [`listen`]   listener addresses in OPA's forms; loopback names
-//! - [`grpc`]     the one place where domain errors become `tonic::Status`
-//! - [`telemetry`] logging, Prometheus metrics, OpenTelemetry traces, OPA-format decision logs
+//! - [`grpc`]     protobuf-JSON helpers shared by the gRPC services
+//! - [`token`]    the internal token: minting within the caller's scope, signing keys, JWKS
+//! - [`telemetry`] logging, Prometheus metrics, OpenTelemetry traces, the closed label sets
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),

@@ -133,6 +133,15 @@ pub struct App {
 }
 
 impl App {
+    /// What the HTTP API serves from.
+    pub fn http_api(&self) -> crate::http::Api {
+        crate::http::Api {
+            store: self.store.clone(),
+            security: self.authz.security().cloned(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// Starts wiring the servers from the config around a loaded store. Unless told otherwise
     /// ([`AppBuilder::security`]), authentication and the internal token are built from the
     /// config, reading their files and keys and the environment ([`AppBuilder::env`], the
@@ -358,11 +367,11 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(l) = listeners.http {
-        let router = crate::http::router(app.clone(), crate::http::Surface::Full);
+        let router = crate::http::router(app.http_api(), crate::http::Surface::Full);
         tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
     }
     if let Some(l) = listeners.diagnostic {
-        let router = crate::http::router(app.clone(), crate::http::Surface::Diagnostic);
+        let router = crate::http::router(app.http_api(), crate::http::Surface::Diagnostic);
         tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
     }
     if let (Some(gateway), Some(l)) = (app.gateway.clone(), listeners.gateway) {
