@@ -27,6 +27,7 @@
 //! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
 //! - [`jose`]     JWS once: algorithms, keys and their rules, verify, sign, claims, the clock
 //! - [`listen`]   listener addresses in OPA's forms; loopback names
+//! - [`gourl`]    Go's `net/url` query and path decoding, the one parser of request URLs
 //! - [`grpc`]     protobuf-JSON helpers shared by the gRPC services
 //! - [`token`]    the internal token: minting within the caller's scope, signing keys, JWKS
 //! - [`telemetry`] logging, Prometheus metrics, OpenTelemetry traces, the closed label sets
@@ -45,6 +46,7 @@ pub mod config;
 pub mod decision_log;
 pub mod env;
 pub mod gateway;
+pub mod gourl;
 pub mod grpc;
 pub mod http;
 pub mod invalid;

@@ -287,8 +287,13 @@ async fn token_command(cmd: TokenCommand) -> i32 {
                 }
             };
             let expect = portcullis::token::verify::Expect { issuer, audience };
-            match portcullis::token::verify::verify(&token, &set, &expect, portcullis::authn::now())
-                .await
+            match portcullis::token::verify::verify(
+                &token,
+                &set,
+                &expect,
+                portcullis::jose::clock::now(),
+            )
+            .await
             {
                 Ok(claims) => {
                     let text = serde_json::to_string_pretty(&claims).unwrap_or_default();

@@ -26,14 +26,7 @@ pub fn thumbprint(credential: &[u8]) -> String {
     hex(&Sha256::digest(credential))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+pub(crate) use crate::jose::b64::hex;
 
 /// Where audit events go.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -147,11 +147,6 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// Seconds since the epoch.
-pub fn now() -> i64 {
-    crate::jose::clock::now()
-}
-
 /// One policy's verdict.
 enum PolicyResult {
     Identity(Arc<Identity>),
@@ -281,7 +276,7 @@ impl Authenticator {
         if matched.is_empty() {
             return AuthnOutcome::NotApplicable;
         }
-        let now = now();
+        let now = crate::jose::clock::now();
         let mut identity: Option<Arc<Identity>> = None;
         for p in &matched {
             match self.run_policy(p, req, now).await {

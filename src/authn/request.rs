@@ -57,13 +57,15 @@ impl<'a> RequestView<'a> {
         self.headers.get(name).copied()
     }
 
-    /// The query parameter `name` (first value, percent-decoded).
+    /// The query parameter `name` (first value, decoded as Go's `url.ParseQuery` does, like the
+    /// input document's `parsed_query`); `None` when absent or when the query does not parse
+    /// (the Check then fails as a request parse error anyway).
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let (_, query) = self.path.split_once('?')?;
-        let query = query.split('#').next().unwrap_or("");
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
+        let pairs = crate::gourl::parse_query(crate::gourl::query_of(self.path).as_bytes()).ok()?;
+        pairs
+            .into_iter()
+            .find(|(k, _)| **k == *name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
     }
 
     /// The cookie `name` from the `cookie` header.

@@ -424,10 +424,8 @@ pub fn to_struct(v: &Value) -> Result<Struct, DecisionError> {
     Ok(Struct { fields })
 }
 
-const MAX_METADATA_DEPTH: usize = 64;
-
 fn to_pb_value(v: &Value, depth: usize) -> Result<PbValue, DecisionError> {
-    if depth > MAX_METADATA_DEPTH {
+    if depth > crate::grpc::json::MAX_DEPTH {
         return Err(DecisionError::Metadata("nested too deeply".into()));
     }
     let kind = match v {

@@ -177,10 +177,12 @@ impl Pipeline {
     async fn decide(&self, req: &CheckRequest, keep_input: bool, outcome: &mut Outcome) {
         let id = outcome.decision_id.clone();
         let dry_run = self.settings.dry_run;
-        let view = RequestView::from_check(req);
-        let authn = match &self.security {
-            Some(s) => s.authenticate(&view, &id).await,
-            None => AuthnOutcome::NotApplicable,
+        // The request as authentication reads it; only built when authentication or tokens are
+        // configured.
+        let view = self.security.as_ref().map(|_| RequestView::from_check(req));
+        let authn = match (&self.security, &view) {
+            (Some(s), Some(view)) => s.authenticate(view, &id).await,
+            _ => AuthnOutcome::NotApplicable,
         };
         let identity = match authn {
             AuthnOutcome::Denied(denial) => {
@@ -261,14 +263,14 @@ impl Pipeline {
             _ => TokenAsk::Unspecified,
         };
         let mut resp = decision.into_response(&id, dry_run);
-        if allowed && let Some(s) = &self.security {
+        if allowed && let (Some(s), Some(view)) = (&self.security, &view) {
             let namespace =
                 (outcome.namespace != DEFAULT_NAMESPACE).then_some(outcome.namespace.as_str());
             let minted = s.apply_token(
                 &mut resp,
                 &ask,
                 identity.flatten().as_deref(),
-                &view,
+                view,
                 &id,
                 namespace,
             );

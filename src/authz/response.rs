@@ -11,6 +11,7 @@ use envoy_types::pb::google::rpc::Status;
 
 use super::decision::Decision;
 use super::input::InputError;
+use crate::telemetry::labels::CheckReason;
 
 /// gRPC status codes used in `CheckResponse.status`.
 const OK: i32 = 0;
@@ -71,7 +72,7 @@ impl Decision {
 /// request never reached a policy). OPA-Envoy sends no `decision_id` here; Portcullis adds it so
 /// that every answer can be found in the logs.
 pub fn parse_error(err: &InputError, decision_id: &str) -> CheckResponse {
-    let message = format!("{REQUEST_PARSE_ERROR}: {err}");
+    let message = format!("{}: {err}", CheckReason::RequestParseError);
     let resp = CheckResponse {
         status: Some(status(PERMISSION_DENIED, &message)),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {

@@ -20,8 +20,9 @@ use sha2::Digest;
 use super::BundleError;
 use super::archive::BundleFile;
 use super::config::KeyConfig;
+use crate::jose::b64::{self, hex};
 use crate::jose::keys::{KeyMaterial, KeyRules};
-use crate::jose::{Alg, Jws, Rules, b64};
+use crate::jose::{Alg, Jws, Rules};
 
 /// How bundle signatures are verified: [`Rules::STRICT`] (RSA keys of at least 2048 bits, no
 /// duplicate JSON members) except that a high-S ECDSA signature is accepted, since OPA's own
@@ -186,10 +187,6 @@ fn string(s: &str, out: &mut Vec<u8>) {
             .replace('\u{2029}', "\\u2029")
             .as_bytes(),
     );
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks `.signatures.json` against the other files of a bundle.

@@ -16,8 +16,9 @@ use super::CliError;
 use super::output::{self, Format};
 use crate::client::parse_duration;
 use crate::env::Env;
-use crate::gateway::caller::{Audience, Claims, Grant, GrantKind, Scope, ScopeClaims, now, sign};
+use crate::gateway::caller::{Audience, Claims, Grant, GrantKind, Scope, ScopeClaims, sign};
 use crate::gateway::config::{DEFAULT_AUDIENCE, MIN_JWT_SECRET_BYTES};
+use crate::jose::clock::now_u64 as now;
 
 /// The token kinds.
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -11,8 +11,9 @@ use super::CliError;
 use super::output::Format;
 use crate::client::parse_duration;
 use crate::client::transport::{Target, describe_status};
-use crate::gateway::caller::{Audience, Claims, Grant, GrantKind, ScopeClaims, now, sign};
+use crate::gateway::caller::{Audience, Claims, Grant, GrantKind, ScopeClaims, sign};
 use crate::gateway::config::DEFAULT_AUDIENCE;
+use crate::jose::clock::now_u64 as now;
 
 /// The gateway address the client commands use by default.
 pub const DEFAULT_GATEWAY: &str = "127.0.0.1:9292";

@@ -180,15 +180,7 @@ impl DecisionRecord {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+use crate::jose::b64::hex;
 
 /// The trace id of the caller's trace (W3C `traceparent`, else B3), for events logged while
 /// tracing is off.

@@ -26,6 +26,7 @@ use subtle::ConstantTimeEq;
 
 use super::config::AuthMode;
 use crate::jose::claims::{self, Expect};
+use crate::jose::clock::now_u64 as now;
 use crate::jose::{Alg, Jws, KeyMaterial, Rules, Signer};
 use crate::namespaces::{covers, validate_name};
 
@@ -333,11 +334,6 @@ impl Authenticator {
 /// Constant-time comparison (the length is not secret).
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
-}
-
-/// Seconds since the Unix epoch ([`crate::jose::clock`]).
-pub fn now() -> u64 {
-    u64::try_from(crate::jose::clock::now()).unwrap_or(0)
 }
 
 /// Signs gateway claims with HS256.

@@ -40,7 +40,7 @@ use tonic::{Request, Response, Status};
 use super::access::{Rpc, namespace_target};
 use super::caller::{
     Audience, Caller, Claims, DelegationError, Grant, GrantKind, Method, Scope, ScopeClaims,
-    delegate, now,
+    delegate,
 };
 use super::config::GatewayConfig;
 use super::pb::{self, AccessToken, MintAccessTokenRequest};
@@ -49,6 +49,7 @@ use crate::authn::api_key::{ApiKeyRecord, ApiKeyStore, NewApiKey};
 use crate::authn::config::Authentication;
 use crate::authz::security::Security;
 use crate::invalid::Invalid;
+use crate::jose::clock::now_u64 as now;
 use crate::namespaces::DEFAULT_NAMESPACE;
 
 /// The default lifetime of an exchanged token.
@@ -411,7 +412,7 @@ impl pb::auth_service_server::AuthService for Service {
                     "no trusted OIDC issuers: configure authentication.trust.oidc",
                 ))?;
         let identity = authn
-            .verify_trusted_oidc(&req.id_token, crate::authn::now())
+            .verify_trusted_oidc(&req.id_token, crate::jose::clock::now())
             .await
             .map_err(|reason| {
                 tracing::info!(reason = %reason, "OIDC exchange refused");
@@ -447,7 +448,12 @@ impl pb::auth_service_server::AuthService for Service {
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let caller = authorize_keys(&request, Rpc::CreateApiKey)?;
         let keys = api_keys(&self.0)?.clone();
-        let new = issue_key(&caller, request.into_inner(), &keys, crate::authn::now())?;
+        let new = issue_key(
+            &caller,
+            request.into_inner(),
+            &keys,
+            crate::jose::clock::now(),
+        )?;
         let subject = new.subject.clone();
         let created = tokio::task::spawn_blocking(move || keys.store.create(new))
             .await
@@ -506,7 +512,7 @@ impl pb::auth_service_server::AuthService for Service {
             keys.prefixes.is_empty() || keys.prefixes.iter().any(|p| req.api_key.starts_with(p));
         let record = if prefixed {
             keys.store
-                .authenticate(&req.api_key, crate::authn::now())
+                .authenticate(&req.api_key, crate::jose::clock::now())
                 .map_err(|reason| {
                     tracing::info!(reason = %reason, "API key exchange refused");
                     GatewayError::Unauthenticated

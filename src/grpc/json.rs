@@ -8,8 +8,9 @@
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use serde_json::{Map, Value as Json, json};
 
-/// The deepest nesting [`value_to_json`] converts.
-pub const MAX_DEPTH: usize = 128;
+/// The deepest nesting of a `google.protobuf.Value` converted either way: protobuf decoders
+/// (prost's, Envoy's) stop at 100 levels, so anything deeper could not be read back.
+pub const MAX_DEPTH: usize = 100;
 
 /// The largest integer a double holds exactly: 2^53.
 const EXACT_INT: f64 = 9_007_199_254_740_992.0;

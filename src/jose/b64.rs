@@ -1,5 +1,6 @@
 //! base64url as JOSE uses it (RFC 7515 §2): strict for compact tokens Portcullis verifies, and
 //! OPA's lenient form (padding optional, non-zero trailing bits allowed) for the Rego builtins.
+//! Also the one lower-case hex encoder ([`hex`]).
 
 use base64::Engine as _;
 use base64::alphabet::URL_SAFE;
@@ -39,4 +40,15 @@ pub fn decode(text: &str, mode: Base64) -> Result<Vec<u8>, Invalid> {
 /// Unpadded base64url.
 pub fn encode(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Lower-case hexadecimal, the one encoder of digests, key ids and trace ids.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }

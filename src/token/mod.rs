@@ -189,7 +189,7 @@ impl Minter {
 
     /// A token for this request (from the cache when an equivalent one is fresh enough).
     pub fn mint(&self, req: &TokenRequest, ctx: MintContext<'_>) -> Result<Minted, MintError> {
-        self.mint_at(req, ctx, crate::authn::now())
+        self.mint_at(req, ctx, crate::jose::clock::now())
     }
 
     pub fn mint_at(

@@ -10,7 +10,7 @@ pub use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authori
 pub use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 pub use portcullis::config::Config;
 pub use portcullis::decision_log::DecisionLog;
-pub use portcullis::gateway::caller::{Claims, now, sign};
+pub use portcullis::gateway::caller::{Claims, sign};
 pub use portcullis::gateway::pb;
 pub use portcullis::gateway::pb::auth_service_client::AuthServiceClient;
 pub use portcullis::gateway::pb::data_service_client::DataServiceClient;
@@ -18,6 +18,7 @@ pub use portcullis::gateway::pb::decision_log_service_client::DecisionLogService
 pub use portcullis::gateway::pb::decision_service_client::DecisionServiceClient;
 pub use portcullis::gateway::pb::policy_service_client::PolicyServiceClient;
 pub use portcullis::gateway::pb::status_service_client::StatusServiceClient;
+pub use portcullis::jose::clock::now_u64 as now;
 pub use portcullis::policy::PolicyStore;
 pub use portcullis::server::{self, App, GrpcListener, Listeners};
 pub use serde_json::json;

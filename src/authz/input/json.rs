@@ -16,8 +16,8 @@ use regorus::Value;
 use super::InputError;
 use super::goutil::{lossy, number_from_text, quote_char};
 
-/// Deepest accepted nesting of arrays and objects.
-pub(super) const MAX_DEPTH: usize = 512;
+/// Deepest accepted nesting of arrays and objects: the input document's bound.
+pub(super) use super::MAX_DEPTH;
 
 /// Parses one JSON document.
 pub(super) fn parse(input: &[u8]) -> Result<Value, InputError> {

@@ -66,10 +66,11 @@ impl InputError {
     }
 }
 
-/// How deep `google.protobuf.Struct` values may nest inside the attributes. The network
-/// decoder already stops far earlier (prost's recursion limit); this only keeps hand-built
-/// requests from exhausting the stack.
-const MAX_STRUCT_DEPTH: usize = 512;
+/// How deep any value in the input document may nest: parsed bodies (JSON, protobuf) and
+/// `google.protobuf.Struct` values in the attributes (the network decoder already stops those
+/// far earlier, at prost's recursion limit; this keeps hand-built requests from exhausting the
+/// stack). Go's JSON decoder allows 10,000 levels; 512 keeps deep values off the stack's edge.
+pub const MAX_DEPTH: usize = 512;
 
 /// Builds the input document for `req`.
 pub fn build(req: &CheckRequest, opts: &InputOptions) -> Result<Value, InputError> {
@@ -459,7 +460,7 @@ fn struct_value(
     s: &envoy_types::pb::google::protobuf::Struct,
     depth: usize,
 ) -> Result<Value, InputError> {
-    if depth > MAX_STRUCT_DEPTH {
+    if depth > MAX_DEPTH {
         return Err(InputError::new("exceeded max depth"));
     }
     let mut out = BTreeMap::new();
@@ -481,7 +482,7 @@ fn struct_field(
         Some(Kind::BoolValue(b)) => Value::from(*b),
         Some(Kind::StructValue(s)) => struct_value(s, depth + 1)?,
         Some(Kind::ListValue(l)) => {
-            if depth > MAX_STRUCT_DEPTH {
+            if depth > MAX_DEPTH {
                 return Err(InputError::new("exceeded max depth"));
             }
             Value::from(

@@ -27,8 +27,8 @@ use super::InputError;
 use super::goutil::{number_from_f64, number_from_text};
 
 /// Deepest message nesting rendered (nested `Any` payloads are decoded one by one, so the
-/// decoder's own limit does not bound them).
-const MAX_DEPTH: usize = 512;
+/// decoder's own limit does not bound them): the input document's bound.
+use super::MAX_DEPTH;
 
 /// A loaded `proto-descriptor` set.
 #[derive(Debug, Clone)]

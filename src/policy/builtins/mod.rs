@@ -256,12 +256,4 @@ pub(crate) fn b64url_decode(text: &str) -> BuiltinResult<Vec<u8>> {
 }
 
 /// Lowercase hexadecimal of `bytes`.
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
-}
+pub(crate) use crate::jose::b64::hex as to_hex;
