@@ -1,6 +1,7 @@
 //! The `authentication:` config section (DESIGN §5). Only shapes and static checks live here;
 //! files and keys are read when the [`Authenticator`](super::Authenticator) is built.
 
+use crate::invalid::Invalid;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -370,26 +371,26 @@ impl GrantKind {
 }
 
 impl Authentication {
-    /// Static checks; `Err((key, message))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Static checks; `Err(Invalid::new(key, message))`.
+    pub fn validate(&self) -> Result<(), Invalid> {
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.policies.iter().enumerate() {
-            let at = |k: &str| format!("authentication.policies[{i}].{k}");
+            let at = |k: &str| format!("policies[{i}].{k}");
             if p.name.trim().is_empty() {
-                return Err((at("name"), "must not be empty".into()));
+                return Err(Invalid::new(at("name"), "must not be empty"));
             }
             if !names.insert(p.name.as_str()) {
-                return Err((at("name"), format!("{:?} is used twice", p.name)));
+                return Err(Invalid::new(at("name"), format!("{:?} is used twice", p.name)));
             }
             if p.methods.is_empty() {
-                return Err((
+                return Err(Invalid::new(
                     at("methods"),
-                    "list at least one of jwt, api_key, basic".into(),
+                    "list at least one of jwt, api_key, basic",
                 ));
             }
             for prefix in &p.matcher.path_prefixes {
                 if !prefix.starts_with('/') {
-                    return Err((
+                    return Err(Invalid::new(
                         at("match.path_prefixes"),
                         format!("{prefix:?} must start with /"),
                     ));
@@ -400,32 +401,31 @@ impl Authentication {
                     Method::Jwt => {
                         if let Some(jwt) = &p.jwt {
                             jwt.validate()
-                                .map_err(|(k, m)| (at(&format!("jwt.{k}")), m))?;
+                                .map_err(|e| e.under(&at("jwt")))?;
                         } else if self.trust.oidc.is_empty() {
-                            return Err((
+                            return Err(Invalid::new(
                                 at("jwt"),
-                                "method jwt needs a jwt block or authentication.trust.oidc issuers"
-                                    .into(),
+                                "method jwt needs a jwt block or authentication.trust.oidc issuers",
                             ));
                         }
                     }
                     Method::ApiKey => {
                         let Some(k) = &p.api_key else {
-                            return Err((
+                            return Err(Invalid::new(
                                 at("api_key"),
-                                "method api_key needs an api_key block".into(),
+                                "method api_key needs an api_key block",
                             ));
                         };
                         if k.header.is_none() && k.query_param.is_none() && k.cookie.is_none() {
-                            return Err((
+                            return Err(Invalid::new(
                                 at("api_key"),
-                                "set at least one of header, query_param, cookie".into(),
+                                "set at least one of header, query_param, cookie",
                             ));
                         }
                     }
                     Method::Basic => {
                         if p.basic.is_none() {
-                            return Err((at("basic"), "method basic needs a basic block".into()));
+                            return Err(Invalid::new(at("basic"), "method basic needs a basic block"));
                         }
                     }
                 }
@@ -433,27 +433,27 @@ impl Authentication {
             if let Some(b) = &p.basic
                 && (b.lockout.max_failures == 0 || b.lockout.seconds == 0)
             {
-                return Err((
+                return Err(Invalid::new(
                     at("basic.lockout"),
-                    "max_failures and seconds must be > 0".into(),
+                    "max_failures and seconds must be > 0",
                 ));
             }
         }
         for (i, t) in self.trust.oidc.iter().enumerate() {
-            let at = |k: &str| format!("authentication.trust.oidc[{i}].{k}");
+            let at = |k: &str| format!("trust.oidc[{i}].{k}");
             if !(t.issuer.starts_with("https://") || t.issuer.starts_with("http://")) {
-                return Err((at("issuer"), "must be an http(s) URL".into()));
+                return Err(Invalid::new(at("issuer"), "must be an http(s) URL"));
             }
             // Without an audience, an ID token the issuer made for any of its clients (any
             // other application) would be accepted here.
             if t.audiences.is_empty() || t.audiences.iter().any(|a| a.trim().is_empty()) {
-                return Err((
+                return Err(Invalid::new(
                     at("audiences"),
-                    "required: the client ids (aud) whose tokens this issuer may present".into(),
+                    "required: the client ids (aud) whose tokens this issuer may present",
                 ));
             }
             if let Some(a) = t.algorithms.iter().find(|a| a.is_hmac()) {
-                return Err((
+                return Err(Invalid::new(
                     at("algorithms"),
                     format!("{a} is not an asymmetric JWS algorithm"),
                 ));
@@ -464,11 +464,11 @@ impl Authentication {
 }
 
 impl JwtConfig {
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), Invalid> {
         if self.algorithms.is_empty() {
-            return Err((
-                "algorithms".into(),
-                "an explicit allow-list is required".into(),
+            return Err(Invalid::new(
+                "algorithms",
+                "an explicit allow-list is required",
             ));
         }
         let hmac = self.algorithms.iter().any(|a| a.is_hmac());
@@ -477,30 +477,30 @@ impl JwtConfig {
             + usize::from(self.jwks_file.is_some())
             + usize::from(self.secret_env.is_some());
         if sources != 1 {
-            return Err((
-                "jwks_uri".into(),
-                "set exactly one of jwks_uri, jwks_file, secret_env".into(),
+            return Err(Invalid::new(
+                "jwks_uri",
+                "set exactly one of jwks_uri, jwks_file, secret_env",
             ));
         }
         if hmac && self.secret_env.is_none() {
-            return Err(("algorithms".into(), "HS* algorithms need secret_env".into()));
+            return Err(Invalid::new("algorithms", "HS* algorithms need secret_env"));
         }
         if asym && self.secret_env.is_some() {
-            return Err((
-                "algorithms".into(),
-                "with secret_env only HS* algorithms are allowed".into(),
+            return Err(Invalid::new(
+                "algorithms",
+                "with secret_env only HS* algorithms are allowed",
             ));
         }
         if let Some(uri) = &self.jwks_uri
             && !(uri.starts_with("https://") || uri.starts_with("http://"))
         {
-            return Err(("jwks_uri".into(), "must be an http(s) URL".into()));
+            return Err(Invalid::new("jwks_uri", "must be an http(s) URL"));
         }
         if self.clock_skew_seconds > 600 {
-            return Err(("clock_skew_seconds".into(), "at most 600".into()));
+            return Err(Invalid::new("clock_skew_seconds", "at most 600"));
         }
         if self.header.trim().is_empty() {
-            return Err(("header".into(), "must not be empty".into()));
+            return Err(Invalid::new("header", "must not be empty"));
         }
         Ok(())
     }

@@ -355,7 +355,8 @@ impl Config {
             ));
         }
         if let Some(gateway) = &self.gateway {
-            gateway.validate().map_err(|(key, m)| invalid(&key, m))?;
+            gateway.validate()
+                .map_err(|e| invalid(&format!("gateway.{}", e.key), e.message))?;
         }
         for name in self.namespaces.keys() {
             let key = format!("namespaces.{name}");
@@ -368,10 +369,12 @@ impl Config {
             crate::namespaces::validate_name(name).map_err(|e| invalid(&key, e.to_string()))?;
         }
         if let Some(authn) = &self.authentication {
-            authn.validate().map_err(|(key, m)| invalid(&key, m))?;
+            authn.validate()
+                .map_err(|e| invalid(&format!("authentication.{}", e.key), e.message))?;
         }
         if let Some(token) = &self.internal_token {
-            token.validate().map_err(|(key, m)| invalid(&key, m))?;
+            token.validate()
+                .map_err(|e| invalid(&format!("internal_token.{}", e.key), e.message))?;
         }
         if let Some(b) = &ext.grpc_request_duration_seconds_buckets
             && (b.is_empty() || b.iter().any(|x| !x.is_finite() || *x <= 0.0))

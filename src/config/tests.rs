@@ -206,3 +206,34 @@ fn set_without_equals_is_an_error() {
     let err = load_str("", &["decision_logs.console"]).unwrap_err();
     assert!(matches!(err, ConfigError::Set { .. }), "{err}");
 }
+
+#[test]
+fn section_errors_name_the_file_and_the_whole_key() {
+    for (yaml, key) in [
+        (
+            "authentication:\n  policies:\n  - name: a\n    methods: [jwt]\n    jwt: {algorithms: []}\n",
+            "authentication.policies[0].jwt.algorithms",
+        ),
+        (
+            "authentication:\n  policies:\n  - name: a\n    methods: [basic]\n",
+            "authentication.policies[0].basic",
+        ),
+        (
+            "authentication:\n  trust:\n    oidc: [{issuer: 'https://i', audiences: []}]\n",
+            "authentication.trust.oidc[0].audiences",
+        ),
+        (
+            "internal_token: {issuer: x, ttl_seconds: 0}\n",
+            "internal_token.ttl_seconds",
+        ),
+        ("gateway: {audience: ' '}\n", "gateway.audience"),
+    ] {
+        match load_str(yaml, &[]) {
+            Err(ConfigError::Invalid { file, key: got, .. }) => {
+                assert_eq!(file, "test.yaml", "{yaml}");
+                assert_eq!(got, key, "{yaml}");
+            }
+            other => panic!("{yaml}: expected an invalid key, got {other:?}"),
+        }
+    }
+}

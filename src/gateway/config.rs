@@ -20,6 +20,7 @@
 //! its environment variable, else from the config), else open. The environment is read
 //! through [`crate::env::Env`] so that tests pass a map.
 
+use crate::invalid::Invalid;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
@@ -107,20 +108,19 @@ impl std::fmt::Debug for Secret {
 }
 
 impl GatewayConfig {
-    /// Checks the section; `(key, message)` on error.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        self.socket_addr()
-            .map_err(|m| ("gateway.addr".to_string(), m))?;
+    /// Checks the section; the key is below `gateway`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.socket_addr().map_err(|m| Invalid::new("addr", m))?;
         for (i, origin) in self.cors_origins.iter().enumerate() {
-            validate_origin(origin).map_err(|m| (format!("gateway.cors_origins[{i}]"), m))?;
+            validate_origin(origin).map_err(|m| Invalid::new(format!("cors_origins[{i}]"), m))?;
         }
         if self.audience.trim().is_empty() {
-            return Err(("gateway.audience".into(), "must not be empty".into()));
+            return Err(Invalid::new("audience", "must not be empty"));
         }
         if self.max_token_ttl_seconds == 0 {
-            return Err((
-                "gateway.max_token_ttl_seconds".into(),
-                "must be greater than 0".into(),
+            return Err(Invalid::new(
+                "max_token_ttl_seconds",
+                "must be greater than 0",
             ));
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! The `internal_token:` config section (DESIGN §6).
 
+use crate::invalid::Invalid;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -96,22 +97,22 @@ fn default_cache() -> usize {
 }
 
 impl InternalToken {
-    /// Static checks; `Err((key, message))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let at = |k: &str| format!("internal_token.{k}");
+    /// Static checks; `Err(Invalid::new(key, message))`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let at = |k: &str| k.to_string();
         if self.ttl_seconds == 0 {
-            return Err((at("ttl_seconds"), "must be greater than 0".into()));
+            return Err(Invalid::new(at("ttl_seconds"), "must be greater than 0"));
         }
         if self.max_ttl_seconds < self.ttl_seconds {
-            return Err((at("max_ttl_seconds"), "must be at least ttl_seconds".into()));
+            return Err(Invalid::new(at("max_ttl_seconds"), "must be at least ttl_seconds"));
         }
         if http::HeaderName::from_bytes(self.header.as_bytes()).is_err()
             || self.header.bytes().any(|b| b.is_ascii_uppercase())
         {
-            return Err((at("header"), "must be a lowercase HTTP header name".into()));
+            return Err(Invalid::new(at("header"), "must be a lowercase HTTP header name"));
         }
         if self.issuer.is_empty() {
-            return Err((at("issuer"), "must not be empty".into()));
+            return Err(Invalid::new(at("issuer"), "must not be empty"));
         }
         Ok(())
     }
