@@ -380,7 +380,10 @@ impl Authentication {
                 return Err(Invalid::new(at("name"), "must not be empty"));
             }
             if !names.insert(p.name.as_str()) {
-                return Err(Invalid::new(at("name"), format!("{:?} is used twice", p.name)));
+                return Err(Invalid::new(
+                    at("name"),
+                    format!("{:?} is used twice", p.name),
+                ));
             }
             if p.methods.is_empty() {
                 return Err(Invalid::new(
@@ -400,8 +403,7 @@ impl Authentication {
                 match m {
                     Method::Jwt => {
                         if let Some(jwt) = &p.jwt {
-                            jwt.validate()
-                                .map_err(|e| e.under(&at("jwt")))?;
+                            jwt.validate().map_err(|e| e.under(&at("jwt")))?;
                         } else if self.trust.oidc.is_empty() {
                             return Err(Invalid::new(
                                 at("jwt"),
@@ -425,7 +427,10 @@ impl Authentication {
                     }
                     Method::Basic => {
                         if p.basic.is_none() {
-                            return Err(Invalid::new(at("basic"), "method basic needs a basic block"));
+                            return Err(Invalid::new(
+                                at("basic"),
+                                "method basic needs a basic block",
+                            ));
                         }
                     }
                 }

@@ -355,7 +355,8 @@ impl Config {
             ));
         }
         if let Some(gateway) = &self.gateway {
-            gateway.validate()
+            gateway
+                .validate()
                 .map_err(|e| invalid(&format!("gateway.{}", e.key), e.message))?;
         }
         for name in self.namespaces.keys() {
@@ -369,11 +370,13 @@ impl Config {
             crate::namespaces::validate_name(name).map_err(|e| invalid(&key, e.to_string()))?;
         }
         if let Some(authn) = &self.authentication {
-            authn.validate()
+            authn
+                .validate()
                 .map_err(|e| invalid(&format!("authentication.{}", e.key), e.message))?;
         }
         if let Some(token) = &self.internal_token {
-            token.validate()
+            token
+                .validate()
                 .map_err(|e| invalid(&format!("internal_token.{}", e.key), e.message))?;
         }
         if let Some(b) = &ext.grpc_request_duration_seconds_buckets

@@ -104,12 +104,18 @@ impl InternalToken {
             return Err(Invalid::new(at("ttl_seconds"), "must be greater than 0"));
         }
         if self.max_ttl_seconds < self.ttl_seconds {
-            return Err(Invalid::new(at("max_ttl_seconds"), "must be at least ttl_seconds"));
+            return Err(Invalid::new(
+                at("max_ttl_seconds"),
+                "must be at least ttl_seconds",
+            ));
         }
         if http::HeaderName::from_bytes(self.header.as_bytes()).is_err()
             || self.header.bytes().any(|b| b.is_ascii_uppercase())
         {
-            return Err(Invalid::new(at("header"), "must be a lowercase HTTP header name"));
+            return Err(Invalid::new(
+                at("header"),
+                "must be a lowercase HTTP header name",
+            ));
         }
         if self.issuer.is_empty() {
             return Err(Invalid::new(at("issuer"), "must not be empty"));
