@@ -21,6 +21,7 @@
 //! # Layout
 //!
 //! - [`config`]   the `authentication:` section
+//! - `build`      the layer built from it (key sources, key stores, users files)
 //! - [`request`]  what is read from a CheckRequest; policy matching
 //! - [`jwt`], [`jwks`], [`oidc`]  JWT verification, key sources, trusted OIDC issuers
 //! - [`api_key`]  the API key store
@@ -32,6 +33,7 @@
 pub mod api_key;
 pub mod audit;
 pub mod basic;
+mod build;
 pub mod config;
 pub mod file;
 pub mod identity;
@@ -42,19 +44,17 @@ pub mod oidc;
 pub mod request;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use self::api_key::ApiKeyStore;
 use self::audit::{AuditEvent, AuditLog, thumbprint};
 use self::basic::BasicAuth;
-use self::config::{ApiKeyConfig, AuthPolicy, Authentication, Match, Method, Require};
+pub use self::build::{BuildError, build_verifier};
+use self::config::{ApiKeyConfig, Match, Method, Require};
 use self::identity::Identity;
-use self::jwks::{KeySource, RemoteJwks};
 use self::jwt::JwtVerifier;
 use self::metrics::AuthnMetrics;
 use self::oidc::OidcIssuer;
 use self::request::{RequestView, path_forms};
-use crate::env::Env;
 use crate::telemetry::labels::Refusal;
 
 /// Where credentials travel in a request, as the authentication config names them.
@@ -96,14 +96,6 @@ impl Denial {
     pub fn status(&self) -> u16 {
         self.code.http_status()
     }
-}
-
-/// A building error, naming the policy.
-#[derive(Debug, thiserror::Error)]
-#[error("authentication.policies {policy:?}: {message}")]
-pub struct BuildError {
-    pub policy: String,
-    pub message: String,
 }
 
 struct JwtMethod {
@@ -160,41 +152,6 @@ enum PolicyResult {
 }
 
 impl Authenticator {
-    /// Builds the layer: opens key files, key stores and users files (errors name the policy).
-    pub fn build(
-        config: &Authentication,
-        audit: AuditLog,
-        env: &dyn Env,
-    ) -> Result<Self, BuildError> {
-        let permits = Arc::new(basic::Slots::default());
-        let metrics = Arc::new(AuthnMetrics::default());
-        let mut policies = Vec::new();
-        for p in &config.policies {
-            policies.push(build_policy(p, env, &permits, &metrics).map_err(|message| {
-                BuildError {
-                    policy: p.name.clone(),
-                    message,
-                }
-            })?);
-        }
-        let oidc = config
-            .trust
-            .oidc
-            .iter()
-            .map(|t| OidcIssuer::new(t.clone(), metrics.clone()))
-            .collect::<Result<_, _>>()
-            .map_err(|message| BuildError {
-                policy: "trust.oidc".into(),
-                message,
-            })?;
-        Ok(Self {
-            policies,
-            oidc,
-            audit,
-            metrics,
-        })
-    }
-
     pub fn metrics(&self) -> &Arc<AuthnMetrics> {
         &self.metrics
     }
@@ -601,107 +558,6 @@ fn challenges(policies: &[&Policy], error: Option<Refusal>) -> Vec<String> {
         }
     }
     out
-}
-
-fn build_policy(
-    p: &AuthPolicy,
-    env: &dyn Env,
-    permits: &Arc<basic::Slots>,
-    metrics: &Arc<AuthnMetrics>,
-) -> Result<Policy, String> {
-    let jwt = if p.methods.contains(&Method::Jwt) {
-        Some(match &p.jwt {
-            Some(c) => JwtMethod {
-                header: c.header.to_ascii_lowercase(),
-                scheme: c.scheme.clone(),
-                verifier: Some(Arc::new(build_verifier(c, env, metrics)?)),
-            },
-            None => JwtMethod {
-                header: "authorization".into(),
-                scheme: "Bearer".into(),
-                verifier: None,
-            },
-        })
-    } else {
-        None
-    };
-    let api_key = match (&p.api_key, p.methods.contains(&Method::ApiKey)) {
-        (Some(c), true) => Some(ApiKeyMethod {
-            config: c.clone(),
-            store: Arc::new(
-                ApiKeyStore::open(&c.store).map_err(|e| format!("api_key.store: {e}"))?,
-            ),
-        }),
-        _ => None,
-    };
-    let basic = match (&p.basic, p.methods.contains(&Method::Basic)) {
-        (Some(c), true) => Some(Arc::new(
-            BasicAuth::open(
-                c.realm.clone(),
-                &c.users,
-                c.lockout.clone(),
-                permits.clone(),
-            )
-            .map_err(|e| format!("basic.users: {e}"))?,
-        )),
-        _ => None,
-    };
-    Ok(Policy {
-        name: p.name.clone(),
-        matcher: p.matcher.clone(),
-        methods: p.methods.clone(),
-        required: p.required,
-        require: p.require.clone(),
-        jwt,
-        api_key,
-        basic,
-    })
-}
-
-/// A verifier from a policy's `jwt` block.
-pub fn build_verifier(
-    c: &config::JwtConfig,
-    env: &dyn Env,
-    metrics: &Arc<AuthnMetrics>,
-) -> Result<JwtVerifier, String> {
-    let keys = if let Some(var) = &c.secret_env {
-        let secret = env.get(var).filter(|s| !s.is_empty()).ok_or_else(|| {
-            format!("jwt.secret_env: environment variable {var} is unset or empty")
-        })?;
-        if secret.len() < 32 {
-            return Err(format!(
-                "jwt.secret_env: the secret in {var} must have at least 32 bytes"
-            ));
-        }
-        KeySource::Secret(secret.into_bytes())
-    } else if let Some(path) = &c.jwks_file {
-        KeySource::file(path).map_err(|e| format!("jwt.jwks_file: {e}"))?
-    } else if let Some(uri) = &c.jwks_uri {
-        KeySource::Remote(
-            RemoteJwks::new(
-                uri.clone(),
-                Duration::from_secs(c.jwks_cache_ttl_seconds),
-                Duration::from_secs(c.jwks_refresh_cooldown_seconds),
-                Duration::from_millis(c.jwks_fetch_timeout_ms),
-            )?
-            .with_metrics(metrics.clone()),
-        )
-    } else {
-        return Err("jwt: no key source".into());
-    };
-    Ok(JwtVerifier {
-        issuer: c.issuer.clone(),
-        audiences: c.audiences.clone(),
-        algorithms: c.algorithms.clone(),
-        keys,
-        skew: i64::try_from(c.clock_skew_seconds).unwrap_or(30),
-        claims: c.claims.clone(),
-        max_token_bytes: c.max_token_bytes,
-        email_rule: None,
-        grants: Vec::new(),
-        cache: Default::default(),
-        accept_high_s: c.accept_high_s,
-    })
 }
 
 #[cfg(test)]

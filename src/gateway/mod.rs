@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod caller;
+pub mod claims;
 pub mod config;
 pub mod data;
 pub mod decision;
@@ -21,6 +22,7 @@ pub mod layer;
 pub mod logs;
 pub mod pb;
 pub mod policy;
+pub mod scope;
 pub mod status;
 pub mod tokens;
 
