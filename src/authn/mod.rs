@@ -34,14 +34,14 @@ pub mod api_key;
 pub mod audit;
 pub mod basic;
 mod build;
-pub mod config;
-pub mod file;
-pub mod identity;
-pub mod jwks;
-pub mod jwt;
-pub mod metrics;
-pub mod oidc;
-pub mod request;
+pub(crate) mod config;
+pub(crate) mod file;
+pub(crate) mod identity;
+pub(crate) mod jwks;
+pub(crate) mod jwt;
+pub(crate) mod metrics;
+pub(crate) mod oidc;
+pub(crate) mod request;
 
 use std::sync::Arc;
 

@@ -2,10 +2,10 @@
 //! -> evaluation -> decision -> response (+ internal token) -> one outcome that metrics, the
 //! decision log and tracing all read. `pipeline` is that sequence; `service` is the gRPC handler.
 
-pub mod decision;
-pub mod error;
-pub mod input;
-pub mod pipeline;
-pub mod response;
+pub(crate) mod decision;
+pub(crate) mod error;
+pub(crate) mod input;
+pub(crate) mod pipeline;
+pub(crate) mod response;
 pub mod security;
-pub mod service;
+pub(crate) mod service;

@@ -19,8 +19,6 @@ const PERMISSION_DENIED: i32 = 7;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAUTHENTICATED: i32 = 16;
 
-/// The prefix OPA-Envoy puts before a request-parse error.
-pub const REQUEST_PARSE_ERROR: &str = "request_parse_error";
 
 impl Decision {
     /// Builds the Check response. With `dry_run`, a denial becomes an empty OK response (the

@@ -19,8 +19,8 @@
 //! [`crate::policy`].
 
 pub mod archive;
-pub mod config;
-pub mod manifest;
+pub(crate) mod config;
+pub(crate) mod manifest;
 pub mod signing;
 
 use std::path::{Path, PathBuf};

@@ -12,8 +12,8 @@
 
 pub mod auth;
 pub mod commands;
-pub mod connect;
-pub mod output;
+pub(crate) mod connect;
+pub(crate) mod output;
 
 /// A command that did not succeed.
 #[derive(Debug, thiserror::Error)]

@@ -12,12 +12,12 @@
 
 pub mod bench;
 pub mod check;
-pub mod eval_bench;
-pub mod floor;
+pub(crate) mod eval_bench;
+pub(crate) mod floor;
 mod histogram;
 pub mod request;
 mod response;
-pub mod transport;
+pub(crate) mod transport;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -13,11 +13,11 @@
 //!
 //! Credentials never reach the log: see [`mask::ERASED_HEADERS`].
 
-pub mod config;
+pub(crate) mod config;
 mod event;
-pub mod mask;
+pub(crate) mod mask;
 mod sink;
-pub mod upload;
+pub(crate) mod upload;
 
 pub use crate::telemetry::metrics::DropReason;
 use std::io;

@@ -13,18 +13,18 @@
 
 pub mod access;
 pub mod caller;
-pub mod claims;
-pub mod config;
-pub mod data;
-pub mod decision;
+pub(crate) mod claims;
+pub(crate) mod config;
+pub(crate) mod data;
+pub(crate) mod decision;
 mod error;
-pub mod layer;
+pub(crate) mod layer;
 pub mod logs;
 pub mod pb;
-pub mod policy;
-pub mod scope;
-pub mod status;
-pub mod tokens;
+pub(crate) mod policy;
+pub(crate) mod scope;
+pub(crate) mod status;
+pub(crate) mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;

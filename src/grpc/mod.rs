@@ -1,3 +1,3 @@
 //! gRPC plumbing shared by the services: JSON <-> `google.protobuf.Value`.
 
-pub mod json;
+pub(crate) mod json;

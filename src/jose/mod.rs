@@ -19,14 +19,14 @@
 //! - [`clock`]  the one clock
 //! - [`b64`], [`json`] base64url and JSON as JOSE reads them
 
-pub mod alg;
-pub mod b64;
-pub mod claims;
+pub(crate) mod alg;
+pub(crate) mod b64;
+pub(crate) mod claims;
 pub mod clock;
-pub mod json;
-pub mod jws;
-pub mod keys;
-pub mod sign;
+pub(crate) mod json;
+pub(crate) mod jws;
+pub(crate) mod keys;
+pub(crate) mod sign;
 
 pub use alg::Alg;
 pub use jws::{Jws, JwsError, Rules};

@@ -16,17 +16,17 @@
 //! snapshot's prepared engine, made once per thread and revision; the snapshot's prototype
 //! engine is only locked to make that clone, never on the per-request path.
 
-pub mod builtins;
+pub(crate) mod builtins;
 pub mod download;
 mod error;
-pub mod loader;
-pub mod overlay;
-pub mod recursion;
-pub mod reference;
+pub(crate) mod loader;
+pub(crate) mod overlay;
+pub(crate) mod recursion;
+pub(crate) mod reference;
 mod roots;
 mod snapshot;
 mod store;
-pub mod vm;
+pub(crate) mod vm;
 pub mod watch;
 
 use std::time::Duration;

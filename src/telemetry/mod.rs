@@ -5,8 +5,8 @@
 //! - [`metrics`]      the one metrics registry, lock-free recording, `/metrics` text
 //! - [`trace`]        OTLP/gRPC span export, W3C/B3 parent extraction
 
-pub mod labels;
-pub mod metrics;
+pub(crate) mod labels;
+pub(crate) mod metrics;
 pub mod trace;
 
 use tracing_subscriber::layer::SubscriberExt as _;

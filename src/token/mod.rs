@@ -24,8 +24,8 @@
 //! audience, scope claims, grants, actor, extra claims, signing key) until half its lifetime has
 //! passed, and only while its `exp` is not later than the new request's cap.
 
-pub mod config;
-pub mod keys;
+pub(crate) mod config;
+pub(crate) mod keys;
 pub mod verify;
 
 use std::collections::HashMap;

@@ -22,7 +22,7 @@ mod json;
 mod multipart;
 mod path;
 mod proto;
-pub mod scrub;
+pub(crate) mod scrub;
 
 #[cfg(test)]
 mod tests;
@@ -42,7 +42,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 use envoy_types::pb::google::protobuf::{Any, Timestamp};
 use regorus::Value;
 
-pub use proto::{DescriptorSetError, ProtoDescriptors, load_descriptor_set};
+pub use proto::{ProtoDescriptors, load_descriptor_set};
 
 /// Options that change how the input document is built.
 #[derive(Debug, Clone, Default)]

@@ -43,7 +43,7 @@
 
 mod cache;
 mod crypto;
-pub mod guarded;
+pub(crate) mod guarded;
 pub(crate) mod jwt;
 #[cfg(test)]
 mod tests;
@@ -57,7 +57,9 @@ pub enum ErrorMode {
     /// OPA's default: the call is undefined and the reason is logged at debug level.
     #[default]
     Undefined,
-    /// OPA's `--strict-builtin-errors`: the call aborts evaluation with an error.
+    /// OPA's `--strict-builtin-errors`: the call aborts evaluation with an error. Only
+    /// [`register_with`] callers choose it; the server and `eval` answer as OPA does by default.
+    #[cfg_attr(not(test), allow(dead_code))]
     Strict,
 }
 
@@ -202,7 +204,8 @@ pub(crate) fn all() -> impl Iterator<Item = Builtin> {
 }
 
 /// The Rego paths of the builtins [`register`] adds.
-pub fn names() -> impl Iterator<Item = &'static str> {
+#[cfg(test)]
+pub(crate) fn names() -> impl Iterator<Item = &'static str> {
     all().map(|b| b.name)
 }
 

@@ -111,6 +111,7 @@ thread_local! {
 #[derive(Debug)]
 pub struct VmPolicy {
     id: u64,
+    #[cfg_attr(not(test), allow(dead_code))]
     entrypoint: String,
     program: Arc<Program>,
     data: Value,
@@ -183,7 +184,8 @@ impl VmPolicy {
     }
 
     /// The rule path this policy evaluates.
-    pub fn entrypoint(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn entrypoint(&self) -> &str {
         &self.entrypoint
     }
 
