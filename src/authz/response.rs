@@ -19,7 +19,6 @@ const PERMISSION_DENIED: i32 = 7;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAUTHENTICATED: i32 = 16;
 
-
 impl Decision {
     /// Builds the Check response. With `dry_run`, a denial becomes an empty OK response (the
     /// decision log keeps the truth). Every response carries `dynamic_metadata.decision_id`.

@@ -21,7 +21,6 @@ use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CheckOutcome;
 use crate::telemetry::trace;
 
-
 /// The ext_authz service.
 #[derive(Debug, Clone)]
 pub struct AuthzService {

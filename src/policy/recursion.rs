@@ -37,6 +37,11 @@ impl RulePaths {
         (1..=path.len()).any(|n| path.get(..n).is_some_and(|p| self.0.contains(p)))
     }
 
+    /// Every rule path, in order (`["acme", "allow"]`).
+    pub fn iter(&self) -> impl Iterator<Item = &[String]> {
+        self.0.iter().map(Vec::as_slice)
+    }
+
     /// Whether rules lie below `path` (a package, or a document built from ref-head rules).
     pub fn above_rules(&self, path: &[String]) -> bool {
         self.0

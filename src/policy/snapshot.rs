@@ -305,6 +305,11 @@ impl Snapshot {
     }
 
     /// Which engine evaluates the decision: `vm` or `interpreter`.
+    /// The static path of every rule, `/`-separated without `data` (`envoy/authz/allow`).
+    pub fn rule_paths(&self) -> Vec<String> {
+        self.rule_paths.iter().map(|p| p.join("/")).collect()
+    }
+
     pub fn engine_name(&self) -> &'static str {
         if self.vm.is_some() {
             "vm"

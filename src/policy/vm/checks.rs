@@ -75,10 +75,19 @@ pub(super) fn syntax_risk(compiled: &CompiledPolicy, program: &Program) -> Optio
         let package = module.package.refr.span().text();
         for rule in &module.policy {
             let (refr, keyed_rule) = match rule.as_ref() {
-                Rule::Default { refr, args, .. } => {
+                Rule::Default {
+                    refr, args, value, ..
+                } => {
                     let name = format!("data.{package}.{}", refr.span().text());
                     if !args.is_empty() && program.rule_infos.iter().any(|r| r.name == name) {
                         return Some(format!("default function {name}"));
+                    }
+                    // The VM leaves a default whose value is not a constant undefined; the
+                    // interpreter evaluates a comprehension and refuses the rest, as OPA does.
+                    if !constant(value) {
+                        return Some(format!(
+                            "default {name} with a value that is not a constant"
+                        ));
                     }
                     continue;
                 }
@@ -102,6 +111,20 @@ pub(super) fn syntax_risk(compiled: &CompiledPolicy, program: &Program) -> Optio
         }
     }
     None
+}
+
+/// Whether `expr` is a constant: a scalar, or an array, set or object of constants.
+fn constant(expr: &ExprRef) -> bool {
+    match expr.as_ref() {
+        Expr::String { .. }
+        | Expr::RawString { .. }
+        | Expr::Number { .. }
+        | Expr::Bool { .. }
+        | Expr::Null { .. } => true,
+        Expr::Array { items, .. } | Expr::Set { items, .. } => items.iter().all(constant),
+        Expr::Object { fields, .. } => fields.iter().all(|(_, k, v)| constant(k) && constant(v)),
+        _ => false,
+    }
 }
 
 /// Whether `expr` contains a `key, value in collection` membership.

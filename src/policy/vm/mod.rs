@@ -31,7 +31,8 @@
 //!   `x := input.missing; not x == 1` holds, arrays get undefined members, an `else` is
 //!   skipped. `add_undefined_guards` patches the program.
 //! - It does not report conflicts (a complete rule or function with two values is undefined or
-//!   takes the last value), ignores the key of `key, value in coll` and default functions,
+//!   takes the last value), ignores the key of `key, value in coll`, default functions and
+//!   defaults whose value is not a constant,
 //!   recurses forever on a rule named like the builtin it calls, and in suspendable mode
 //!   mishandles lookups through rule-defined documents and independent rule bodies. Policies
 //!   that could hit one of these are refused with [`VmCompileError::Unsupported`].

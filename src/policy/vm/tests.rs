@@ -384,3 +384,20 @@ fn bench_interpreter_vs_vm() {
         );
     }
 }
+
+#[test]
+fn defaults_that_are_not_constants_stay_on_the_interpreter() {
+    let refused = r#"
+# a
+default a := [x | some x in [1, 2]]
+# a
+default a := count([1])
+"#;
+    for (entry, module) in cases(refused) {
+        let err = VmPolicy::compile(&mut engine(&[&module], "{}"), &entry).unwrap_err();
+        assert!(matches!(err, VmCompileError::Unsupported { .. }), "{err}");
+    }
+    // Constant defaults, however nested, run on the VM.
+    let rego = "package t\nimport rego.v1\ndefault a := {\"k\": [1, {2}], \"n\": null}\na := 1 if input.x\n";
+    check(&[rego], "data.t.a", &["{}", r#"{"x": true}"#]);
+}
