@@ -346,9 +346,10 @@ fn run(mut args: RunArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         // The OTLP exporter's gRPC channel lives on this runtime.
-        let tracing = TracingSettings::resolve(config.distributed_tracing.as_ref(), &|k| {
-            std::env::var(k).ok()
-        });
+        let tracing = TracingSettings::resolve(
+            config.distributed_tracing.as_ref(),
+            &portcullis::env::ProcessEnv,
+        );
         let tracer = match tracing.as_ref().map(Tracer::start).transpose() {
             Ok(t) => t,
             Err(e) => {

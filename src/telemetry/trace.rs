@@ -52,11 +52,10 @@ impl TracingSettings {
     /// Tracing is on when the config has a `distributed_tracing` block, or else when `env`
     /// has `OTEL_EXPORTER_OTLP_ENDPOINT` (`env` is the process environment in production; tests
     /// pass a map).
-    pub fn resolve(
-        config: Option<&DistributedTracing>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Option<Self> {
-        let env_endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|e| !e.trim().is_empty());
+    pub fn resolve(config: Option<&DistributedTracing>, env: &dyn crate::env::Env) -> Option<Self> {
+        let env_endpoint = env
+            .get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .filter(|e| !e.trim().is_empty());
         let (address, ratio, name, batch) = match config {
             Some(c) => (
                 c.address.clone().or(env_endpoint),
@@ -76,7 +75,7 @@ impl TracingSettings {
             endpoint,
             sample_ratio: ratio.clamp(0.0, 1.0),
             service_name: name
-                .or_else(|| env("OTEL_SERVICE_NAME"))
+                .or_else(|| env.get("OTEL_SERVICE_NAME"))
                 .unwrap_or_else(|| "portcullis".into()),
             max_queue_size: batch.max_queue_size,
             max_export_batch_size: batch.max_export_batch_size,
