@@ -10,13 +10,26 @@ use regorus::unstable::{Expr, ExprRef, Literal, Query, Rule, RuleHead};
 ///
 /// The RVM makes a complete rule or function whose definitions disagree undefined, and lets the
 /// last output win when a body yields several values (in a loop, or `walk`) or a partial object
-/// gets a key twice, where OPA raises an error. The check is conservative: it refuses a rule
-/// that *could* conflict (several definitions with values not known equal, or a non-constant
-/// value set in a loop). A rule called as a function (a rule named like the builtin it calls)
-/// recurses until the stack overflows.
+/// or an object comprehension gets a key twice, where OPA raises an error. The check is
+/// conservative: it refuses a rule that *could* conflict (several definitions with values not
+/// known equal, a non-constant value set in a loop, any object comprehension). A rule called as
+/// a function (a rule named like the builtin it calls) recurses until the stack overflows.
 pub(super) fn conflict_risk(program: &Program) -> Option<String> {
     if program.builtin_info_table.iter().any(|b| b.name == "walk") {
         return Some("walk() may yield several outputs".into());
+    }
+    // An object comprehension that yields one key twice keeps the last value on the VM.
+    let object_yield = |i: &Instruction| {
+        matches!(
+            i,
+            Instruction::ComprehensionYield {
+                key_reg: Some(_),
+                ..
+            }
+        )
+    };
+    if program.instructions.iter().any(object_yield) {
+        return Some("an object comprehension may yield a key twice".into());
     }
     for params in &program.instruction_data.function_call_params {
         let callee = program.rule_infos.get(usize::from(params.func_rule_index));

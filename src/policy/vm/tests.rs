@@ -155,8 +155,6 @@ default only_default := {"result": false}
 some_in if { some i in input.l; i.kind == "a"; i.n > 3 }
 # every_pos
 every_pos if every i in input.l { i.n > 0 }
-# counts
-counts := {k: count([i | some i in input.l; i.kind == k]) | some j in input.l; k := j.kind}
 # doubled
 f(n) := n * 2
 doubled := [f(i.n) | some i in input.l]
@@ -173,8 +171,6 @@ not_missing if { x := input.missing; not x == 1 }
 not_host if { x := crypto.sha256(input.n); not x == "a" }
 # yield_missing
 yield_missing := [i.name | some i in input.l]
-# keys_missing
-keys_missing := {i.name: 1 | some i in input.l}
 # objects
 objects := [{"n": i.name} | some i in input.l]
 # assign_in_compr
@@ -400,4 +396,26 @@ default a := count([1])
     // Constant defaults, however nested, run on the VM.
     let rego = "package t\nimport rego.v1\ndefault a := {\"k\": [1, {2}], \"n\": null}\na := 1 if input.x\n";
     check(&[rego], "data.t.a", &["{}", r#"{"x": true}"#]);
+}
+
+#[test]
+fn object_comprehensions_stay_on_the_interpreter() {
+    let rego =
+        "package t\nimport rego.v1\nx := {k: v | some k in [\"a\", \"b\"]; some v in [1, 2]}\n";
+    let err = VmPolicy::compile(&mut engine(&[rego], "{}"), "data.t.x").unwrap_err();
+    assert!(matches!(err, VmCompileError::Unsupported { .. }), "{err}");
+    // The interpreter reports the conflict, as OPA does.
+    assert!(engine(&[rego], "{}").eval_rule("data.t.x".into()).is_err());
+    // One that cannot conflict is refused too (the check is conservative) and answers on the
+    // interpreter.
+    let counts = "package t\nimport rego.v1\ncounts := {k: count([i | some i in input.l; i.kind == k]) | some j in input.l; k := j.kind}\n";
+    assert!(VmPolicy::compile(&mut engine(&[counts], "{}"), "data.t.counts").is_err());
+    let mut interpreter = engine(&[counts], "{}");
+    interpreter.set_input(
+        Value::from_json_str(r#"{"l": [{"kind": "a"}, {"kind": "a"}, {"kind": "b"}]}"#).unwrap(),
+    );
+    assert_eq!(
+        interpreter.eval_rule("data.t.counts".into()).unwrap(),
+        Value::from_json_str(r#"{"a": 2, "b": 1}"#).unwrap()
+    );
 }
