@@ -114,9 +114,14 @@ pub fn check(modules: &[Ref<Module>]) -> Result<RulePaths, String> {
                 imports: &imports,
                 locals: HashSet::new(),
                 refs: BTreeSet::new(),
+                arity_error: None,
+                output_argument: false,
             };
             walker.declare_rule(rule);
             walker.rule(rule);
+            if let Some(e) = walker.arity_error {
+                return Err(e);
+            }
             let targets: BTreeSet<String> =
                 walker.refs.iter().flat_map(|r| reached(&all, r)).collect();
             if let Some(node) = nodes.get_mut(&format!("{package}.{}", path.join("."))) {
@@ -281,6 +286,26 @@ struct Walker<'a> {
     locals: HashSet<String>,
     /// Referenced `data` paths, dotted.
     refs: BTreeSet<String>,
+    /// The first builtin called with the wrong number of arguments.
+    arity_error: Option<String>,
+    /// Whether the call being walked is a whole statement.
+    output_argument: bool,
+}
+
+/// The number of arguments a builtin takes: Portcullis' extensions first (they replace some of
+/// regorus' own), then regorus'. `None` for anything else (`print` takes any number).
+fn builtin_arity(name: &str) -> Option<usize> {
+    if name == "print" {
+        return None;
+    }
+    super::builtins::all()
+        .find(|b| b.name == name)
+        .map(|b| usize::from(b.nargs))
+        .or_else(|| {
+            regorus::unstable::BUILTINS
+                .get(name)
+                .map(|(_, n)| usize::from(*n))
+        })
 }
 
 impl Walker<'_> {
@@ -468,7 +493,12 @@ impl Walker<'_> {
                     self.expr(value);
                     self.expr(collection);
                 }
-                Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => self.expr(expr),
+                Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => {
+                    // A call that is the whole statement may take its output as one more
+                    // argument (`walk(x, [path, value])`).
+                    self.output_argument = matches!(expr.as_ref(), Expr::Call { .. });
+                    self.expr(expr);
+                }
                 Literal::Every { domain, query, .. } => {
                     self.expr(domain);
                     self.query(query);
@@ -508,6 +538,41 @@ impl Walker<'_> {
         }
     }
 
+    /// A call of a builtin with the wrong number of arguments is a type error at load time, as
+    /// in OPA (regorus would answer it at evaluation, differently on each engine). Names that
+    /// a rule, an import or a local variable of the module shadows are not builtins here.
+    fn arity(&mut self, fcn: &Ref<Expr>, given: usize, output: bool, span: &Span) {
+        if self.arity_error.is_some() {
+            return;
+        }
+        let Some((path, false)) = path_and_rest(fcn) else {
+            return;
+        };
+        let Some(root) = path.first() else {
+            return;
+        };
+        if self.locals.contains(root)
+            || self.local_rules.contains(root)
+            || self.imports.contains_key(root)
+            || root == "data"
+        {
+            return;
+        }
+        let name = path.join(".");
+        let Some(wanted) = builtin_arity(&name) else {
+            return;
+        };
+        if given != wanted && !(output && given == wanted + 1) {
+            self.arity_error = Some(format!(
+                "{}:{}:{}: rego_type_error: {name}: arity mismatch: have {given} arguments, \
+                 want {wanted}",
+                span.source.file(),
+                span.line,
+                span.col
+            ));
+        }
+    }
+
     fn expr(&mut self, expr: &Ref<Expr>) {
         match expr.as_ref() {
             Expr::Var { .. } => self.reference(expr),
@@ -520,7 +585,11 @@ impl Walker<'_> {
                 self.dynamic_parts(refr);
                 self.expr(index);
             }
-            Expr::Call { fcn, params, .. } => {
+            Expr::Call {
+                fcn, params, span, ..
+            } => {
+                let output = std::mem::take(&mut self.output_argument);
+                self.arity(fcn, params.len(), output, span);
                 self.reference(fcn);
                 for p in params {
                     self.expr(p);
@@ -682,5 +751,33 @@ result[\"allowed\"] := true
         assert!(!paths.within_rule(&p("acme/result")));
         assert!(paths.above_rules(&p("acme/result")) && paths.above_rules(&p("acme")));
         assert!(!paths.above_rules(&p("acme_secret")) && !paths.above_rules(&p("acme/allow")));
+    }
+
+    #[test]
+    fn builtins_called_with_the_wrong_arity_are_type_errors() {
+        for (rego, name) in [
+            ("package p\nx := bits.and(1, 1, 1)\n", "bits.and"),
+            ("package p\nx := numbers.range(1)\n", "numbers.range"),
+            ("package p\nx if { abs(1, 2, 3) }\n", "abs"),
+            ("package p\nx := io.jwt.decode()\n", "io.jwt.decode"),
+        ] {
+            let err = check_text(&[rego]).unwrap_err();
+            assert!(
+                err.contains("m0.rego:")
+                    && err.contains(&format!("rego_type_error: {name}: arity")),
+                "{rego}: {err}"
+            );
+        }
+        // A whole-statement call may bind its output as one more argument; local rules,
+        // functions, imports and variables named like builtins are not builtins.
+        for rego in [
+            "package p\nx if { walk(input, [p, v]); v == 1 }\n",
+            "package p\nx if { count(input.l, 2) }\n",
+            "package p\nabs(a, b) := a + b\nx := abs(1, 2)\n",
+            "package p\nimport data.lib as bits\nx := bits.and(1, 2, 3)\n",
+            "package p\nx := print(1, 2, 3)\n",
+        ] {
+            check_text(&[rego]).unwrap_or_else(|e| panic!("{rego}: {e}"));
+        }
     }
 }
