@@ -1,13 +1,13 @@
 //! Authentication through the real Check gRPC path: the adversarial suite (each test fails if
 //! the attack succeeds) and the positive cases for every method.
 
-mod authn_common;
+mod support;
 
 use std::time::Duration;
 
-use authn_common::*;
 use base64::Engine as _;
 use serde_json::{Value as Json, json};
+use support::authn::*;
 
 fn jwt_config(source: &str, extra: &str) -> String {
     format!(

@@ -1,13 +1,13 @@
 //! API keys, Basic, trusted OIDC issuers and the restrictive cascade, through the Check path.
 
-mod authn_common;
+mod support;
 
 use std::time::Duration;
 
-use authn_common::*;
 use base64::Engine as _;
 use portcullis::authn::api_key::{ApiKeyStore, NewApiKey};
 use serde_json::json;
+use support::authn::*;
 
 fn basic(user: &str, pw: &str) -> String {
     format!(

@@ -4,29 +4,22 @@
 //! backoff), with `/health?bundles` and gRPC health following activation. Each archive attack is
 //! refused with its own error.
 
-mod bundle_support;
 mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bundle_support::*;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use portcullis::bundle::{Bundle, BundleError, Limits};
 use portcullis::config::Config;
 use portcullis::policy::download::{Downloader, PollOutcome};
 use portcullis::policy::{LoadSpec, PolicyError, PolicyStore};
-use portcullis::server::{self, App};
-use support::{TestServer, http};
+use support::bundle::*;
+use support::server::Prepared;
+use support::{Spec, TestServer, eventually, fixture, http};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap()
-}
 
 /// The gRPC code a Check gets: 0 OK, 7 PERMISSION_DENIED, 2 UNKNOWN (undefined decision).
 async fn check_code(server: &TestServer) -> i32 {
@@ -52,24 +45,6 @@ async fn grpc_health(server: &TestServer) -> i32 {
         .status
 }
 
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A sidecar configured with `bundles.authz` from `bundle_url`, not yet polling.
 struct Sidecar {
     server: TestServer,
@@ -79,29 +54,26 @@ struct Sidecar {
 }
 
 async fn sidecar(extra_yaml: &str, bundle_url: &str) -> Sidecar {
-    let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "services:\n  acme:\n    url: {bundle_url}\n    credentials:\n      bearer: {{token: s3cret}}\n\
          bundles:\n  authz:\n    service: acme\n    resource: bundles/authz.tar.gz\n    \
          polling: {{min_delay_seconds: 1, max_delay_seconds: 2}}\n{extra_yaml}"
     );
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let config = Config::load(Some(&cfg), &[]).expect("config");
-    let store = Arc::new(
-        PolicyStore::load_with(
-            LoadSpec {
-                remote_bundles: config.bundles.keys().cloned().collect(),
-                ..Default::default()
-            },
-            server::policy_options(&config),
-        )
-        .unwrap(),
-    );
-    let app = App::builder(&config, store.clone()).build().expect("app");
-    let mut downloaders = config.bundle_downloaders(store.clone()).unwrap();
+    let prepared = Prepared::new(Spec {
+        config: &yaml,
+        remote_bundles: true,
+        ..Default::default()
+    })
+    .expect("config");
+    let app = prepared.app().build().expect("app");
+    let mut downloaders = prepared
+        .config
+        .bundle_downloaders(prepared.store.clone())
+        .unwrap();
     let downloader = downloaders.remove(0);
-    let server = TestServer::serve(app, store.clone(), dir).await;
+    let store = prepared.store.clone();
+    let config = prepared.config.clone();
+    let server = prepared.serve(app).await;
     Sidecar {
         server,
         store,
@@ -229,7 +201,8 @@ async fn download_activates_then_304_then_new_revision() {
         eventually(Duration::from_secs(5), || async {
             grpc_health(&sc.server).await == 1
         })
-        .await,
+        .await
+        .is_ok(),
         "gRPC health turns SERVING"
     );
     let (status, body) = http(sc.server.http_addr, "GET", "/health?bundles", None).await;
@@ -654,7 +627,8 @@ async fn the_poll_loop_backs_off_then_activates() {
         eventually(Duration::from_secs(10), || async {
             bundles.requests().len() >= 2
         })
-        .await,
+        .await
+        .is_ok(),
         "the loop retries after a failure"
     );
     assert!(!sc.store.is_ready());
@@ -671,7 +645,8 @@ async fn the_poll_loop_backs_off_then_activates() {
             let store = store.clone();
             async move { store.is_ready() }
         })
-        .await,
+        .await
+        .is_ok(),
         "activated once the server recovers"
     );
     assert_eq!(revision_of(&sc.store, "authz").as_deref(), Some("late"));

@@ -4,14 +4,14 @@
 
 mod support;
 
-use support::{Proc, free_port};
+use support::fixtures::JWT as FIXTURES;
+use support::{Proc, free_ports};
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -142,8 +142,7 @@ async fn run_verifies_signed_bundle_paths() {
     assert!(stderr.contains("no verification key"), "{stderr}");
 
     // Signed and verified: it serves.
-    let http_port = free_port();
-    let grpc_port = free_port();
+    let [http_port, grpc_port] = free_ports();
     let addr = format!("127.0.0.1:{http_port}");
     let grpc = format!("--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:{grpc_port}");
     let mut args = vec!["run", "--server", "--addr", &addr, grpc.as_str(), "-b"];

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Proc, free_port};
+use support::{Proc, free_ports};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -101,8 +101,7 @@ fn usage_errors_exit_2() {
 
 /// Starts the binary and waits until its HTTP health answers.
 async fn start(args: &[String]) -> (Proc, SocketAddr) {
-    let grpc_port = free_port();
-    let http_port = free_port();
+    let [grpc_port, http_port] = free_ports();
     let mut all = vec![
         "run".to_string(),
         "--server".into(),

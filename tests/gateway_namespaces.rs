@@ -3,9 +3,7 @@
 
 mod support;
 
-mod gateway_support;
-
-use gateway_support::*;
+use support::gateway::*;
 
 #[tokio::test]
 async fn check_path_selects_the_namespace_and_denies_unknown_ones() {

@@ -2,9 +2,9 @@
 //! sibling namespaces sharing a prefix, read grants on write RPCs, empty-string claims,
 //! widened delegation and expired parents; `input.caller` bound from the token.
 
-mod gateway_support;
+mod support;
 
-use gateway_support::*;
+use support::gateway::*;
 
 #[tokio::test]
 async fn scoped_tokens_cannot_escape_their_scope() {

@@ -1,8 +1,8 @@
 //! StreamDecisions fed by concurrent Checks, and gRPC-Web over HTTP/1.1 with CORS.
 
-mod gateway_support;
+mod support;
 
-use gateway_support::*;
+use support::gateway::*;
 
 #[tokio::test]
 async fn stream_decisions_receives_concurrent_checks() {

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Proc, free_port};
+use support::{Proc, free_ports};
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -36,7 +36,7 @@ async fn diagnostic_metrics_watch_reloads_and_file_log_flushed_on_sigterm() {
     let policy = dir.path().join("p.rego");
     std::fs::write(&policy, "package envoy.authz\n\nallow := true\n").unwrap();
     let log = dir.path().join("decisions.log");
-    let (grpc, http, diag) = (free_port(), free_port(), free_port());
+    let [grpc, http, diag] = free_ports();
     let child = Command::new(BIN)
         .args([
             "run".to_string(),

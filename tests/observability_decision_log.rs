@@ -7,13 +7,12 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use portcullis::client::RequestSpec;
 use portcullis::config::Config;
 use portcullis::decision_log::{DecisionLog, DropReason, LogSettings};
 use serde_json::{Value as Json, json};
-use support::{Spec, TestServer};
+use support::{Spec, TestServer, decision_id};
 
 const POLICY: &str = r#"package envoy.authz
 
@@ -40,14 +39,6 @@ fn request(yaml: &str) -> CheckRequest {
     RequestSpec::from_yaml_str(yaml, Path::new("test"))
         .expect("request spec")
         .to_check_request()
-}
-
-fn decision_id(resp: &CheckResponse) -> String {
-    let md = resp.dynamic_metadata.as_ref().expect("dynamic metadata");
-    match md.fields["decision_id"].kind.as_ref() {
-        Some(Kind::StringValue(s)) => s.clone(),
-        other => panic!("decision_id is {other:?}"),
-    }
 }
 
 /// A server whose decision log writes to `<dir>/decisions.log` (plus `extra` config).

@@ -6,15 +6,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::client::RequestSpec;
-use portcullis::config::Config;
-use portcullis::policy::PolicyStore;
-use portcullis::server::{self, App, GrpcListener, Listeners};
-use tokio::net::TcpListener;
+use portcullis::server::App;
+use support::server::Prepared;
+use support::{Spec, TestServer};
 
 const POLICY: &str = r#"package envoy.authz
 
@@ -58,54 +56,30 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
+/// A server with a diagnostic listener, and its app for recording reloads as the watcher does.
 struct Server {
     grpc: SocketAddr,
     http: SocketAddr,
     diagnostic: SocketAddr,
     app: App,
-    store: Arc<PolicyStore>,
-    dir: tempfile::TempDir,
-    stop: tokio::sync::oneshot::Sender<()>,
-    handle: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    server: TestServer,
 }
 
 async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.rego");
-    std::fs::write(&policy, POLICY).unwrap();
-    let config = Config::load(None, &[]).unwrap();
-    let store = Arc::new(PolicyStore::load(vec![policy], server::policy_options(&config)).unwrap());
-    let app = App::builder(&config, store.clone()).build().unwrap();
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let diagnostic = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addrs = (
-        grpc.local_addr().unwrap(),
-        http.local_addr().unwrap(),
-        diagnostic.local_addr().unwrap(),
-    );
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(server::run(
-        app.clone(),
-        Listeners {
-            ext_authz: GrpcListener::Tcp(grpc),
-            http: Some(http),
-            diagnostic: Some(diagnostic),
-            gateway: None,
-        },
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let prepared = Prepared::new(Spec {
+        policies: vec![("p.rego", POLICY)],
+        diagnostic: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let app = prepared.app().build().unwrap();
+    let server = prepared.serve(app.clone()).await;
     Server {
-        grpc: addrs.0,
-        http: addrs.1,
-        diagnostic: addrs.2,
+        grpc: server.grpc_addr,
+        http: server.http_addr,
+        diagnostic: server.diagnostic_addr.unwrap(),
         app,
-        store,
-        dir,
-        stop,
-        handle,
+        server,
     }
 }
 
@@ -130,13 +104,13 @@ async fn metrics_count_checks_exactly_on_both_listeners() {
         client.check(request(path)).await.unwrap_err();
     }
     // A reload that works and one that does not, recorded as the watcher does.
-    s.app.metrics.policy_reload(&s.store.reload());
+    s.app.metrics.policy_reload(&s.server.store.reload());
     std::fs::write(
-        s.dir.path().join("p.rego"),
+        s.server.dir().join("p.rego"),
         "package envoy.authz\nallow if {",
     )
     .unwrap();
-    s.app.metrics.policy_reload(&s.store.reload());
+    s.app.metrics.policy_reload(&s.server.store.reload());
 
     let (status, text) = support::http(s.http, "GET", "/metrics", None).await;
     assert_eq!(status, 200);
@@ -206,8 +180,7 @@ async fn metrics_count_checks_exactly_on_both_listeners() {
         .collect();
     assert!(buckets.iter().all(|b| *b <= 9.0) && buckets.contains(&9.0));
 
-    let _ = s.stop.send(());
-    s.handle.await.unwrap().unwrap();
+    s.server.stop().await;
 }
 
 #[tokio::test]
@@ -219,6 +192,5 @@ async fn diagnostic_listener_serves_health_and_metrics_only() {
     assert_eq!(status, 404);
     let (status, _) = support::http(s.http, "GET", "/v1/data/envoy/authz", None).await;
     assert_eq!(status, 200);
-    let _ = s.stop.send(());
-    s.handle.await.unwrap().unwrap();
+    s.server.stop().await;
 }

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::google::protobuf::value::Kind;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -130,13 +129,7 @@ async fn check_spans_continue_the_callers_trace() {
     .unwrap()
     .to_check_request();
     let resp = client.check(req).await.unwrap().into_inner();
-    let decision_id = match resp.dynamic_metadata.unwrap().fields["decision_id"]
-        .kind
-        .clone()
-    {
-        Some(Kind::StringValue(s)) => s,
-        other => panic!("{other:?}"),
-    };
+    let decision_id = support::decision_id(&resp);
     // sample_percentage 0: a Check without a sampled parent is not exported.
     let unsampled = RequestSpec::from_yaml_str("{path: /ok/unsampled}", Path::new("t"))
         .unwrap()

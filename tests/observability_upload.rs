@@ -8,18 +8,17 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use portcullis::client::RequestSpec;
 use portcullis::config::Config;
 use portcullis::decision_log::{DecisionLog, DropReason};
 use serde_json::Value as Json;
-use support::{Spec, TestServer};
+use support::{Spec, TestServer, decision_id, eventually};
 
 const POLICY: &str = "package envoy.authz\n\nallow if input.parsed_path[0] == \"ok\"\n";
 
@@ -98,16 +97,6 @@ fn request(yaml: &str) -> CheckRequest {
         .to_check_request()
 }
 
-fn decision_id(resp: &CheckResponse) -> String {
-    match resp.dynamic_metadata.as_ref().unwrap().fields["decision_id"]
-        .kind
-        .as_ref()
-    {
-        Some(Kind::StringValue(s)) => s.clone(),
-        other => panic!("decision_id is {other:?}"),
-    }
-}
-
 async fn start(addr: SocketAddr, reporting: &str) -> (TestServer, DecisionLog) {
     let config = format!(
         "services:\n  collector:\n    url: http://{addr}/api/v1/\n    headers: {{x-tenant: t1}}\n    \
@@ -134,18 +123,6 @@ async fn start(addr: SocketAddr, reporting: &str) -> (TestServer, DecisionLog) {
     (server, log)
 }
 
-/// Polls `done` until it holds or the deadline passes.
-async fn eventually(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
-}
-
 #[tokio::test]
 async fn uploads_retry_until_accepted_and_lose_nothing() {
     let (addr, collector) = collector(2).await;
@@ -168,10 +145,11 @@ async fn uploads_retry_until_accepted_and_lose_nothing() {
             .into_inner();
         ids.push(decision_id(&resp));
     }
-    let all_in = eventually(Duration::from_secs(20), || {
+    let all_in = eventually(Duration::from_secs(20), || async {
         collector.accepted.lock().unwrap().len() >= ids.len()
     })
-    .await;
+    .await
+    .is_ok();
     let accepted: Vec<String> = collector
         .accepted
         .lock()

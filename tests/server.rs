@@ -232,8 +232,7 @@ async fn unix_and_abstract_sockets_serve_checks() {
         let app = portcullis::server::App::builder(&config, store)
             .build()
             .unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(portcullis::server::run(
+        let running = support::server::Running::spawn(
             app,
             portcullis::server::Listeners {
                 ext_authz: listener,
@@ -241,10 +240,7 @@ async fn unix_and_abstract_sockets_serve_checks() {
                 diagnostic: None,
                 gateway: None,
             },
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        );
         let addr2 = addr.clone();
         let channel = tonic::transport::Endpoint::from_static("http://localhost")
             .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
@@ -277,8 +273,7 @@ async fn unix_and_abstract_sockets_serve_checks() {
             .unwrap()
             .into_inner();
         assert_eq!(resp.status.unwrap().code, 0, "{addr:?}");
-        let _ = tx.send(());
-        handle.await.unwrap().unwrap();
+        running.stop().await;
     }
 }
 

@@ -1,11 +1,11 @@
 //! The internal token: minted on allow through the Check path, narrowed, cached, published and
 //! verified against the served JWKS as an upstream would.
 
-mod authn_common;
+mod support;
 
-use authn_common::*;
 use portcullis::token::verify::{Expect, verify};
 use serde_json::{Value as Json, json};
+use support::authn::*;
 
 fn config(jwks_file: &std::path::Path, token: &str) -> String {
     format!(

@@ -1,9 +1,9 @@
 //! Finding 1: a gateway caller with readwrite on `default` minted a key for `ceo` carrying
 //! `admin` and `payments:write`, which then passed a Check in another namespace.
 
-use crate::authn_common::req as check_req;
-use crate::gateway_support::{AUD, Auth, SECRET, code, now, pb, token};
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::authn::req as check_req;
+use crate::support::gateway::{AUD, Auth, SECRET, code, now, pb, token};
 use pb::auth_service_client::AuthServiceClient;
 use tonic::Code;
 
@@ -49,7 +49,7 @@ async fn create(
     scopes: &[&str],
 ) -> Result<pb::CreateApiKeyResponse, tonic::Status> {
     AuthServiceClient::new(s.gateway().await)
-        .create_api_key(crate::gateway_support::req(
+        .create_api_key(crate::support::gateway::req(
             pb::CreateApiKeyRequest {
                 subject: subject.into(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
@@ -102,7 +102,7 @@ async fn a_key_never_carries_scopes_outside_the_allow_list() {
     assert_eq!(answer.grpc, 7, "{}", answer.json);
     // Nothing was written for the refused requests: one key only.
     let listed = AuthServiceClient::new(s.gateway().await)
-        .list_api_keys(crate::gateway_support::req(
+        .list_api_keys(crate::support::gateway::req(
             pb::ListApiKeysRequest {},
             &alice,
         ))

@@ -5,8 +5,8 @@
 use argon2::password_hash::{PasswordHasher, SaltString};
 use base64::Engine as _;
 
-use crate::authn_common::req as check_req;
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::authn::req as check_req;
 
 /// A users file with `ops`/`right`, hashed with costly parameters (so that verifications
 /// overlap), and a policy that allows any authenticated caller.

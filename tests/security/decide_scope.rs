@@ -1,8 +1,8 @@
 //! Finding 5: a token `{ns: acme, agent: bot}` was refused `GetData`, but `Decide{namespace:
 //! acme, path: "acme_secret"}` returned the secret, and `path: "users"` every user.
 
-use crate::gateway_support::{AUD, Auth, SECRET, code, decide, now, pb, root_token, token};
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::gateway::{AUD, Auth, SECRET, code, decide, now, pb, root_token, token};
 use pb::data_service_client::DataServiceClient;
 use tonic::Code;
 
@@ -19,7 +19,7 @@ async fn callers_below_namespace_level_get_decisions_never_data() {
     .await;
     let ch = s.gateway().await;
     let root = Auth::bearer(&root_token());
-    crate::gateway_support::put_policy(
+    crate::support::gateway::put_policy(
         &ch,
         &root,
         "acme",
@@ -37,7 +37,7 @@ async fn callers_below_namespace_level_get_decisions_never_data() {
         ),
         ("acme/limits", serde_json::json!({"max": 3})),
     ] {
-        data.put_data(crate::gateway_support::req(
+        data.put_data(crate::support::gateway::req(
             pb::PutDataRequest {
                 namespace: "acme".into(),
                 path: path.into(),

@@ -2,8 +2,8 @@
 //! authentication denial, a bad JWT or a policy denial answered OK with no
 //! `headers_to_remove`.
 
-use crate::authn_common::{ISSUER, Key, claims, jwks, req};
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::authn::{ISSUER, Key, claims, jwks, req};
 
 fn config() -> String {
     format!(

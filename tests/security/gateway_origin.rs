@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use prost::Message as _;
 
-use crate::gateway_support::pb;
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::gateway::pb;
 
 /// One gRPC-Web call over HTTP/1.1 with the given headers; the gRPC status (0 is OK).
 async fn call(addr: SocketAddr, path: &str, message: Vec<u8>, headers: &[(&str, &str)]) -> String {

@@ -6,8 +6,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
-use crate::authn_common::{ISSUER, Key, claims, fixture, jwks, req};
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::authn::{ISSUER, Key, claims, fixture, jwks, req};
 
 fn jwt_config(algorithms: &str, extra: &str) -> String {
     format!(

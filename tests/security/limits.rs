@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use crate::authn_common::req as check_req;
-use crate::gateway_support::{
+use crate::sidecar::{Setup, Sidecar};
+use crate::support::authn::req as check_req;
+use crate::support::gateway::{
     AUD, Auth, SECRET, code, decide, now, pb, put_policy, root_token, token,
 };
-use crate::sidecar::{Setup, Sidecar};
 use pb::data_service_client::DataServiceClient;
 use tonic::Code;
 
@@ -28,10 +28,7 @@ fn setup(config: &'static str) -> Setup<'static> {
 async fn a_policy_cannot_take_the_process_down() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.rego"), DEFAULT_POLICY).unwrap();
-    let (grpc, gateway) = (
-        crate::authn_common::support::free_port(),
-        crate::authn_common::support::free_port(),
-    );
+    let [grpc, gateway] = crate::support::free_ports();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
             "run",
@@ -47,7 +44,7 @@ async fn a_policy_cannot_take_the_process_down() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut proc = crate::authn_common::support::Proc(child);
+    let mut proc = crate::support::Proc(child);
     let ch = loop {
         if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{gateway}"))
             .unwrap()
@@ -199,7 +196,7 @@ async fn namespaces_and_writes_are_bounded() {
     let mut refused = None;
     for i in 0..8 {
         let r = data
-            .put_data(crate::gateway_support::req(
+            .put_data(crate::support::gateway::req(
                 pb::PutDataRequest {
                     namespace: "acme:n0".into(),
                     path: format!("blob{i}"),

@@ -15,11 +15,9 @@
 //! | 12. open-mode gateway answering any `Host` and `Origin` | [`gateway_origin`] |
 //! | suspected: path normalization, streams, audiences, `iat`, duplicate members, key files | [`settled`] |
 
-#[path = "../authn_common/mod.rs"]
-mod authn_common;
-#[path = "../gateway_support/mod.rs"]
-mod gateway_support;
 mod sidecar;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod api_keys;
 mod basic;

@@ -4,8 +4,8 @@
 
 use serde_json::json;
 
-use crate::authn_common::{ISSUER, IssuerServer, Key, claims, jwks, now, req};
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::authn::{ISSUER, IssuerServer, Key, claims, jwks, now, req};
 
 #[tokio::test]
 async fn a_trusted_issuer_needs_audiences() {
@@ -51,7 +51,7 @@ async fn a_trusted_issuer_never_replaces_a_policys_own_rules() {
         config: &config,
         files: vec![
             ("jwks.json", jwks(&[&key]).to_string()),
-            ("policy.rego", crate::authn_common::ECHO_POLICY.into()),
+            ("policy.rego", crate::support::authn::ECHO_POLICY.into()),
         ],
         env: vec![],
     })

@@ -2,9 +2,9 @@
 //! recursive rules overflowed it on the `auto` engine: the first request reaching the cycle
 //! aborted the sidecar. Recursion is now refused when policies load, as OPA refuses it.
 
-use crate::authn_common::req as check_req;
-use crate::gateway_support::{Auth, SECRET, code, put_policy, root_token};
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::authn::req as check_req;
+use crate::support::gateway::{Auth, SECRET, code, put_policy, root_token};
 use tonic::Code;
 
 const SELF_RECURSIVE: &str = "package envoy.authz\nf(x) := y if { y := f(x) }\nallow if f(1)\n";

@@ -4,9 +4,9 @@
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use tokio_stream::StreamExt as _;
 
-use crate::authn_common::req as check_req;
-use crate::gateway_support::{Auth, SECRET, pb, root_token};
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::authn::req as check_req;
+use crate::support::gateway::{Auth, SECRET, pb, root_token};
 use pb::decision_log_service_client::DecisionLogServiceClient;
 
 const KEY: &str = "sk_live_0123456789abcdefSECRET";
@@ -42,7 +42,7 @@ authentication:
     })
     .await;
     let mut stream = DecisionLogServiceClient::new(s.gateway().await)
-        .stream_decisions(crate::gateway_support::req(
+        .stream_decisions(crate::support::gateway::req(
             pb::StreamDecisionsRequest::default(),
             &Auth::bearer(&root_token()),
         ))

@@ -6,9 +6,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
-use crate::authn_common::{ISSUER, Key, claims, fixture, jwks, now, req};
-use crate::gateway_support::{Auth, SECRET, pb, root_token};
 use crate::sidecar::{Setup, Sidecar};
+use crate::support::authn::{ISSUER, Key, claims, fixture, jwks, now, req};
+use crate::support::gateway::{Auth, SECRET, pb, root_token};
 
 fn jwt_setup(extra: &str) -> (String, Vec<(&'static str, String)>) {
     let key = Key::es256("ec256-a.key.pem", "ec-a");
@@ -25,7 +25,7 @@ fn jwt_setup(extra: &str) -> (String, Vec<(&'static str, String)>) {
         config,
         vec![
             ("jwks.json", jwks(&[&key]).to_string()),
-            ("policy.rego", crate::authn_common::ECHO_POLICY.into()),
+            ("policy.rego", crate::support::authn::ECHO_POLICY.into()),
         ],
     )
 }
@@ -88,7 +88,7 @@ async fn tokens_issued_in_the_future_or_with_duplicate_members_are_refused() {
     // Re-sign the raw payload with duplicate members (serde_json would merge them).
     let msg = format!("{header}.{}", URL_SAFE_NO_PAD.encode(&payload));
     let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &key.enc, key.alg).unwrap();
-    let duplicate = format!("{msg}.{}", crate::authn_common::low_s(key.alg, &sig));
+    let duplicate = format!("{msg}.{}", crate::support::authn::low_s(key.alg, &sig));
     assert_ne!(duplicate, token);
     s.check(req("/admin/x").bearer(&duplicate))
         .await
@@ -166,7 +166,7 @@ async fn decision_streams_are_bounded() {
     let max = portcullis::gateway::logs::MAX_STREAMS;
     for _ in 0..max {
         let stream = pb::decision_log_service_client::DecisionLogServiceClient::new(ch.clone())
-            .stream_decisions(crate::gateway_support::req(
+            .stream_decisions(crate::support::gateway::req(
                 pb::StreamDecisionsRequest::default(),
                 &root,
             ))
@@ -175,7 +175,7 @@ async fn decision_streams_are_bounded() {
         open.push(stream);
     }
     let r = pb::decision_log_service_client::DecisionLogServiceClient::new(ch.clone())
-        .stream_decisions(crate::gateway_support::req(
+        .stream_decisions(crate::support::gateway::req(
             pb::StreamDecisionsRequest::default(),
             &root,
         ))
@@ -199,8 +199,8 @@ async fn a_namespace_policy_mints_tokens_within_its_namespace_only() {
     })
     .await;
     let ch = s.gateway().await;
-    let tenant = Auth::bearer(&crate::gateway_support::token(json!({
-        "sub": "tenant", "aud": crate::gateway_support::AUD, "exp": now() + 600, "ns": "acme",
+    let tenant = Auth::bearer(&crate::support::gateway::token(json!({
+        "sub": "tenant", "aud": crate::support::gateway::AUD, "exp": now() + 600, "ns": "acme",
         "grants": [{"kind": "readwrite"}]
     })));
     let policy = r#"package envoy.authz
@@ -209,11 +209,11 @@ ask := {"grant": "readwrite", "namespace": h["x-ns"]} if h["x-ns"]
 ask := {"grant": "readwrite"} if not h["x-ns"]
 allow := {"allowed": true, "internal_token": ask}
 "#;
-    crate::gateway_support::put_policy(&ch, &tenant, "acme", "p.rego", policy)
+    crate::support::gateway::put_policy(&ch, &tenant, "acme", "p.rego", policy)
         .await
         .unwrap();
     let bearer = key.sign(&claims("alice"));
-    let in_acme = |r: crate::authn_common::Req| {
+    let in_acme = |r: crate::support::authn::Req| {
         let mut r = r.bearer(&bearer);
         r.spec
             .context_extensions

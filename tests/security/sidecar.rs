@@ -1,6 +1,7 @@
 //! A real Portcullis for the attacker's tests: ext_authz, the HTTP API and (when the config has
 //! a `gateway:` section) the gateway on loopback port 0, a decision log captured in memory, an
-//! in-memory audit log, and the environment from a map.
+//! in-memory audit log, and the environment from a map; started through
+//! [`support::server`](crate::support::server).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -10,17 +11,13 @@ use std::sync::{Arc, Mutex};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use portcullis::authn::audit::AuditLog;
-use portcullis::authz::security::Security;
-use portcullis::config::Config;
 use portcullis::decision_log::DecisionLog;
 use portcullis::policy::PolicyStore;
-use portcullis::server::{self, App, GrpcListener, Listeners};
 use serde_json::Value as Json;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-use super::authn_common::{Answer, Req};
+use crate::support::authn::{Answer, Req};
+use crate::support::server::{Prepared, Spec, TestServer};
 
 /// The text written to the console decision log, shared with the test.
 #[derive(Clone, Default)]
@@ -51,24 +48,14 @@ pub struct Sidecar {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub gateway: Option<SocketAddr>,
-    pub dir: tempfile::TempDir,
     pub log: DecisionLog,
     pub audit: AuditLog,
     pub store: Arc<PolicyStore>,
+    pub server: TestServer,
     captured: Captured,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
 impl Sidecar {
-    /// The config as the server would load it, or the error it would stop with.
-    pub fn config(setup: &Setup<'_>, dir: &std::path::Path) -> Result<Config, String> {
-        let text = setup.config.replace("{dir}", &dir.display().to_string());
-        let path = dir.join("config.yaml");
-        std::fs::write(&path, text).expect("write config");
-        Config::load(Some(&path), &[]).map_err(|e| e.to_string())
-    }
-
     /// Starts the server, or returns the start-up error (config, keys, files).
     pub async fn try_start(setup: Setup<'_>) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -84,10 +71,16 @@ impl Sidecar {
                 paths.push(p);
             }
         }
-        let config = Self::config(&setup, dir.path())?;
-        let store = Arc::new(
-            PolicyStore::load(paths, server::policy_options(&config)).map_err(|e| e.to_string())?,
-        );
+        let config = setup.config.replace("{dir}", &d);
+        let captured = Captured::default();
+        let log = DecisionLog::to_writer(serde_json::json!({}), captured.clone());
+        let prepared = Prepared::new(Spec {
+            dir: Some(dir),
+            config: &config,
+            paths,
+            log: Some(log.clone()),
+            ..Default::default()
+        })?;
         let env: HashMap<String, String> = setup
             .env
             .iter()
@@ -95,60 +88,29 @@ impl Sidecar {
             .collect();
         let lookup = |k: &str| env.get(k).cloned();
         let audit = AuditLog::memory();
-        let security = if config.authentication.is_some() || config.internal_token.is_some() {
-            Some(Arc::new(
-                Security::build(
-                    config.authentication.as_ref(),
-                    config.internal_token.as_ref(),
-                    audit.clone(),
-                    &lookup,
-                )
-                .map_err(|e| e.to_string())?,
-            ))
+        let security = if prepared.config.authentication.is_some()
+            || prepared.config.internal_token.is_some()
+        {
+            Some(prepared.security(&audit, &lookup)?)
         } else {
             None
         };
-        let captured = Captured::default();
-        let log = DecisionLog::to_writer(serde_json::json!({}), captured.clone());
-        let app = App::builder(&config, store.clone())
-            .log(log.clone())
+        let app = prepared
+            .app()
             .security(security)
             .env(&env)
             .build()
             .map_err(|e| e.to_string())?;
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let gateway = match app.gateway {
-            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
-            None => None,
-        };
-        let grpc_addr = grpc.local_addr().expect("addr");
-        let http_addr = http.local_addr().expect("addr");
-        let gateway_addr = gateway.as_ref().map(|g| g.local_addr().expect("addr"));
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::run(
-            app,
-            Listeners {
-                ext_authz: GrpcListener::Tcp(grpc),
-                http: Some(http),
-                diagnostic: None,
-                gateway,
-            },
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let server = prepared.serve(app).await;
         Ok(Self {
-            grpc: grpc_addr,
-            http: http_addr,
-            gateway: gateway_addr,
-            dir,
+            grpc: server.grpc_addr,
+            http: server.http_addr,
+            gateway: server.gateway_addr,
             log,
             audit,
-            store,
+            store: server.store.clone(),
+            server,
             captured,
-            stop: Some(tx),
-            handle: Some(handle),
         })
     }
 
@@ -214,20 +176,7 @@ impl Sidecar {
         self.audit.events()
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            h.await.expect("server task").expect("server result");
-        }
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 }

@@ -1,6 +1,5 @@
-//! Shared by the gateway tests: a real server (ext_authz, HTTP API and gateway on loopback
-//! port 0, stopped by a oneshot), credentials, tokens and request helpers.
-#![allow(dead_code, unused_imports)]
+//! The gateway: a real server with a `gateway` section (ext_authz, HTTP API and gateway on
+//! loopback port 0), credentials, tokens and request helpers.
 
 pub use std::collections::HashMap;
 pub use std::net::SocketAddr;
@@ -27,6 +26,9 @@ pub use tokio::sync::oneshot;
 pub use tonic::Code;
 pub use tonic::transport::Channel;
 
+pub use super::client::decision_id;
+use super::server::{Prepared, Spec, TestServer};
+
 pub const SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
 pub const AUD: &str = "portcullis-gateway";
 
@@ -48,9 +50,7 @@ pub struct Gw {
     pub gateway: SocketAddr,
     pub http: SocketAddr,
     pub store: Arc<PolicyStore>,
-    _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    pub server: TestServer,
 }
 
 impl Gw {
@@ -73,65 +73,29 @@ impl Gw {
             std::fs::write(b.join("data.json"), r#"{"bundled": {"x": 1}}"#).unwrap();
             bundle_paths.push(b);
         }
-        std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
-        std::fs::write(
-            dir.path().join("data.json"),
-            json!({"users": {"alice": true}}).to_string(),
-        )
+        let config = format!("gateway:\n{gateway_yaml}");
+        let prepared = Prepared::new(Spec {
+            dir: Some(dir),
+            policies: vec![("policy.rego", POLICY)],
+            data: Some(json!({"users": {"alice": true}})),
+            config: &config,
+            bundle_paths,
+            log: Some(DecisionLog::to_writer(json!({}), std::io::sink())),
+            ..Default::default()
+        })
         .unwrap();
-        let cfg = dir.path().join("config.yaml");
-        std::fs::write(&cfg, format!("gateway:\n{gateway_yaml}")).unwrap();
-        let config = Config::load(Some(&cfg), &[]).unwrap();
-        let store = Arc::new(
-            PolicyStore::load_with(
-                portcullis::policy::LoadSpec {
-                    paths: vec![dir.path().join("policy.rego"), dir.path().join("data.json")],
-                    bundle_paths,
-                    ..Default::default()
-                },
-                server::policy_options(&config),
-            )
-            .unwrap(),
-        );
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let log = DecisionLog::to_writer(json!({}), std::io::sink());
-        let app = App::builder(&config, store.clone())
-            .log(log)
-            .env(&env)
-            .build()
-            .unwrap();
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addrs = (
-            grpc.local_addr().unwrap(),
-            gateway.local_addr().unwrap(),
-            http.local_addr().unwrap(),
-        );
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::run(
-            app,
-            Listeners {
-                ext_authz: GrpcListener::Tcp(grpc),
-                http: Some(http),
-                diagnostic: None,
-                gateway: Some(gateway),
-            },
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let app = prepared.app().env(&env).build().unwrap();
+        let server = prepared.serve(app).await;
         Self {
-            grpc: addrs.0,
-            gateway: addrs.1,
-            http: addrs.2,
-            store,
-            _dir: dir,
-            stop: Some(tx),
-            handle,
+            grpc: server.grpc_addr,
+            gateway: server.gateway_addr.expect("the gateway is configured"),
+            http: server.http_addr,
+            store: server.store.clone(),
+            server,
         }
     }
 
@@ -143,11 +107,8 @@ impl Gw {
             .unwrap()
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.handle.await.unwrap().unwrap();
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -258,18 +219,5 @@ pub fn check_request(namespace: Option<&str>, allow: bool) -> CheckRequest {
     }
     CheckRequest {
         attributes: Some(attrs),
-    }
-}
-
-pub fn decision_id(resp: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> String {
-    use envoy_types::pb::google::protobuf::value::Kind;
-    match resp
-        .dynamic_metadata
-        .as_ref()
-        .and_then(|m| m.fields.get("decision_id"))
-        .and_then(|v| v.kind.as_ref())
-    {
-        Some(Kind::StringValue(s)) => s.clone(),
-        other => panic!("no decision_id: {other:?}"),
     }
 }

@@ -1,13 +1,9 @@
-//! Shared by tests/authn*.rs and tests/token*.rs: signing keys, token crafting, a JWKS/OIDC
-//! issuer on loopback (axum on 127.0.0.1:0), and a Portcullis with authentication through the
-//! real Check gRPC path.
-#![allow(dead_code)]
+//! Authentication: signing keys, token crafting, a JWKS/OIDC issuer on loopback (axum on
+//! 127.0.0.1:0), and a Portcullis with authentication through the real Check gRPC path.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,20 +13,10 @@ use portcullis::authn::audit::AuditLog;
 use portcullis::authz::security::Security;
 use portcullis::client::request::RequestSpec;
 use portcullis::client::response_json;
-use portcullis::config::Config;
-use portcullis::policy::PolicyStore;
-use portcullis::server::App;
 use serde_json::{Value as Json, json};
 
-#[path = "../support/mod.rs"]
-pub mod support;
-
-pub fn fixture(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/jwt")
-        .join(name);
-    std::fs::read_to_string(&p).expect("fixture")
-}
+pub use super::fixtures::fixture;
+use super::server::{Prepared, Spec, TestServer};
 
 /// A signing key with its public JWK.
 #[derive(Clone)]
@@ -300,7 +286,7 @@ has_identity if {
 
 /// A Portcullis with `config_yaml`, the echo policy and a memory audit log.
 pub struct Portcullis {
-    pub server: support::TestServer,
+    pub server: TestServer,
     pub audit: AuditLog,
     pub security: Arc<Security>,
 }
@@ -320,30 +306,21 @@ impl Portcullis {
         config_yaml: &str,
         env: &dyn portcullis::env::Env,
     ) -> Self {
-        let policy = dir.path().join("policy.rego");
-        std::fs::write(&policy, ECHO_POLICY).expect("policy");
-        let cfg_path = dir.path().join("config.yaml");
-        std::fs::write(&cfg_path, config_yaml).expect("config");
-        let config = Config::load(Some(&cfg_path), &[]).expect("valid config");
-        let store = Arc::new(
-            PolicyStore::load(vec![policy], portcullis::server::policy_options(&config))
-                .expect("policy"),
-        );
+        let prepared = Prepared::new(Spec {
+            dir: Some(dir),
+            policies: vec![("policy.rego", ECHO_POLICY)],
+            config: config_yaml,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("config and policy: {e}"));
         let audit = AuditLog::memory();
-        let security = Arc::new(
-            Security::build(
-                config.authentication.as_ref(),
-                config.internal_token.as_ref(),
-                audit.clone(),
-                env,
-            )
-            .expect("security"),
-        );
-        let app = App::builder(&config, store.clone())
+        let security = prepared.security(&audit, env).expect("security");
+        let app = prepared
+            .app()
             .security(Some(security.clone()))
             .build()
             .expect("app");
-        let server = support::TestServer::serve(app, store, dir).await;
+        let server = prepared.serve(app).await;
         Self {
             server,
             audit,
@@ -491,20 +468,5 @@ impl Answer {
         if http == 401 {
             assert!(self.header("www-authenticate").is_some(), "{}", self.json);
         }
-    }
-}
-
-/// Polls `f` until it holds or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

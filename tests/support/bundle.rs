@@ -1,6 +1,5 @@
-//! Bundle test support: bundles built in memory (good and hostile), and a bundle server on
-//! 127.0.0.1:0 (axum) that answers ETag conditional GETs and records what it was asked.
-#![allow(dead_code)]
+//! Bundles: built in memory (good and hostile), and a bundle server on 127.0.0.1:0 (axum) that
+//! answers ETag conditional GETs and records what it was asked.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
