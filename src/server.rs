@@ -257,10 +257,16 @@ impl<'a> AppBuilder<'a> {
         );
         let gateway = match &config.gateway {
             Some(g) if g.enabled => {
-                let mode = AuthMode::resolve(g, env).map_err(|message| ConfigError::Invalid {
-                    file: "environment".into(),
-                    key: "gateway".into(),
-                    message,
+                let mode = AuthMode::resolve(g, env).map_err(|e| {
+                    if e.key.starts_with("gateway.") {
+                        config.invalid(e)
+                    } else {
+                        ConfigError::Invalid {
+                            file: "environment".into(),
+                            key: e.key,
+                            message: e.message,
+                        }
+                    }
                 })?;
                 let api_keys = crate::gateway::tokens::ApiKeys::from_sections(
                     g,

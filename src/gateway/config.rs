@@ -190,26 +190,32 @@ impl AuthMode {
     /// `GATEWAY_TOKEN` → `GATEWAY_PASSWORD` → open. A variable that is set but empty is an
     /// error (never a silent fall-through to a weaker mode), and so is a JWT secret shorter
     /// than [`MIN_JWT_SECRET_BYTES`].
-    pub fn resolve(config: &GatewayConfig, env: &(impl Env + ?Sized)) -> Result<Self, String> {
-        let pick = |var: &str,
-                    key: &str,
-                    from_config: &Option<Secret>|
-         -> Result<Option<String>, String> {
+    /// `Err` names where the refused value came from: the variable, or `gateway.<key>`.
+    pub fn resolve(config: &GatewayConfig, env: &(impl Env + ?Sized)) -> Result<Self, Invalid> {
+        let mut source = String::new();
+        let mut pick = |var: &str,
+                        key: &str,
+                        from_config: &Option<Secret>|
+         -> Result<Option<String>, Invalid> {
             let value = env.get(var).map(|v| (v, var.to_string())).or_else(|| {
                 from_config
                     .as_ref()
                     .map(|s| (s.0.clone(), format!("gateway.{key}")))
             });
             match value {
-                Some((v, from)) if v.is_empty() => Err(format!("{from} is set but empty")),
-                Some((v, _)) => Ok(Some(v)),
+                Some((v, from)) if v.is_empty() => Err(Invalid::new(from, "is set but empty")),
+                Some((v, from)) => {
+                    source = from;
+                    Ok(Some(v))
+                }
                 None => Ok(None),
             }
         };
         if let Some(secret) = pick("GATEWAY_JWT_SECRET", "jwt_secret", &config.jwt_secret)? {
             if secret.len() < MIN_JWT_SECRET_BYTES {
-                return Err(format!(
-                    "the gateway JWT secret must be at least {MIN_JWT_SECRET_BYTES} bytes"
+                return Err(Invalid::new(
+                    source,
+                    format!("the gateway JWT secret must be at least {MIN_JWT_SECRET_BYTES} bytes"),
                 ));
             }
             return Ok(AuthMode::Jwt(secret.into_bytes()));
@@ -302,6 +308,16 @@ mod tests {
         assert!(AuthMode::resolve(&c, &env(&[("GATEWAY_JWT_SECRET", "")])).is_err());
         assert!(AuthMode::resolve(&c, &env(&[("GATEWAY_JWT_SECRET", "short")])).is_err());
         assert!(AuthMode::resolve(&c, &env(&[("GATEWAY_PASSWORD", "")])).is_err());
+        // The error names where the value came from, never the value.
+        let e = AuthMode::resolve(&c, &env(&[("GATEWAY_JWT_SECRET", "short")])).unwrap_err();
+        assert_eq!(e.key, "GATEWAY_JWT_SECRET");
+        assert!(!e.to_string().contains("short\""), "{e}");
+        let from_config = GatewayConfig {
+            password: Some(Secret(String::new())),
+            ..Default::default()
+        };
+        let e = AuthMode::resolve(&from_config, &env(&[])).unwrap_err();
+        assert_eq!(e.key, "gateway.password");
     }
 
     #[test]
