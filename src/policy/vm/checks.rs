@@ -15,6 +15,15 @@ use regorus::unstable::{Expr, ExprRef, Literal, Query, Rule, RuleHead};
 /// known equal, a non-constant value set in a loop, any object comprehension). A rule called as
 /// a function (a rule named like the builtin it calls) recurses until the stack overflows.
 pub(super) fn conflict_risk(program: &Program) -> Option<String> {
+    // A function is no document: the interpreter answers undefined, the VM would run its body
+    // with unbound arguments.
+    if let Some(f) = program
+        .rule_infos
+        .iter()
+        .find(|r| r.function_info.is_some() && program.entry_points.contains_key(&r.name))
+    {
+        return Some(format!("{} is a function", f.name));
+    }
     if program.builtin_info_table.iter().any(|b| b.name == "walk") {
         return Some("walk() may yield several outputs".into());
     }
@@ -85,6 +94,10 @@ fn yields_in_loop(program: &Program, start: usize, result: u8) -> bool {
 /// functions, and compiles `key, value in coll` as `value in coll`.
 pub(super) fn syntax_risk(compiled: &CompiledPolicy, program: &Program) -> Option<String> {
     for module in compiled.get_modules() {
+        // An import of an escaped name (`data.graph["a.b"]`) resolves to nothing on the VM.
+        if let Some(import) = module.imports.iter().find(|i| bracketed(&i.refr)) {
+            return Some(format!("import {}", import.refr.span().text()));
+        }
         let package = module.package.refr.span().text();
         for rule in &module.policy {
             let (refr, keyed_rule) = match rule.as_ref() {
@@ -124,6 +137,15 @@ pub(super) fn syntax_risk(compiled: &CompiledPolicy, program: &Program) -> Optio
         }
     }
     None
+}
+
+/// Whether a reference has a `[...]` part.
+fn bracketed(expr: &ExprRef) -> bool {
+    match expr.as_ref() {
+        Expr::RefBrack { .. } => true,
+        Expr::RefDot { refr, .. } => bracketed(refr),
+        _ => false,
+    }
 }
 
 /// Whether `expr` is a constant: a scalar, or an array, set or object of constants.

@@ -419,3 +419,27 @@ fn object_comprehensions_stay_on_the_interpreter() {
         Value::from_json_str(r#"{"a": 2, "b": 1}"#).unwrap()
     );
 }
+
+#[test]
+fn functions_and_escaped_imports_stay_on_the_interpreter() {
+    // A function is not a decision: undefined on the interpreter.
+    let f = "package t\nimport rego.v1\nh(_) := \"x\"\n";
+    let err = VmPolicy::compile(&mut engine(&[f], "{}"), "data.t.h").unwrap_err();
+    assert!(matches!(err, VmCompileError::Unsupported { .. }), "{err}");
+    assert_eq!(
+        engine(&[f], "{}").eval_rule("data.t.h".into()).unwrap(),
+        Value::Undefined
+    );
+    // An import of an escaped package name.
+    let lib = "package graph[\"a.b\"]\nimport rego.v1\nvalue := 7\n";
+    let consumer =
+        "package c\nimport rego.v1\nimport data.graph[\"a.b\"] as g\nresult := g.value\n";
+    let err = VmPolicy::compile(&mut engine(&[lib, consumer], "{}"), "data.c.result").unwrap_err();
+    assert!(matches!(err, VmCompileError::Unsupported { .. }), "{err}");
+    assert_eq!(
+        engine(&[lib, consumer], "{}")
+            .eval_rule("data.c.result".into())
+            .unwrap(),
+        Value::from(7)
+    );
+}
