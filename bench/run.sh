@@ -189,8 +189,8 @@ PORT_JSON="$(load portcullis "$GRPC_ADDR")"
 stop_server
 
 READY_MS="$(ready_ms)"
-ENGINE=interpreter
-[[ " ${RUN_ARGS[*]-} " == *"policy_engine=auto"* ]] && ENGINE=auto
+ENGINE=auto
+[[ " ${RUN_ARGS[*]-} " == *"policy_engine=interpreter"* ]] && ENGINE=interpreter
 EVAL_JSON="$("$PORTCULLIS" bench eval -d "$POLICIES" --case "$CASE" --count 20000 --engine "$ENGINE" \
   data.envoy.authz.allow 2>/dev/null || true)"
 echo "eval: $EVAL_JSON" >&2

@@ -24,8 +24,8 @@ pub struct BenchEvalArgs {
     /// A request case file (YAML); its Check input document is the input.
     #[arg(long)]
     pub case: Option<PathBuf>,
-    /// The engine: `interpreter`, or `auto` (the bytecode VM where it applies).
-    #[arg(long, value_enum, default_value = "interpreter")]
+    /// The engine: `auto` (the bytecode VM where it applies, the default) or `interpreter`.
+    #[arg(long, value_enum, default_value = "auto")]
     pub engine: crate::policy::EngineChoice,
     /// Evaluations to time (after as many warm-up evaluations, at most 1000).
     #[arg(long, default_value_t = 10_000)]

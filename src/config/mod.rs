@@ -221,8 +221,8 @@ pub struct Runtime {
     /// Tokio worker threads; default: the number of CPUs, at most 4 (a sidecar shares its pod).
     #[serde(default)]
     pub worker_threads: Option<usize>,
-    /// `interpreter` (default) or `auto`: evaluate the decision rule on regorus' bytecode VM
-    /// where it compiles and is known to answer like the interpreter.
+    /// `auto` (default): evaluate the decision rule on regorus' bytecode VM where it compiles
+    /// and is known to answer like the interpreter; `interpreter`: always the interpreter.
     #[serde(default)]
     pub policy_engine: crate::policy::EngineChoice,
     /// The memory bound of the process: a policy evaluation running while more than this is

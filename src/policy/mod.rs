@@ -70,12 +70,12 @@ pub struct PolicyOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum EngineChoice {
-    /// regorus' interpreter, for every policy (the default).
-    #[default]
+    /// regorus' interpreter, for every policy.
     Interpreter,
     /// regorus' bytecode VM ([`vm`]) when the decision is a rule the VM compiles and is known to
     /// answer like the interpreter; the interpreter otherwise, and for a request the VM fails
-    /// on with anything but the time limit.
+    /// on with anything but the time limit. The default.
+    #[default]
     Auto,
 }
 
