@@ -283,6 +283,146 @@ fn fixed(tallies: &[&Tally]) -> Vec<String> {
         .collect()
 }
 
+/// A small deterministic generator (xorshift64*), so that a failing seed can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Conditions over the generated inputs, in the Rego subset Envoy policies use.
+const CONDITIONS: &[&str] = &[
+    "input.method == \"GET\"",
+    "input.method != \"DELETE\"",
+    "input.n > 2",
+    "input.n * 2 >= 6",
+    "\"admin\" in input.user.roles",
+    "not \"banned\" in input.user.roles",
+    "some r in input.user.roles; startswith(r, \"ad\")",
+    "every r in input.user.roles { is_string(r) }",
+    "count(input.path) == 2",
+    "input.path[0] == \"orders\"",
+    "glob.match(\"orders/*\", [\"/\"], concat(\"/\", input.path))",
+    "not input.missing",
+    "x := [r | some r in input.user.roles; r != \"reader\"]; count(x) > 0",
+    "s := {r | some r in input.user.roles}; s[\"reader\"]",
+    "input.tags.x == \"1\"",
+    "lower(input.user.name) == \"alice\"",
+    "double(input.n) > 5",
+    "object.get(input, \"m\", 1) == 1",
+    "sprintf(\"%s-%d\", [input.method, input.n]) == \"GET-3\"",
+    "regex.match(\"^a\", input.user.name)",
+    "split(input.header, \" \")[0] == \"Bearer\"",
+    "base64.decode(input.b64) == \"hi\"",
+    "trim_prefix(input.header, \"Bearer \") != \"\"",
+    "input.user.roles[_] == \"reader\"",
+    "some i; input.path[i] == \"7\"; i > 0",
+    "to_number(input.tags.x) == 1",
+    "is_null(object.get(input, \"nothing\", null))",
+    "array.slice(input.path, 0, 1) == [\"orders\"]",
+    "time.parse_rfc3339_ns(\"2020-01-01T00:00:00Z\") > 0",
+    "json.unmarshal(input.json).a == 1",
+];
+
+/// One random policy: a default, one to three definitions of `allow`, an `else` chain, a set,
+/// a function, and a decision object built from them.
+fn random_policy(rng: &mut Rng) -> String {
+    let body = |rng: &mut Rng| {
+        let n = 1 + rng.below(3);
+        (0..n)
+            .map(|_| rng.pick(CONDITIONS).to_string())
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    };
+    let mut rego = String::from(
+        "package envoy.authz\nimport rego.v1\n\ndouble(x) := x * 2\n\ndefault allow := false\n",
+    );
+    for _ in 0..1 + rng.below(3) {
+        rego.push_str(&format!("\nallow if {{\n  {}\n}}\n", body(rng)));
+    }
+    rego.push_str(&format!(
+        "\nlevel := 1 if {{\n  {}\n}} else := 2 if {{\n  {}\n}} else := 3\n",
+        body(rng),
+        body(rng)
+    ));
+    rego.push_str(&format!(
+        "\nroles contains r if {{\n  some r in input.user.roles\n  {}\n}}\n",
+        body(rng)
+    ));
+    rego.push_str(&format!(
+        "\ncheck(x) if {{\n  x > 1\n  {}\n}}\n\nchecked := check(input.n)\n",
+        body(rng)
+    ));
+    rego.push_str(
+        "\nresult := {\"allowed\": allow, \"headers\": {\"x-level\": sprintf(\"%d\", [level])}, \
+         \"dynamic_metadata\": {\"roles\": roles}}\n",
+    );
+    rego
+}
+
+fn random_input(rng: &mut Rng) -> Json {
+    let roles: Vec<&str> = ["admin", "reader", "banned", "auditor"]
+        .iter()
+        .copied()
+        .filter(|_| rng.below(2) == 0)
+        .collect();
+    serde_json::json!({
+        "method": rng.pick(&["GET", "POST", "DELETE"]),
+        "n": rng.below(6),
+        "path": rng.pick(&[&["orders", "7"][..], &["orders"], &["admin", "7", "x"], &[]]),
+        "user": {"name": rng.pick(&["alice", "Alice", "bob", ""]), "roles": roles},
+        "tags": rng.pick(&[serde_json::json!({"x": "1"}), serde_json::json!({"x": "y"}), serde_json::json!({})]),
+        "header": rng.pick(&["Bearer abc", "Basic x", ""]),
+        "b64": rng.pick(&["aGk=", "!!"]),
+        "json": rng.pick(&["{\"a\": 1}", "[", "{\"a\": 2}"]),
+    })
+}
+
+/// Random policies and inputs: `DIFFERENTIAL_POLICIES` of them (default 200; CI runs the
+/// default, a longer run sets more), from `DIFFERENTIAL_SEED` (default fixed).
+#[test]
+fn the_engines_agree_on_random_policies() {
+    let count: usize = std::env::var("DIFFERENTIAL_POLICIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let seed: u64 = std::env::var("DIFFERENTIAL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5EED_0FC0_FFEE);
+    let mut rng = Rng(seed.max(1));
+    let mut tally = Tally::default();
+    for i in 0..count {
+        let policy = random_policy(&mut rng);
+        let inputs = (0..4).map(|_| random_input(&mut rng)).collect();
+        let subject = Subject {
+            name: format!("random #{i} (seed {seed})"),
+            modules: vec![policy.clone()],
+            data: Default::default(),
+            inputs,
+        };
+        let before = tally.divergent.len();
+        compare(&subject, &mut tally);
+        if tally.divergent.len() > before {
+            println!("{}:\n{policy}", subject.name);
+        }
+    }
+    check(tally, "random policies");
+}
+
 #[test]
 fn the_engines_agree_on_every_rule() {
     let corpus = regorus_corpus();

@@ -47,6 +47,16 @@ pub(super) fn conflict_risk(program: &Program) -> Option<String> {
         }
     }
     for rule in &program.rule_infos {
+        // A loop in any body of an `else` chain makes the VM skip the remaining branches.
+        if rule.else_bodies.iter().flatten().any(|&e| e)
+            && rule
+                .definitions
+                .iter()
+                .flatten()
+                .any(|&pc| body_loops(program, pc as usize))
+        {
+            return Some(format!("{} has an else chain with a loop", rule.name));
+        }
         let several = match rule.rule_type {
             RuleType::Complete => rule.definitions.len() > 1 && !rule.early_exit_on_first_success,
             RuleType::PartialObject => rule.definitions.len() > 1,
@@ -58,6 +68,18 @@ pub(super) fn conflict_risk(program: &Program) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether the rule body starting at `start` iterates (`some x in`, `x[_]`, ...).
+fn body_loops(program: &Program, start: usize) -> bool {
+    program
+        .instructions
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .skip(1)
+        .take_while(|i| !matches!(i, Instruction::RuleReturn {}))
+        .any(|i| matches!(i, Instruction::LoopStart { .. }))
 }
 
 /// Whether the rule body starting at `start` sets a non-constant result inside a loop.

@@ -32,7 +32,8 @@
 //!   skipped. `add_undefined_guards` patches the program.
 //! - It does not report conflicts (a complete rule or function with two values is undefined or
 //!   takes the last value), ignores the key of `key, value in coll`, default functions and
-//!   defaults whose value is not a constant, runs a function named as the entrypoint, cannot
+//!   defaults whose value is not a constant, skips the rest of an `else` chain once a body
+//!   with a loop fails, runs a function named as the entrypoint, cannot
 //!   resolve imports of escaped package names (`data.a["b.c"]`),
 //!   recurses forever on a rule named like the builtin it calls, and in suspendable mode
 //!   mishandles lookups through rule-defined documents and independent rule bodies. Policies

@@ -443,3 +443,28 @@ fn functions_and_escaped_imports_stay_on_the_interpreter() {
         Value::from(7)
     );
 }
+
+#[test]
+fn else_chains_with_loops_stay_on_the_interpreter() {
+    // The VM skips the remaining branches once a body with a loop has failed.
+    for rego in [
+        "package t\nimport rego.v1\nlevel := 1 if { input.a == 1 } else := 2 if { some r in input.l; r == \"x\" } else := 3\n",
+        "package t\nimport rego.v1\nlevel := 1 if { input.l[_] == \"x\" } else := 3\n",
+    ] {
+        let err = VmPolicy::compile(&mut engine(&[rego], "{}"), "data.t.level").unwrap_err();
+        assert!(matches!(err, VmCompileError::Unsupported { .. }), "{err}");
+        let mut interpreter = engine(&[rego], "{}");
+        interpreter.set_input(Value::from_json_str(r#"{"l": ["a"]}"#).unwrap());
+        assert_eq!(
+            interpreter.eval_rule("data.t.level".into()).unwrap(),
+            Value::from(3)
+        );
+    }
+    // Without a loop, the chain runs on the VM.
+    let rego = "package t\nimport rego.v1\nlevel := 1 if { input.a == 1 } else := 2 if { input.b == 1 } else := 3\n";
+    check(
+        &[rego],
+        "data.t.level",
+        &["{}", r#"{"a": 1}"#, r#"{"b": 1}"#],
+    );
+}
