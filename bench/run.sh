@@ -20,6 +20,8 @@
 #   PORTCULLIS           binary to use; when unset, `cargo build --release` builds
 #                        ${CARGO_TARGET_DIR:-target}/release/portcullis first
 #   BENCH_RUN_ARGS       extra `portcullis run` arguments, e.g. '--set=runtime.policy_engine=auto'
+#   BENCH_SERVER_CPUS    a taskset CPU list the servers run on (e.g. 0-1); BENCH_CLIENT_CPUS the same
+#                        for the load generator; unset: no pinning
 #   FLOOR_ADDR           floor's gRPC address (default 127.0.0.1:9292)
 #   GRPC_ADDR, HTTP_ADDR Portcullis's gRPC and HTTP addresses (default 127.0.0.1:9191, :8181)
 #
@@ -70,6 +72,13 @@ fi
 [[ -x "$PORTCULLIS" ]] || die "binary $PORTCULLIS not found or not executable"
 
 read -r -a RUN_ARGS <<<"${BENCH_RUN_ARGS:-}"
+SERVER_PIN=()
+CLIENT_PIN=()
+if [[ -n "${BENCH_SERVER_CPUS:-}" || -n "${BENCH_CLIENT_CPUS:-}" ]]; then
+  command -v taskset >/dev/null || die "BENCH_SERVER_CPUS/BENCH_CLIENT_CPUS need taskset (util-linux)"
+fi
+[[ -n "${BENCH_SERVER_CPUS:-}" ]] && SERVER_PIN=(taskset -c "$BENCH_SERVER_CPUS")
+[[ -n "${BENCH_CLIENT_CPUS:-}" ]] && CLIENT_PIN=(taskset -c "$BENCH_CLIENT_CPUS")
 REQUEST_ARGS=(--case "$CASE")
 if [[ -n "${BENCH_AUTHORIZATION:-}" ]]; then
   REQUEST_ARGS+=(-H "authorization: ${BENCH_AUTHORIZATION}")
@@ -139,7 +148,7 @@ start_server() {
 load() {
   local name="$1" addr="$2" line
   note "loading $name: ${DURATION}s after ${WARMUP}s warmup, concurrency $CONCURRENCY over $CONNECTIONS connections"
-  line="$(timeout $(( DURATION + WARMUP + 60 )) "$PORTCULLIS" bench check --addr "$addr" \
+  line="$(timeout $(( DURATION + WARMUP + 60 )) ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$PORTCULLIS" bench check --addr "$addr" \
     "${REQUEST_ARGS[@]}" --concurrency "$CONCURRENCY" --connections "$CONNECTIONS" \
     --duration "${DURATION}s" --warmup "${WARMUP}s" --server-pid "$SERVER_PID")" \
     || die "bench check against $name failed"
@@ -178,11 +187,11 @@ ready_ms() {
   printf '%s\n' "${samples[@]}" | sort -n | sed -n 3p
 }
 
-start_server floor "$FLOOR_ADDR" 10 "$PORTCULLIS" bench floor --addr "$FLOOR_ADDR"
+start_server floor "$FLOOR_ADDR" 10 ${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$PORTCULLIS" bench floor --addr "$FLOOR_ADDR"
 FLOOR_JSON="$(load floor "$FLOOR_ADDR")"
 stop_server
 
-start_server portcullis "$GRPC_ADDR" 60 "$PORTCULLIS" run --server \
+start_server portcullis "$GRPC_ADDR" 60 ${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$PORTCULLIS" run --server \
   --set "plugins.envoy_ext_authz_grpc.addr=$GRPC_ADDR" --addr "$HTTP_ADDR" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} \
   "$POLICIES"
 PORT_JSON="$(load portcullis "$GRPC_ADDR")"
