@@ -335,6 +335,20 @@ impl Default for GrpcSettings {
     }
 }
 
+/// Reflection over the services the ext_authz listener serves (Envoy's descriptor set describes
+/// its whole API; only the Authorization service is advertised from it).
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health");
+    if !ENVOY_DESCRIPTORS.is_empty() {
+        builder = builder
+            .register_encoded_file_descriptor_set(ENVOY_DESCRIPTORS)
+            .with_service_name("envoy.service.auth.v3.Authorization");
+    }
+    builder
+}
+
 /// Serves every listener until `shutdown` resolves, then lets in-flight requests finish (up to
 /// the grace period).
 pub async fn run(
@@ -392,31 +406,25 @@ pub async fn run(
     let authz = AuthorizationServer::new(app.authz.clone())
         .max_decoding_message_size(app.grpc.max_recv_msg_size)
         .max_encoding_message_size(app.grpc.max_send_msg_size);
-    let reflection = if app.grpc.enable_reflection {
-        // Only the services this listener serves are advertised (Envoy's descriptor set
-        // describes its whole API).
-        let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
-        if !ENVOY_DESCRIPTORS.is_empty() {
-            builder = builder
-                .register_encoded_file_descriptor_set(ENVOY_DESCRIPTORS)
-                .with_service_name("envoy.service.auth.v3.Authorization");
-        }
-        match builder.build_v1() {
-            Ok(service) => Some(service),
-            Err(e) => {
+    // Both reflection versions, as OPA-Envoy serves them: grpcurl before 1.9 asks v1alpha.
+    let (reflection, reflection_alpha) = if app.grpc.enable_reflection {
+        let reflection = reflection_builder().build_v1();
+        let alpha = reflection_builder().build_v1alpha();
+        match (reflection, alpha) {
+            (Ok(v1), Ok(alpha)) => (Some(v1), Some(alpha)),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, "gRPC reflection is unavailable");
-                None
+                (None, None)
             }
         }
     } else {
-        None
+        (None, None)
     };
     let router = tonic::transport::Server::builder()
         .add_service(authz)
         .add_service(health_service)
-        .add_optional_service(reflection);
+        .add_optional_service(reflection)
+        .add_optional_service(reflection_alpha);
 
     let grace = app.grpc.shutdown_grace;
     let grpc_stop = {

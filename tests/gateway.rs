@@ -402,7 +402,7 @@ async fn health_reflection_and_status_on_the_gateway() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut reflection = ServerReflectionClient::new(ch);
+    let mut reflection = ServerReflectionClient::new(ch.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -427,6 +427,32 @@ async fn health_reflection_and_status_on_the_gateway() {
         "grpc.health.v1.Health",
     ] {
         assert!(names.contains(&want), "{want} not in {names:?}");
+    }
+    // grpcurl before 1.9 asks the v1alpha service.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(ch)
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("{reply:?}");
+        };
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "portcullis.v1.DecisionService"),
+            "{list:?}"
+        );
     }
     gw.stop().await;
 }

@@ -206,15 +206,17 @@ pub async fn serve(
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1();
-    let reflection = match reflection {
-        Ok(r) => Some(r),
-        Err(e) => {
+    // Both reflection versions: grpcurl before 1.9 asks v1alpha.
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection, reflection_alpha) = match (builder().build_v1(), builder().build_v1alpha()) {
+        (Ok(v1), Ok(alpha)) => (Some(v1), Some(alpha)),
+        (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "gateway reflection is unavailable");
-            None
+            (None, None)
         }
     };
 
@@ -239,7 +241,8 @@ pub async fn serve(
         ))
         .add_service(StatusServiceServer::new(status::Service(g.clone())))
         .add_service(health_service)
-        .add_optional_service(reflection);
+        .add_optional_service(reflection)
+        .add_optional_service(reflection_alpha);
     let stopping = gateway.inner.stopping.clone();
     let stop = async move {
         shutdown.await;
