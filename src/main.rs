@@ -148,6 +148,9 @@ struct RunArgs {
     /// Parse policies as Rego v0.
     #[arg(long = "v0-compatible")]
     v0_compatible: bool,
+    /// Neither OPA nor Portcullis has `--port`: refused with the flags that set the ports.
+    #[arg(long = "port", hide = true)]
+    port: Option<String>,
     /// Seconds to wait for in-flight requests at shutdown.
     #[arg(long = "shutdown-grace-period", default_value_t = 10)]
     shutdown_grace_period: u64,
@@ -319,6 +322,13 @@ fn default_policy_dir() -> PathBuf {
 }
 
 fn run(mut args: RunArgs) -> ExitCode {
+    if let Some(port) = &args.port {
+        let port = port.trim_start_matches(':');
+        return fail(&format!(
+            "run has no --port: set the ext_authz gRPC address with \
+             --set plugins.envoy_ext_authz_grpc.addr=:{port} and the HTTP API's with --addr :{port}"
+        ));
+    }
     let config = match Config::load(args.config_file.as_deref(), &args.set) {
         Ok(c) => c,
         Err(e) => {
@@ -606,8 +616,8 @@ async fn shutdown_signal() {
     }
 }
 
+/// A fatal error: printed once, as `error: ...` on stderr (as OPA's command line does), exit 1.
 fn fail(message: &str) -> ExitCode {
     eprintln!("error: {message}");
-    tracing::error!("{message}");
     ExitCode::from(1)
 }

@@ -94,6 +94,38 @@ fn broken_policy_stops_startup_with_file_line_col() {
 }
 
 #[test]
+fn errors_say_what_to_do_and_are_printed_once() {
+    // `--port` is no flag of OPA's or ours: the answer names the flags that set the ports.
+    let (code, err) = run_fails(&["run", "--server", "--port", "9000"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--set plugins.envoy_ext_authz_grpc.addr=:9000")
+            && err.contains("--addr :9000"),
+        "{err}"
+    );
+    // A Rego v0 policy loaded as v1 gets a hint, in every command that loads policies.
+    let dir = tempfile::tempdir().unwrap();
+    let v0 = write(dir.path(), "v0.rego", "package p\nallow { input.x == 1 }\n");
+    for args in [
+        vec![
+            "run",
+            "--server",
+            "--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:0",
+            "--addr=127.0.0.1:0",
+            &v0,
+        ],
+        vec!["eval", "-d", &v0, "data.p.allow"],
+        vec!["test", &v0],
+    ] {
+        let (code, err) = run_fails(&args);
+        assert_ne!(code, 0, "{args:?}: {err}");
+        assert!(err.contains("--v0-compatible"), "{args:?}: {err}");
+        // Printed once: one `error:` line, no second copy as a log line.
+        assert_eq!(err.matches("--v0-compatible").count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let (code, _) = run_fails(&["run", "--no-such-flag"]);
     assert_eq!(code, 2);

@@ -112,9 +112,12 @@ pub fn run_tests(args: &TestArgs) -> Result<Report, TestToolError> {
     crate::policy::builtins::register(&mut engine)
         .map_err(|e| TestToolError::Engine(e.to_string()))?;
     for (name, text) in &sources.modules {
-        engine
-            .add_policy(name.clone(), text.clone())
-            .map_err(|e| crate::policy::PolicyError::Compile(e.to_string()))?;
+        engine.add_policy(name.clone(), text.clone()).map_err(|e| {
+            crate::policy::PolicyError::Compile(crate::policy::with_v0_hint(
+                e.to_string(),
+                args.v0_compatible,
+            ))
+        })?;
     }
     engine
         .add_data(sources.data_value())

@@ -35,6 +35,7 @@ use crate::bundle::{self, Bundle};
 pub use error::{EvalError, PolicyError};
 pub use loader::Sources;
 pub use reference::DataRef;
+pub(crate) use snapshot::with_v0_hint;
 pub use snapshot::{
     BundleRevision, DEFAULT_MEMORY_LIMIT, EVAL_STACK_BYTES, Evaluation, Snapshot,
     default_memory_limit, set_memory_limit,

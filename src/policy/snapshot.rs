@@ -166,7 +166,7 @@ impl Snapshot {
         for (name, text) in &sources.modules {
             let package = engine
                 .add_policy(name.clone(), text.clone())
-                .map_err(|e| PolicyError::Compile(e.to_string()))?;
+                .map_err(|e| PolicyError::Compile(with_v0_hint(e.to_string(), opts.rego_v0)))?;
             let path = bundle::package_path(&package);
             if let Some(b) = bundles
                 .iter()
@@ -185,7 +185,12 @@ impl Snapshot {
                 engine.set_rego_v0(module.rego_v0.unwrap_or(opts.rego_v0));
                 let package = engine
                     .add_policy(module.name.clone(), module.text.clone())
-                    .map_err(|e| PolicyError::Compile(e.to_string()))?;
+                    .map_err(|e| {
+                        PolicyError::Compile(with_v0_hint(
+                            e.to_string(),
+                            module.rego_v0.unwrap_or(opts.rego_v0),
+                        ))
+                    })?;
                 let path = bundle::package_path(&package);
                 if !bundle::manifest::roots_contain(&roots, &path) {
                     return Err(PolicyError::bundle(
@@ -502,4 +507,17 @@ fn check_query_body(body: &str) -> Result<(), PolicyError> {
         .parse_user_query()
         .map(|_| ())
         .map_err(|e| PolicyError::Compile(format!("query: {e}")))
+}
+
+/// A parse error that Rego v0 syntax causes under v1 gets a hint saying how to load v0.
+pub(crate) fn with_v0_hint(message: String, rego_v0: bool) -> String {
+    const V0_SIGNS: &[&str] = &["`if` keyword is required", "`contains` keyword is required"];
+    if !rego_v0 && V0_SIGNS.iter().any(|s| message.contains(s)) {
+        format!(
+            "{message}\nhint: this looks like Rego v0; load it with --v0-compatible \
+             (or `rego_version: 0` in its bundle's manifest), or add `if`/`contains` for Rego v1"
+        )
+    } else {
+        message
+    }
 }
