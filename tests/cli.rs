@@ -125,6 +125,34 @@ fn errors_say_what_to_do_and_are_printed_once() {
     }
 }
 
+#[tokio::test]
+async fn the_check_client_against_an_http_port_asks_whether_it_is_the_grpc_port() {
+    // A plain HTTP/1.1 server on loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            });
+        }
+    });
+    let addr = addr.to_string();
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        run_fails(&["check", "--addr", &addr, "--path", "/", "--timeout", "5s"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is this the ext_authz gRPC port"), "{err}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let (code, _) = run_fails(&["run", "--no-such-flag"]);

@@ -182,6 +182,14 @@ pub fn describe_status(status: &tonic::Status) -> String {
             text.push_str(&format!(" ({reason})"));
         }
     }
+    // An HTTP/1 server (the HTTP API, an app) answers a gRPC client with bytes HTTP/2 cannot
+    // frame.
+    if text.contains("h2 protocol error") || text.contains("frame with invalid size") {
+        text.push_str(
+            "; is this the ext_authz gRPC port (plugins.envoy_ext_authz_grpc.addr, default \
+             :9191)? The HTTP API (--addr, default localhost:8181) does not speak gRPC",
+        );
+    }
     text
 }
 
