@@ -76,7 +76,15 @@ impl Bearer {
     pub fn header_value(&self) -> std::io::Result<String> {
         let token = match (&self.token, &self.token_path) {
             (Some(t), _) => t.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)?.trim().to_string(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("credentials.bearer.token_path {}: {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
             (None, None) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
@@ -165,6 +173,17 @@ mod tests {
         );
         let l: Services = yaml_serde::from_str("- name: a\n  url: http://a\n").unwrap();
         assert_eq!(l.get("a").unwrap().url, "http://a");
+        // A missing token file is named, with its key.
+        let missing = Bearer {
+            token: None,
+            token_path: Some("/nonexistent/token".into()),
+            scheme: "Bearer".into(),
+        };
+        let e = missing.header_value().unwrap_err().to_string();
+        assert!(
+            e.contains("credentials.bearer.token_path") && e.contains("/nonexistent/token"),
+            "{e}"
+        );
         assert!(yaml_serde::from_str::<Services>("- url: http://a\n").is_err());
         assert!(yaml_serde::from_str::<Services>("a:\n  url: x\n  nope: 1\n").is_err());
         let dbg = format!("{:?}", acme);

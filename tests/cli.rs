@@ -154,6 +154,41 @@ async fn the_check_client_against_an_http_port_asks_whether_it_is_the_grpc_port(
 }
 
 #[test]
+fn text_logs_have_no_colours_when_stderr_is_not_a_terminal() {
+    use std::io::{BufRead, BufReader};
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--server",
+            "--log-format",
+            "text",
+            "--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:0",
+            "--addr=127.0.0.1:0",
+            &format!("{root}/policies"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("line");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("portcullis serving") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("portcullis serving"), "{seen}");
+    assert!(!seen.contains('\u{1b}'), "ANSI escapes in {seen:?}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let (code, _) = run_fails(&["run", "--no-such-flag"]);
     assert_eq!(code, 2);
