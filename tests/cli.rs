@@ -189,6 +189,68 @@ fn text_logs_have_no_colours_when_stderr_is_not_a_terminal() {
 }
 
 #[test]
+fn every_flag_and_argument_has_help_text() {
+    let commands: &[&[&str]] = &[
+        &["run"],
+        &["decide"],
+        &["policy", "ls"],
+        &["policy", "get"],
+        &["policy", "put"],
+        &["policy", "rm"],
+        &["data", "get"],
+        &["data", "put"],
+        &["data", "rm"],
+        &["logs", "tail"],
+        &["keys", "create"],
+        &["keys", "ls"],
+        &["keys", "revoke"],
+        &["status"],
+        &["auth", "root-token"],
+        &["auth", "namespace-token"],
+        &["auth", "channel-token"],
+        &["eval"],
+        &["test"],
+        &["check"],
+    ];
+    let mut blank = Vec::new();
+    for command in commands {
+        let out = Command::new(BIN)
+            .args(command.iter().copied().chain(["-h"]))
+            .output()
+            .expect("run");
+        let help = String::from_utf8_lossy(&out.stdout);
+        // `  -n, --namespace <NAMESPACE>    text` or `  <ID>  text`: two or more spaces
+        // separate the flag from its help.
+        // (clap moves the help to the next, deeper-indented line when the texts are long.)
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start();
+            let is_flag = line.starts_with("  ")
+                && !line.starts_with("        ")
+                && (t.starts_with('-') || t.starts_with('<') || t.starts_with('['));
+            if !is_flag || t.trim_end().contains("  ") {
+                continue;
+            }
+            let next = lines.get(i + 1).copied().unwrap_or("");
+            if !next.starts_with("          ") || next.trim().is_empty() {
+                blank.push(format!("{}: {}", command.join(" "), t.trim_end()));
+            }
+        }
+    }
+    assert!(
+        blank.is_empty(),
+        "flags without help:\n{}",
+        blank.join("\n")
+    );
+    // A root token has no scope flags to refuse.
+    let out = Command::new(BIN)
+        .args(["auth", "root-token", "-h"])
+        .output()
+        .expect("run");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("--namespace"));
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let (code, _) = run_fails(&["run", "--no-such-flag"]);
     assert_eq!(code, 2);

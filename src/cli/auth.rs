@@ -24,7 +24,7 @@ use crate::jose::clock::now_u64 as now;
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AuthCommand {
     /// A token for every namespace.
-    RootToken(TokenArgs),
+    RootToken(TokenOptions),
     /// A token for one namespace and its children (--namespace).
     NamespaceToken(TokenArgs),
     /// A token for one agent of a namespace (--namespace --agent).
@@ -35,17 +35,43 @@ pub enum AuthCommand {
     ChannelToken(TokenArgs),
 }
 
-/// Flags of every `auth` command. `Debug` never shows the secret.
-#[derive(Clone, clap::Args)]
+/// Flags of the scoped `auth` commands: the scope, then [`TokenOptions`].
+#[derive(Debug, Clone, clap::Args)]
 pub struct TokenArgs {
+    #[command(flatten)]
+    pub scope: ScopeFlags,
+    #[command(flatten)]
+    pub options: TokenOptions,
+}
+
+/// Where a scoped token applies.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScopeFlags {
+    /// The namespace (and its children) the token is for.
     #[arg(long)]
     pub namespace: Option<String>,
+    /// The agent within the namespace.
     #[arg(long)]
     pub agent: Option<String>,
+    /// The session of the agent.
     #[arg(long)]
     pub session: Option<String>,
+    /// The channel within the namespace.
     #[arg(long)]
     pub channel: Option<String>,
+}
+
+/// A root token's scope: everything.
+const NO_SCOPE: ScopeFlags = ScopeFlags {
+    namespace: None,
+    agent: None,
+    session: None,
+    channel: None,
+};
+
+/// Flags of every `auth` command. `Debug` never shows the secret.
+#[derive(Clone, clap::Args)]
+pub struct TokenOptions {
     /// The grant [default: readwrite for root-token, read otherwise].
     #[arg(long, value_enum)]
     pub grant: Option<GrantArg>,
@@ -61,18 +87,15 @@ pub struct TokenArgs {
     /// The gateway's HS256 secret [env: PORTCULLIS_JWT_SECRET, then GATEWAY_JWT_SECRET].
     #[arg(long = "jwt-secret")]
     pub jwt_secret: Option<String>,
-    /// Output format [default: json when stdout is not a terminal, else the bare token].
+    /// Output format: json, or table (also `text`): the bare token [default: json when stdout
+    /// is not a terminal, else the bare token].
     #[arg(long, short = 'o', value_enum)]
     pub output: Option<Format>,
 }
 
-impl std::fmt::Debug for TokenArgs {
+impl std::fmt::Debug for TokenOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenArgs")
-            .field("namespace", &self.namespace)
-            .field("agent", &self.agent)
-            .field("session", &self.session)
-            .field("channel", &self.channel)
+        f.debug_struct("TokenOptions")
             .field("grant", &self.grant)
             .field("ttl", &self.ttl)
             .field(
@@ -91,19 +114,19 @@ pub enum GrantArg {
 }
 
 impl AuthCommand {
-    fn parts(&self) -> (&'static str, &TokenArgs) {
+    fn parts(&self) -> (&'static str, &ScopeFlags, &TokenOptions) {
         match self {
-            AuthCommand::RootToken(a) => ("root-token", a),
-            AuthCommand::NamespaceToken(a) => ("namespace-token", a),
-            AuthCommand::AgentToken(a) => ("agent-token", a),
-            AuthCommand::SessionToken(a) => ("session-token", a),
-            AuthCommand::ChannelToken(a) => ("channel-token", a),
+            AuthCommand::RootToken(o) => ("root-token", &NO_SCOPE, o),
+            AuthCommand::NamespaceToken(a) => ("namespace-token", &a.scope, &a.options),
+            AuthCommand::AgentToken(a) => ("agent-token", &a.scope, &a.options),
+            AuthCommand::SessionToken(a) => ("session-token", &a.scope, &a.options),
+            AuthCommand::ChannelToken(a) => ("channel-token", &a.scope, &a.options),
         }
     }
 
     /// The claims this command mints, checked against its kind.
     pub fn claims(&self, issued_at: u64) -> Result<Claims, CliError> {
-        let (kind, a) = self.parts();
+        let (kind, sc, a) = self.parts();
         let has = |v: &Option<String>| v.is_some();
         // (required, allowed) per scope field: namespace, agent, session, channel.
         let rules: [(bool, bool); 4] = match self {
@@ -122,10 +145,10 @@ impl AuthCommand {
             }
         };
         let fields = [
-            ("--namespace", has(&a.namespace)),
-            ("--agent", has(&a.agent)),
-            ("--session", has(&a.session)),
-            ("--channel", has(&a.channel)),
+            ("--namespace", has(&sc.namespace)),
+            ("--agent", has(&sc.agent)),
+            ("--session", has(&sc.session)),
+            ("--channel", has(&sc.channel)),
         ];
         for ((flag, given), (required, allowed)) in fields.iter().zip(rules) {
             if required && !given {
@@ -136,10 +159,10 @@ impl AuthCommand {
             }
         }
         let scope = Scope {
-            namespace: a.namespace.clone(),
-            agent: a.agent.clone(),
-            session: a.session.clone(),
-            channel: a.channel.clone(),
+            namespace: sc.namespace.clone(),
+            agent: sc.agent.clone(),
+            session: sc.session.clone(),
+            channel: sc.channel.clone(),
         };
         scope.validate().map_err(CliError::Usage)?;
         if a.subject.is_empty() {
@@ -166,7 +189,7 @@ impl AuthCommand {
 
     /// Mints and prints the token.
     pub fn run(&self, env: &dyn Env) -> Result<(), CliError> {
-        let (_, a) = self.parts();
+        let (_, _, a) = self.parts();
         let secret = a
             .jwt_secret
             .clone()

@@ -54,7 +54,8 @@ pub struct GatewayArgs {
     /// Use gRPC-Web over HTTP/1.1 instead of gRPC over HTTP/2.
     #[arg(long = "grpc-web", global = true)]
     pub grpc_web: bool,
-    /// Output format [default: json when stdout is not a terminal, else table].
+    /// Output format: json, or table (also `text`) [default: json when stdout is not a
+    /// terminal, else table].
     #[arg(long, short = 'o', global = true, value_enum)]
     pub output: Option<Format>,
     /// Connect timeout, and then the time allowed for each answer (not for `logs tail`).

@@ -13,8 +13,10 @@ use crate::gateway::pb;
 pub enum DataCommand {
     /// Print the document at PATH (slash-separated; empty: all of it).
     Get {
+        /// Slash-separated path (`acme/limits`); empty: the whole document.
         #[arg(default_value = "")]
         path: String,
+        /// Namespace [default: the token's, else the default namespace].
         #[arg(long, short = 'n')]
         namespace: Option<String>,
         #[command(flatten)]
@@ -22,8 +24,11 @@ pub enum DataCommand {
     },
     /// Set the document at PATH to VALUE (JSON, @FILE, or - for stdin).
     Put {
+        /// Slash-separated path (`acme/limits`).
         path: String,
+        /// The value: JSON, @FILE, or - for stdin.
         value: String,
+        /// Namespace [default: the token's, else the default namespace].
         #[arg(long, short = 'n')]
         namespace: Option<String>,
         #[command(flatten)]
@@ -31,7 +36,9 @@ pub enum DataCommand {
     },
     /// Remove the document at PATH.
     Rm {
+        /// Slash-separated path (`acme/limits`).
         path: String,
+        /// Namespace [default: the token's, else the default namespace].
         #[arg(long, short = 'n')]
         namespace: Option<String>,
         #[command(flatten)]

@@ -20,10 +20,13 @@ pub struct DecideArgs {
     /// The input document as JSON, or @FILE, or - for stdin.
     #[arg(long, short = 'i')]
     pub input: Option<String>,
+    /// The agent the decision is for (a scope below the namespace; must lie within the token's).
     #[arg(long)]
     pub agent: Option<String>,
+    /// The session the decision is for (below the agent).
     #[arg(long)]
     pub session: Option<String>,
+    /// The channel the decision is for (below the session).
     #[arg(long)]
     pub channel: Option<String>,
     #[command(flatten)]

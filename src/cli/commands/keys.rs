@@ -32,6 +32,7 @@ pub enum KeysCommand {
     },
     /// Revoke an API key.
     Revoke {
+        /// The key's id (as `keys ls` lists it), not its secret.
         id: String,
         #[command(flatten)]
         gateway: GatewayArgs,

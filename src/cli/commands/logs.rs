@@ -21,10 +21,13 @@ pub struct TailArgs {
     /// Only this namespace and its children.
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
+    /// Only decisions for this agent.
     #[arg(long)]
     pub agent: Option<String>,
+    /// Only decisions for this session.
     #[arg(long)]
     pub session: Option<String>,
+    /// Only decisions for this channel.
     #[arg(long)]
     pub channel: Option<String>,
     /// Only decisions with this outcome.

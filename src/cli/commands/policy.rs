@@ -15,6 +15,7 @@ use crate::gateway::pb;
 pub enum PolicyCommand {
     /// List the modules of a namespace.
     Ls {
+        /// Namespace [default: the token's, else the default namespace].
         #[arg(long, short = 'n')]
         namespace: Option<String>,
         #[command(flatten)]
@@ -22,7 +23,9 @@ pub enum PolicyCommand {
     },
     /// Print one module.
     Get {
+        /// The module id (as `policy ls` lists it).
         id: String,
+        /// Namespace [default: the token's, else the default namespace].
         #[arg(long, short = 'n')]
         namespace: Option<String>,
         #[command(flatten)]
@@ -30,8 +33,11 @@ pub enum PolicyCommand {
     },
     /// Add or replace a module (compiled before it serves) from FILE, or - for stdin.
     Put {
+        /// The module id: a new one, or the id of a module to replace.
         id: String,
+        /// The Rego file, or - for stdin.
         file: PathBuf,
+        /// Namespace [default: the token's, else the default namespace].
         #[arg(long, short = 'n')]
         namespace: Option<String>,
         #[command(flatten)]
@@ -39,7 +45,9 @@ pub enum PolicyCommand {
     },
     /// Remove a module written through the gateway.
     Rm {
+        /// The module id.
         id: String,
+        /// Namespace [default: the token's, else the default namespace].
         #[arg(long, short = 'n')]
         namespace: Option<String>,
         #[command(flatten)]
