@@ -175,6 +175,13 @@ async fn uploads_retry_until_accepted_and_lose_nothing() {
     assert!(bodies.len() > 1, "several chunks expected: {bodies:?}");
     assert!(bodies.iter().all(|b| *b <= 1024), "{bodies:?}");
     let stats = log.stats();
+    // The collector records a chunk before it answers; the uploader counts it once the answer
+    // arrives.
+    let counted = eventually(Duration::from_secs(5), || async {
+        stats.uploaded_events() == ids.len() as u64
+    })
+    .await;
+    assert!(counted.is_ok(), "{} uploaded", stats.uploaded_events());
     assert_eq!(stats.uploads_failed(), 2);
     assert_eq!(stats.uploaded_events(), ids.len() as u64);
     for reason in DropReason::ALL {
