@@ -98,3 +98,56 @@ fn eval_answers_like_opa_eval() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}");
 }
+
+#[test]
+fn eval_reads_stdin_input_bundles_and_prints_raw_values() {
+    use std::io::Write;
+    // The example policy as a bundle directory (without its tests).
+    let bundle = tempfile::tempdir().unwrap();
+    for f in ["authz.rego", "data.json"] {
+        std::fs::copy(repo(&format!("policies/{f}")), bundle.path().join(f)).unwrap();
+    }
+    let input = std::fs::read(repo("tests/fixtures/example/input.json")).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "eval",
+            "-b",
+            bundle.path().to_str().unwrap(),
+            "-I",
+            "-f",
+            "raw",
+            "data.envoy.authz.allow.allowed",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "true\n");
+    // An undefined query prints nothing in raw form; `--fail` makes it exit 1.
+    let out = Command::new(BIN)
+        .args([
+            "eval",
+            "-d",
+            &repo("policies"),
+            "-f",
+            "raw",
+            "--fail",
+            "data.envoy.authz.nothing",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

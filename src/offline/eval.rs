@@ -1,7 +1,12 @@
-//! `portcullis eval [-d PATH]... [-i input.json] [--format json|pretty] QUERY`, like `opa eval`.
+//! `portcullis eval [-d PATH]... [-b BUNDLE]... [-i input.json | -I] [-f FORMAT] QUERY`, like
+//! `opa eval`.
 //!
-//! The output is OPA's: `{"result": [{"expressions": [{"value": ..., "text": ..., "location":
-//! {...}}], "bindings": {...}}]}`, or `{}` when the query is undefined.
+//! The `json` output is OPA's document: `{"result": [{"expressions": [{"value": ..., "text":
+//! ..., "location": {...}}], "bindings": {...}}]}`, or `{}` when the query is undefined (on one
+//! line; `pretty` indents it). As in OPA, `raw` prints each result on a line, its expression
+//! values separated by spaces (strings bare, anything else as compact JSON); `values` prints
+//! each result's expression values as an indented JSON array; `bindings` each result's
+//! bindings as an indented JSON object. An undefined query prints nothing in those three.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +21,12 @@ pub enum Format {
     Json,
     /// Indented JSON.
     Pretty,
+    /// Expression values only, strings bare: for scripts.
+    Raw,
+    /// Each result's expression values, as a JSON array.
+    Values,
+    /// Each result's variable bindings, as a JSON object.
+    Bindings,
 }
 
 /// Flags of `portcullis eval`.
@@ -24,9 +35,15 @@ pub struct EvalArgs {
     /// Policy and data files or directories (repeatable).
     #[arg(short = 'd', long = "data")]
     pub data: Vec<PathBuf>,
+    /// OPA bundles: directories or `.tar.gz` archives (repeatable).
+    #[arg(short = 'b', long = "bundle")]
+    pub bundles: Vec<PathBuf>,
     /// The input document (JSON or YAML).
-    #[arg(short = 'i', long = "input")]
+    #[arg(short = 'i', long = "input", conflicts_with = "stdin_input")]
     pub input: Option<PathBuf>,
+    /// Read the input document (JSON or YAML) from stdin.
+    #[arg(short = 'I', long = "stdin-input")]
+    pub stdin_input: bool,
     /// Output format.
     #[arg(short = 'f', long = "format", value_enum, default_value = "json")]
     pub format: Format,
@@ -59,16 +76,36 @@ pub enum EvalToolError {
 
 /// Evaluates the query; returns the OPA-format result document.
 pub fn evaluate(args: &EvalArgs) -> Result<serde_json::Value, EvalToolError> {
-    let sources = Sources::read(&args.data, &[])?;
+    let limits = crate::bundle::Limits::default();
+    let sources = Sources::read_with(
+        &args.data,
+        &args.bundles,
+        &[],
+        &crate::policy::loader::BundleOptions {
+            verification: None,
+            skip_verify: false,
+            limits: &limits,
+        },
+    )?;
     let opts = PolicyOptions {
         eval_timeout: Duration::from_millis(args.timeout_ms.max(1)),
         rego_v0: args.v0_compatible,
         ..Default::default()
     };
     let snapshot = Snapshot::build(&sources, &opts, 1)?;
-    let input = match &args.input {
-        None => None,
-        Some(path) => Some(read_input(path)?),
+    let input = match (&args.input, args.stdin_input) {
+        (Some(path), _) => Some(read_input(path)?),
+        (None, true) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+                EvalToolError::Input {
+                    path: PathBuf::from("(stdin)"),
+                    message: e.to_string(),
+                }
+            })?;
+            Some(parse_input(std::path::Path::new("(stdin)"), &text, false)?)
+        }
+        (None, false) => None,
     };
     let results = snapshot.eval_query(&args.query, input)?;
     serde_json::to_value(&results).map_err(|e| EvalToolError::Input {
@@ -87,12 +124,74 @@ fn read_input(path: &PathBuf) -> Result<regorus::Value, EvalToolError> {
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-    if is_yaml {
-        let json: serde_json::Value =
-            yaml_serde::from_str(&text).map_err(|e| err(e.to_string()))?;
+    parse_input(path, &text, is_yaml)
+}
+
+/// JSON, or YAML when `yaml` (or when the text is not JSON: stdin has no file name).
+fn parse_input(
+    path: &std::path::Path,
+    text: &str,
+    yaml: bool,
+) -> Result<regorus::Value, EvalToolError> {
+    let err = |message: String| EvalToolError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let yaml = yaml || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err();
+    if yaml {
+        let json: serde_json::Value = yaml_serde::from_str(text).map_err(|e| err(e.to_string()))?;
         Ok(regorus::Value::from(json))
     } else {
-        regorus::Value::from_json_str(&text).map_err(|e| err(e.to_string()))
+        regorus::Value::from_json_str(text).map_err(|e| err(e.to_string()))
+    }
+}
+
+/// The result document in `format`, as printed (with its final newline; empty when a
+/// per-result format meets an undefined query).
+pub fn render(doc: &serde_json::Value, format: Format) -> String {
+    let indented = |v: &serde_json::Value| {
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into()) + "\n"
+    };
+    let results = doc
+        .get("result")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let values = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r.get("expressions")
+            .and_then(|e| e.as_array())
+            .map(|e| e.iter().map(|x| x["value"].clone()).collect())
+            .unwrap_or_default()
+    };
+    match format {
+        Format::Json => serde_json::to_string(doc).unwrap_or_else(|_| "{}".into()) + "\n",
+        Format::Pretty => indented(doc),
+        Format::Raw => results
+            .iter()
+            .map(|r| {
+                let line: Vec<String> = values(r)
+                    .iter()
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                line.join(" ") + "\n"
+            })
+            .collect(),
+        Format::Values => results
+            .iter()
+            .map(|r| indented(&serde_json::Value::Array(values(r))))
+            .collect(),
+        Format::Bindings => results
+            .iter()
+            .map(|r| {
+                indented(
+                    r.get("bindings")
+                        .unwrap_or(&serde_json::Value::Object(Default::default())),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -100,12 +199,7 @@ fn read_input(path: &PathBuf) -> Result<regorus::Value, EvalToolError> {
 pub fn main(args: &EvalArgs) -> i32 {
     match evaluate(args) {
         Ok(doc) => {
-            let text = match args.format {
-                Format::Json => serde_json::to_string(&doc),
-                Format::Pretty => serde_json::to_string_pretty(&doc),
-            }
-            .unwrap_or_else(|_| "{}".into());
-            println!("{text}");
+            print!("{}", render(&doc, args.format));
             let defined = doc
                 .get("result")
                 .and_then(|r| r.as_array())
@@ -130,7 +224,9 @@ mod tests {
     fn args(dir: &std::path::Path, query: &str, input: Option<PathBuf>) -> EvalArgs {
         EvalArgs {
             data: vec![dir.to_path_buf()],
+            bundles: Vec::new(),
             input,
+            stdin_input: false,
             format: Format::Json,
             fail: false,
             fail_defined: false,
@@ -164,5 +260,28 @@ mod tests {
         assert_eq!(doc, serde_json::json!({}));
         // A query that does not parse is an error.
         assert!(evaluate(&args(dir.path(), "data.a.allow ==", None)).is_err());
+    }
+
+    #[test]
+    fn formats_print_like_opa() {
+        let doc = serde_json::json!({"result": [
+            {"expressions": [{"value": "a b", "text": "x"}, {"value": [1, {"k": true}], "text": "y"}],
+             "bindings": {"x": "a b"}},
+            {"expressions": [{"value": 2, "text": "x"}, {"value": null, "text": "y"}]},
+        ]});
+        assert_eq!(render(&doc, Format::Raw), "a b [1,{\"k\":true}]\n2 null\n");
+        assert_eq!(
+            render(&doc, Format::Values),
+            "[\n  \"a b\",\n  [\n    1,\n    {\n      \"k\": true\n    }\n  ]\n]\n[\n  2,\n  null\n]\n"
+        );
+        assert_eq!(
+            render(&doc, Format::Bindings),
+            "{\n  \"x\": \"a b\"\n}\n{}\n"
+        );
+        let undefined = serde_json::json!({});
+        for f in [Format::Raw, Format::Values, Format::Bindings] {
+            assert_eq!(render(&undefined, f), "", "{f:?}");
+        }
+        assert_eq!(render(&undefined, Format::Json), "{}\n");
     }
 }
