@@ -421,7 +421,7 @@ pub async fn run(
         (None, None)
     };
     let router = tonic::transport::Server::builder()
-        .add_service(authz)
+        .add_service(crate::grpc::oversize::ResourceExhausted(authz))
         .add_service(health_service)
         .add_optional_service(reflection)
         .add_optional_service(reflection_alpha);

@@ -468,7 +468,9 @@ async fn hostile_messages_get_clear_errors_and_the_server_keeps_serving() {
     let err = raw_check(server.grpc_addr, big.encode_to_vec())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    // gRPC (and OPA-Envoy) name it RESOURCE_EXHAUSTED; the message says what the limit is.
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("too large"), "{err:?}");
     // Not protobuf at all.
     let err = raw_check(server.grpc_addr, vec![0xff; 64])
         .await
