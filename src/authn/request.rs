@@ -247,5 +247,13 @@ mod tests {
         assert_eq!(view.cookie("key"), Some("sk_x"));
         view.path = "/p?api_key=sk%5Fy&x=1";
         assert_eq!(view.query_param("api_key").as_deref(), Some("sk_y"));
+        // The first value, decoded as the input document's parsed_query decodes it.
+        view.path = "/p?api_key=a+b&api_key=c";
+        assert_eq!(view.query_param("api_key").as_deref(), Some("a b"));
+        // A query Go refuses (and the Check then fails to parse) yields no credential.
+        for path in ["/p?api_key=sk_x;y=1", "/p?api_key=sk_x&z=%zz"] {
+            view.path = path;
+            assert_eq!(view.query_param("api_key"), None, "{path}");
+        }
     }
 }

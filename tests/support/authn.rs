@@ -216,14 +216,7 @@ impl IssuerServer {
                 axum::routing::get(discovery),
             )
             .with_state((state.clone(), fetches.clone(), addr));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let tx = super::server::serve_router(listener, app);
         Self {
             addr,
             state,

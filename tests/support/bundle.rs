@@ -136,14 +136,7 @@ impl BundleServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let tx = super::server::serve_router(listener, router);
         Self {
             addr,
             state,

@@ -236,3 +236,20 @@ impl Drop for Running {
         }
     }
 }
+
+/// Serves an axum router (a test's fake JWKS or bundle server) on `listener` until the returned
+/// sender is sent to or dropped.
+pub fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    tx
+}
