@@ -183,8 +183,12 @@ pub fn describe_status(status: &tonic::Status) -> String {
         }
     }
     // An HTTP/1 server (the HTTP API, an app) answers a gRPC client with bytes HTTP/2 cannot
-    // frame.
-    if text.contains("h2 protocol error") || text.contains("frame with invalid size") {
+    // frame. Which error the pending call sees is a race inside the HTTP/2 client: the framing
+    // error itself, or the connection closing under the call once the client gives up on it.
+    let http1_reply = text.contains("h2 protocol error")
+        || text.contains("frame with invalid size")
+        || (status.code() == tonic::Code::Cancelled && text.contains("connection closed"));
+    if http1_reply {
         text.push_str(
             "; is this the ext_authz gRPC port (plugins.envoy_ext_authz_grpc.addr, default \
              :9191)? The HTTP API (--addr, default localhost:8181) does not speak gRPC",
