@@ -319,3 +319,58 @@ async fn subscribers_receive_events_without_any_sink() {
     assert_eq!(log.stats().logged(), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rule_labels_of_the_rules_that_held_are_logged() {
+    const LABELLED: &str = r#"# METADATA
+# labels: {team: platform}
+package envoy.authz
+
+default allow := false
+
+# METADATA
+# labels: {severity: low, why: admin}
+allow if input.attributes.request.http.headers["x-role"] == "admin"
+
+# METADATA
+# labels: {severity: high, why: blocked-path}
+deny contains "blocked" if input.parsed_path[0] == "blocked"
+
+allow if {
+    input.attributes.request.http.headers["x-role"] == "reader"
+    count(deny) == 0
+}
+"#;
+    for engine in ["auto", "interpreter"] {
+        let (server, log, file) = start(
+            vec![("p.rego", LABELLED)],
+            &format!("runtime: {{policy_engine: {engine}}}\n"),
+        )
+        .await;
+        let mut client = server.client().await;
+        let mut check = async |yaml: &str| {
+            decision_id(&client.check(request(yaml)).await.unwrap().into_inner())
+        };
+        let admin = check("{path: /x, headers: {x-role: admin}}").await;
+        let reader = check("{path: /blocked, headers: {x-role: reader}}").await;
+        let nobody = check("{path: /x}").await;
+        log.flush().await;
+        let events = events(&file);
+        assert_eq!(
+            by_id(&events, &admin)["rule_labels"],
+            json!([{"team": "platform", "severity": "low", "why": "admin"}]),
+            "{engine}"
+        );
+        // Denied: `deny` held (reached from `allow` through `count(deny)`); no `allow` did.
+        assert_eq!(
+            by_id(&events, &reader)["rule_labels"],
+            json!([{"team": "platform", "severity": "high", "why": "blocked-path"}]),
+            "{engine}"
+        );
+        assert!(
+            by_id(&events, &nobody).get("rule_labels").is_none(),
+            "{engine}: no labelled rule held"
+        );
+        server.stop().await;
+    }
+}

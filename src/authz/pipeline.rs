@@ -65,6 +65,8 @@ pub struct Outcome {
     pub log_error: Option<(&'static str, String)>,
     /// The `jti` of the internal token minted for the request.
     pub minted_jti: Option<String>,
+    /// The labels of the labelled rules that held, for the decision log's `rule_labels`.
+    pub rule_labels: Vec<serde_json::Value>,
 }
 
 impl Outcome {
@@ -80,6 +82,7 @@ impl Outcome {
             result: None,
             log_error: None,
             minted_jti: None,
+            rule_labels: Vec::new(),
         }
     }
 }
@@ -217,6 +220,9 @@ impl Pipeline {
         let Some(snapshot) = outcome.snapshot.clone() else {
             return;
         };
+        // Rule labels are for the decision log only: worked out when it is on and some rule
+        // the decision depends on has labels.
+        let labels_input = (keep_input && snapshot.has_rule_labels()).then(|| input.clone());
         let evaluation = {
             let _span = tracing::debug_span!("policy.eval", policy.revision = snapshot.revision())
                 .entered();
@@ -231,6 +237,9 @@ impl Pipeline {
             }
         };
         outcome.eval = Some(evaluation.elapsed);
+        if let Some(input) = labels_input {
+            outcome.rule_labels = snapshot.rule_labels(input);
+        }
         for line in &evaluation.prints {
             tracing::info!(decision.id = %id, "{line}");
         }

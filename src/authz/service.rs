@@ -99,6 +99,7 @@ impl AuthzService {
                 record.namespace = Some(outcome.namespace);
             }
             record.internal_token_jti = outcome.minted_jti;
+            record.rule_labels = outcome.rule_labels;
             record.eval = outcome.eval;
             record.handler = handler;
             record.trace = trace::span_ids(span);

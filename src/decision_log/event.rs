@@ -35,6 +35,8 @@ pub struct DecisionRecord {
     pub internal_token_jti: Option<String>,
     /// The decision path, when not the configured one (the gateway's `Decide` names its own).
     pub path: Option<String>,
+    /// OPA's `rule_labels`: the `labels` of the annotated rules that held.
+    pub rule_labels: Vec<Json>,
 }
 
 impl DecisionRecord {
@@ -53,6 +55,7 @@ impl DecisionRecord {
             namespace: None,
             internal_token_jti: None,
             path: None,
+            rule_labels: Vec::new(),
         }
     }
 }
@@ -146,6 +149,9 @@ impl DecisionRecord {
             && let Ok(result) = serde_json::to_value(result)
         {
             e.insert("result".into(), result);
+        }
+        if !self.rule_labels.is_empty() {
+            e.insert("rule_labels".into(), Json::Array(self.rule_labels.clone()));
         }
         if let Some((code, message)) = &self.error {
             e.insert("error".into(), json!({"code": code, "message": message}));

@@ -19,6 +19,7 @@
 pub(crate) mod builtins;
 pub mod download;
 mod error;
+mod labels;
 pub(crate) mod loader;
 pub(crate) mod overlay;
 pub(crate) mod recursion;

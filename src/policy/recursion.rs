@@ -29,7 +29,7 @@ struct Node {
 /// The static paths of every rule (package path, then the static part of the head), without
 /// the leading `data`.
 #[derive(Debug, Clone, Default)]
-pub struct RulePaths(BTreeSet<Vec<String>>);
+pub struct RulePaths(BTreeSet<Vec<String>>, BTreeMap<String, BTreeSet<String>>);
 
 impl RulePaths {
     /// Whether `path` names a rule or lies inside a rule's value (`acme/allow/x`).
@@ -40,6 +40,22 @@ impl RulePaths {
     /// Every rule path, in order (`["acme", "allow"]`).
     pub fn iter(&self) -> impl Iterator<Item = &[String]> {
         self.0.iter().map(Vec::as_slice)
+    }
+
+    /// Every rule node (`data.envoy.authz.allow`) a decision at `entry` may depend on: the nodes
+    /// at, below or around `entry`, and every node they refer to, transitively.
+    pub fn reachable_from(&self, entry: &str) -> BTreeSet<String> {
+        let all: Vec<String> = self.1.keys().cloned().collect();
+        let mut seen: BTreeSet<String> = reached(&all, entry).collect();
+        let mut pending: Vec<String> = seen.iter().cloned().collect();
+        while let Some(node) = pending.pop() {
+            for next in self.1.get(&node).into_iter().flatten() {
+                if seen.insert(next.clone()) {
+                    pending.push(next.clone());
+                }
+            }
+        }
+        seen
     }
 
     /// Whether rules lie below `path` (a package, or a document built from ref-head rules).
@@ -130,6 +146,7 @@ pub fn check(modules: &[Ref<Module>]) -> Result<RulePaths, String> {
         }
     }
     find_cycle(&nodes)?;
+    paths.1 = nodes.into_iter().map(|(k, n)| (k, n.edges)).collect();
     Ok(paths)
 }
 
@@ -210,6 +227,21 @@ fn recursion_error(span: Option<&Span>, cycle: &[&str]) -> String {
         Some(s) => format!("{}:{}:{}: {message}", s.source.file(), s.line, s.col),
         None => message,
     }
+}
+
+/// The static part of a reference (`a.b["c"]` is `[a, b, c]`), for other policy modules.
+pub(crate) fn static_path_of(expr: &Ref<Expr>) -> Option<Vec<String>> {
+    static_path(expr)
+}
+
+/// The static part of a rule's head, within its package.
+pub(crate) fn head_path_of(rule: &Ref<Rule>) -> Option<Vec<String>> {
+    head_path(rule)
+}
+
+/// Whether a reference is static all the way (`a.b["c"]`, not `a[x]`).
+pub(crate) fn ref_is_static(expr: &Ref<Expr>) -> bool {
+    path_and_rest(expr).is_some_and(|(_, dynamic)| !dynamic)
 }
 
 /// `data.a.b` for `package a.b`.

@@ -91,6 +91,8 @@ pub struct Snapshot {
     eval_timeout: Duration,
     /// The decision rule compiled for the VM, with [`EngineChoice::Auto`].
     vm: Option<vm::VmPolicy>,
+    /// The labelled rules the decision depends on ([`super::labels`]).
+    labels: Option<labels::RuleLabels>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -217,6 +219,13 @@ impl Snapshot {
             .add_data(Value::from(serde_json::Value::Object(data)))
             .map_err(|e| PolicyError::Engine(format!("data: {e}")))?;
         let (entry, defined) = resolve_entry(&mut engine, opts)?;
+        let entry_node = match &entry {
+            Entry::Rule(rule) => rule.clone(),
+            Entry::Reference(_) => DataRef::parse(&opts.decision_path).dotted_prefix(),
+            Entry::Body(_) => "data".to_string(),
+        };
+        let labels = labels::RuleLabels::find(engine.get_modules(), &rule_paths, &entry_node)
+            .map_err(PolicyError::Compile)?;
         let vm = match (&entry, opts.engine) {
             (Entry::Rule(rule), EngineChoice::Auto) => {
                 match vm::VmPolicy::compile(&mut engine, rule) {
@@ -250,6 +259,7 @@ impl Snapshot {
             loaded_at: std::time::SystemTime::now(),
             eval_timeout: opts.eval_timeout,
             vm,
+            labels,
         })
     }
 
@@ -360,6 +370,26 @@ impl Snapshot {
             prints,
             elapsed,
         })
+    }
+
+    /// Whether rules the decision depends on carry `labels` ([`Snapshot::rule_labels`]).
+    pub fn has_rule_labels(&self) -> bool {
+        self.labels.is_some()
+    }
+
+    /// The labels of the labelled rules that hold for `input`, for the decision log's
+    /// `rule_labels` (empty when none hold or none have labels; see [`super::labels`]).
+    pub fn rule_labels(&self, input: Value) -> Vec<serde_json::Value> {
+        let Some(labels) = &self.labels else {
+            return Vec::new();
+        };
+        self.with_engine(|engine| {
+            engine.set_input(input);
+            (Ok(labels.collect(engine)), Vec::new())
+        })
+        .ok()
+        .and_then(|(r, _)| r.ok())
+        .unwrap_or_default()
     }
 
     /// Evaluates any `data` path (e.g. for the HTTP API), with an optional input.
