@@ -180,25 +180,41 @@ async fn jwks(State(app): State<Api>) -> Response {
 }
 
 /// OIDC discovery for the internal token's issuer.
-async fn openid_configuration(State(app): State<Api>) -> Response {
-    match app.security.as_ref().and_then(|s| s.minter.as_ref()) {
-        Some(m) => {
-            let jwks_uri = format!(
-                "{}/.well-known/jwks.json",
-                m.config().issuer.trim_end_matches('/')
-            );
-            (
-                StatusCode::OK,
-                axum::Json(m.openid_configuration(&jwks_uri)),
-            )
-                .into_response()
-        }
-        None => error(
+async fn openid_configuration(State(app): State<Api>, headers: axum::http::HeaderMap) -> Response {
+    let Some(minter) = app.security.as_ref().and_then(|s| s.minter.as_ref()) else {
+        return error(
             StatusCode::NOT_FOUND,
             "not_found",
             "no internal token is configured",
-        ),
+        );
+    };
+    if let Some(uri) = &minter.config().jwks_uri {
+        return (StatusCode::OK, axum::Json(minter.openid_configuration(uri))).into_response();
     }
+    // Where this API serves the keys: the host the document was asked from. The answer
+    // depends on `Host`, so caches must key on it.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+        .filter(|a| a.as_str().len() <= 255);
+    let Some(host) = host else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "a Host header is needed to say where the keys are served (or set internal_token.jwks_uri)",
+        );
+    };
+    let jwks_uri = format!("http://{}/.well-known/jwks.json", host.as_str());
+    (
+        StatusCode::OK,
+        [
+            (axum::http::header::VARY, "host"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::Json(minter.openid_configuration(&jwks_uri)),
+    )
+        .into_response()
 }
 
 /// `GET /metrics`: Prometheus' text exposition (OpenMetrics).

@@ -126,12 +126,35 @@ async fn minted_on_allow_and_verified_against_the_served_jwks() {
     assert_eq!(status, 200);
     let doc: Json = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["issuer"], "https://portcullis.local");
-    assert!(
-        doc["jwks_uri"]
-            .as_str()
-            .unwrap()
-            .ends_with("/.well-known/jwks.json")
+    // The keys are where this API serves them, not on the issuer's host.
+    let addr = p.server.http_addr;
+    assert_eq!(
+        doc["jwks_uri"],
+        format!("http://{addr}/.well-known/jwks.json"),
+        "{doc}"
     );
+}
+
+#[tokio::test]
+async fn a_configured_jwks_uri_is_advertised_and_a_relative_one_refused() {
+    let (p, _key) = start("  jwks_uri: https://auth.example.com/keys.json").await;
+    let (status, body) = support::http(
+        p.server.http_addr,
+        "GET",
+        "/.well-known/openid-configuration",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let doc: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["jwks_uri"], "https://auth.example.com/keys.json");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(&file, "internal_token:\n  jwks_uri: /keys.json\n").unwrap();
+    let e = portcullis::config::Config::load(Some(&file), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("internal_token.jwks_uri"), "{e}");
 }
 
 #[tokio::test]

@@ -32,6 +32,11 @@ pub struct InternalToken {
     /// Most tokens kept for reuse.
     #[serde(default = "default_cache")]
     pub cache_size: usize,
+    /// Where verifiers fetch the keys, as `/.well-known/openid-configuration` advertises it
+    /// (an absolute http(s) URL). Unset: the HTTP API's own `/.well-known/jwks.json` at the
+    /// host the discovery document was asked from.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
 }
 
 impl Default for InternalToken {
@@ -46,6 +51,7 @@ impl Default for InternalToken {
             keys: KeysConfig::default(),
             remove_authorization: false,
             cache_size: default_cache(),
+            jwks_uri: None,
         }
     }
 }
@@ -119,6 +125,16 @@ impl InternalToken {
         }
         if self.issuer.is_empty() {
             return Err(Invalid::new(at("issuer"), "must not be empty"));
+        }
+        if let Some(uri) = &self.jwks_uri {
+            let absolute = reqwest::Url::parse(uri)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !absolute {
+                return Err(Invalid::new(
+                    at("jwks_uri"),
+                    "must be an absolute http(s) URL, e.g. https://auth.example.com/.well-known/jwks.json",
+                ));
+            }
         }
         Ok(())
     }
