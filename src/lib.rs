@@ -24,7 +24,7 @@
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
 //! - [`services`] OPA's `services` config and the outbound HTTP client
 //! - [`invalid`]  a refused config value (key and reason), what every section's validation returns
-//! - [`http`]     the HTTP API: `/health`, `/v1/data/{path}`
+//! - [`http`]     the HTTP API: `/health`, `/metrics`, OPA's REST API (data, policies, query, config, status), `system.authz`
 //! - [`jose`]     JWS once: algorithms, keys and their rules, verify, sign, claims, the clock
 //! - [`listen`]   listener addresses in OPA's forms; loopback names
 //! - [`gourl`]    Go's `net/url` query and path decoding, the one parser of request URLs

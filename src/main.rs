@@ -133,6 +133,14 @@ struct RunArgs {
     /// Address serving only /health and /metrics (off unless set).
     #[arg(long = "diagnostic-addr")]
     diagnostic_addr: Option<String>,
+    /// How callers of the HTTP API are identified, as OPA's flag: `token` makes a bearer
+    /// token `input.identity` of the system.authz policy; `tls` is not supported yet.
+    #[arg(long = "authentication", value_enum, default_value = "off")]
+    authentication: portcullis::http::authz::Authentication,
+    /// How calls on the HTTP API are authorized, as OPA's flag: `basic` has
+    /// data.system.authz.allow decide every call, and is needed for writes through the REST API.
+    #[arg(long = "authorization", value_enum, default_value = "off")]
+    authorization: portcullis::http::authz::Authorization,
     /// Reload policies and data when a file changes.
     #[arg(short = 'w', long)]
     watch: bool,
@@ -383,6 +391,13 @@ fn run(mut args: RunArgs) -> ExitCode {
 
 async fn serve(config: Config, args: RunArgs) -> ExitCode {
     let ext = &config.plugins.envoy_ext_authz_grpc;
+    let protection = portcullis::http::authz::Protection {
+        authentication: args.authentication,
+        authorization: args.authorization,
+    };
+    if let Err(e) = protection.validate() {
+        return fail(&e);
+    }
     let verification = match local_verification(&args) {
         Ok(v) => v,
         Err(e) => return fail(&e),
@@ -451,6 +466,7 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
     };
     let metrics = app.metrics.clone();
     app.grpc.shutdown_grace = Duration::from_secs(args.shutdown_grace_period);
+    app.rest.protection = protection;
 
     let listeners = match bind(&config, &args, &app).await {
         Ok(l) => l,

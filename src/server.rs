@@ -130,15 +130,19 @@ pub struct App {
     pub gateway: Option<Gateway>,
     /// Every metric; served on `/metrics`.
     pub metrics: Metrics,
+    /// The REST API's settings (`--authentication`/`--authorization` are set by the caller).
+    pub rest: crate::http::RestSettings,
 }
 
 impl App {
-    /// What the HTTP API serves from.
-    pub fn http_api(&self) -> crate::http::Api {
+    /// What the HTTP API serves from, on a listener whose address is `loopback` or not.
+    pub fn http_api(&self, loopback: bool) -> crate::http::Api {
         crate::http::Api {
             store: self.store.clone(),
             security: self.authz.security().cloned(),
             metrics: self.metrics.clone(),
+            rest: Arc::new(self.rest.clone()),
+            loopback,
         }
     }
 
@@ -287,6 +291,7 @@ impl<'a> AppBuilder<'a> {
             _ => None,
         };
         Ok(App {
+            rest: rest_settings(config),
             store,
             namespaces,
             authz,
@@ -299,6 +304,35 @@ impl<'a> AppBuilder<'a> {
                 ..Default::default()
             },
         })
+    }
+}
+
+/// The REST API's settings the config asks for; `--authentication`/`--authorization` are off
+/// until the caller sets them.
+pub fn rest_settings(config: &Config) -> crate::http::RestSettings {
+    use crate::http::config::{DEFAULT_AUTHORIZATION_DECISION, DEFAULT_DECISION};
+    let default_decision = config
+        .default_decision
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DECISION.into());
+    let authorization_decision = config
+        .default_authorization_decision
+        .clone()
+        .unwrap_or_else(|| DEFAULT_AUTHORIZATION_DECISION.into());
+    let labels = config.labels_json();
+    let dl = &config.decision_logs;
+    crate::http::RestSettings {
+        protection: Default::default(),
+        config: crate::http::config::redacted(
+            &config.tree,
+            &labels,
+            &default_decision,
+            &authorization_decision,
+        ),
+        labels: serde_json::Value::Object(labels),
+        default_decision,
+        authorization_decision,
+        decision_logs: dl.console || dl.service.is_some() || dl.file.is_some(),
     }
 }
 
@@ -386,12 +420,14 @@ pub async fn run(
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    let loopback = |l: &TcpListener| l.local_addr().is_ok_and(|a| a.ip().is_loopback());
     if let Some(l) = listeners.http {
-        let router = crate::http::router(app.http_api(), crate::http::Surface::Full);
+        let router = crate::http::router(app.http_api(loopback(&l)), crate::http::Surface::Full);
         tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
     }
     if let Some(l) = listeners.diagnostic {
-        let router = crate::http::router(app.http_api(), crate::http::Surface::Diagnostic);
+        let router =
+            crate::http::router(app.http_api(loopback(&l)), crate::http::Surface::Diagnostic);
         tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
     }
     if let (Some(gateway), Some(l)) = (app.gateway.clone(), listeners.gateway) {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::Value as Json;
 
 use super::Config;
 use crate::decision_log::LogSettings;
@@ -14,12 +14,7 @@ impl Config {
     pub fn decision_log_settings(&self) -> LogSettings {
         let config = self;
         let dl = &config.decision_logs;
-        let mut labels = Map::new();
-        labels.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
-        labels.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-        for (k, v) in &config.labels {
-            labels.insert(k.clone(), json!(v));
-        }
+        let labels = config.labels_json();
         let upload = dl.service.as_ref().and_then(|name| {
             let service = config.services.get(name)?;
             let r = &dl.reporting;

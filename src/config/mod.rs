@@ -64,6 +64,14 @@ pub struct Config {
     /// Where the config came from (the file, or `--set`), for errors found after loading.
     #[serde(skip)]
     pub source: String,
+    /// The merged config tree as given (file and `--set`), for OPA's `GET /v1/config`, which
+    /// redacts it before answering.
+    #[serde(skip)]
+    pub tree: Json,
+    /// This process' id (OPA's `labels.id`), made once when the config is loaded so that the
+    /// decision log, `/v1/config` and `/v1/status` name the same instance.
+    #[serde(skip)]
+    pub instance_id: String,
     #[serde(default)]
     pub plugins: Plugins,
     #[serde(default)]
@@ -283,6 +291,7 @@ impl Config {
                 }
             }
         }
+        let raw = tree.clone();
         let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
             ConfigError::Invalid {
@@ -293,7 +302,28 @@ impl Config {
         })?;
         config.validate(source)?;
         config.source = source.to_string();
+        config.tree = raw;
+        config.instance_id = uuid::Uuid::new_v4().to_string();
         Ok(config)
+    }
+
+    /// OPA's `labels`: `id` (this instance), `version`, then the config's `labels`.
+    pub fn labels_json(&self) -> serde_json::Map<String, Json> {
+        let mut labels = serde_json::Map::new();
+        let id = if self.instance_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            self.instance_id.clone()
+        };
+        labels.insert("id".into(), Json::String(id));
+        labels.insert(
+            "version".into(),
+            Json::String(env!("CARGO_PKG_VERSION").into()),
+        );
+        for (k, v) in &self.labels {
+            labels.insert(k.clone(), Json::String(v.clone()));
+        }
+        labels
     }
 
     /// A section's refusal, found after loading, as an error naming this config's file.

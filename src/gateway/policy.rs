@@ -137,7 +137,7 @@ pub(super) async fn blocking(
 
 fn policy_of(m: ModuleInfo) -> Policy {
     Policy {
-        package: package_of(&m.text),
+        package: m.package(),
         source: match m.source {
             ModuleSource::File => PolicySource::File,
             ModuleSource::Gateway => PolicySource::Gateway,
@@ -148,23 +148,20 @@ fn policy_of(m: ModuleInfo) -> Policy {
     }
 }
 
-/// The `package` of a module's text (empty when there is none).
-fn package_of(text: &str) -> String {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or_default().trim())
-        .find_map(|l| l.strip_prefix("package "))
-        .map(|p| p.trim().to_string())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn package_is_found() {
+        let info = |text: &str| crate::policy::overlay::ModuleInfo {
+            id: "m".into(),
+            source: crate::policy::overlay::ModuleSource::Gateway,
+            shadows_file: false,
+            text: text.into(),
+        };
         assert_eq!(
-            super::package_of("# c\n\npackage envoy.authz # x\nallow := 1\n"),
+            info("# c\n\npackage envoy.authz # x\nallow := 1\n").package(),
             "envoy.authz"
         );
-        assert_eq!(super::package_of("allow := 1"), "");
+        assert_eq!(info("allow := 1").package(), "");
     }
 }

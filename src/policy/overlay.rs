@@ -72,6 +72,22 @@ pub struct ModuleInfo {
     pub text: String,
 }
 
+impl ModuleInfo {
+    /// The module's `package` as written (`envoy.authz`), empty when none is found.
+    pub fn package(&self) -> String {
+        self.text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default().trim())
+            .find_map(|l| l.strip_prefix("package "))
+            .map(|p| p.trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// One data write of [`PolicyStore::update_data`]: a path, and the value to set there (`None`
+/// removes it).
+pub type DataWrite = (Vec<String>, Option<Json>);
+
 /// The modules and data written at run time.
 #[derive(Debug, Clone, Default)]
 pub struct Overlay {
@@ -229,14 +245,14 @@ fn get_path<'a>(root: &'a Map<String, Json>, path: &[String]) -> Option<&'a Json
 impl PolicyStore {
     /// Adds or replaces a module; compiled before it swaps. Returns the new revision.
     pub fn put_module(&self, id: &str, text: &str) -> Result<u64, WriteError> {
-        self.write(|overlay, _| overlay.put_module(id, text))
+        self.write(|overlay, _| overlay.put_module(id, text).map(|()| true))
     }
 
     /// Removes a module written at run time. Returns the new revision.
     pub fn delete_module(&self, id: &str) -> Result<u64, WriteError> {
         self.write(|overlay, files| {
             if overlay.modules.remove(id).is_some() {
-                return Ok(());
+                return Ok(true);
             }
             if files.modules.iter().any(|(name, _)| name == id) {
                 return Err(WriteError::FileOnly(id.to_string()));
@@ -253,7 +269,7 @@ impl PolicyStore {
                 "the root of the data document must be an object".into(),
             ));
         }
-        self.write(|overlay, _| overlay.push_data(&parts, Some(value)))
+        self.write(|overlay, _| overlay.push_data(&parts, Some(value)).map(|()| true))
     }
 
     /// Removes the data document at a slash-separated path. Returns the new revision.
@@ -269,8 +285,33 @@ impl PolicyStore {
             if !exists {
                 return Err(WriteError::NotFound(format!("data at {path:?}")));
             }
-            overlay.push_data(&parts, None)
+            overlay.push_data(&parts, None).map(|()| true)
         })
+    }
+
+    /// Changes the data document in one step: `change` reads the current data (the files with
+    /// the overlay applied; downloaded bundles' data is not in it) and returns the paths to set
+    /// (`Some`) or remove (`None`), plus a value handed back to the caller. The new snapshot is
+    /// built once for all of them; with no paths nothing is rebuilt and the revision stays.
+    pub fn update_data<T>(
+        &self,
+        change: impl FnOnce(&Map<String, Json>) -> Result<(Vec<DataWrite>, T), WriteError>,
+    ) -> Result<(u64, T), WriteError> {
+        let mut out = None;
+        let revision = self.write(|overlay, files| {
+            let merged = overlay.apply(files);
+            let (writes, value) = change(&merged.data)?;
+            out = Some(value);
+            let changed = !writes.is_empty();
+            for (path, value) in writes {
+                overlay.push_data(&path, value)?;
+            }
+            Ok(changed)
+        })?;
+        match out {
+            Some(value) => Ok((revision, value)),
+            None => Err(WriteError::Invalid("the data change did not run".into())),
+        }
     }
 
     /// The modules of the current overlay and files, with where each comes from (modules of
@@ -302,17 +343,20 @@ impl PolicyStore {
     }
 
     /// Applies `change` to a copy of the overlay, builds the snapshot it gives and swaps both
-    /// in; on any error nothing changes.
+    /// in; on any error nothing changes. When `change` reports no change (`false`), nothing is
+    /// rebuilt and the current revision is returned.
     fn write(
         &self,
-        change: impl FnOnce(&mut Overlay, &Sources) -> Result<(), WriteError>,
+        change: impl FnOnce(&mut Overlay, &Sources) -> Result<bool, WriteError>,
     ) -> Result<u64, WriteError> {
         // A process already past its memory bound takes no more writes.
         regorus::check_global_memory_limit()
             .map_err(|e| WriteError::Limit(format!("the process is over its memory bound: {e}")))?;
         let loaded = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = self.lock_overlay().clone();
-        change(&mut next, &loaded.local)?;
+        if !change(&mut next, &loaded.local)? {
+            return Ok(self.revision.load(Ordering::Relaxed));
+        }
         let (before, after) = (self.lock_overlay().bytes(), next.bytes());
         if after > MAX_BYTES {
             return Err(WriteError::Limit(format!(

@@ -65,6 +65,23 @@ impl DataRef {
         Self { segments }
     }
 
+    /// A reference from path segments already split and unescaped (OPA's Data API splits the
+    /// URL path on `/` and unescapes each segment, so `a%2Fb` is the one key `a/b`); a segment
+    /// Go's `strconv.Atoi` accepts is an index, as in [`DataRef::parse`].
+    pub fn from_segments<S: AsRef<str>>(segments: &[S]) -> Self {
+        let segments = segments
+            .iter()
+            .map(|s| {
+                let s = s.as_ref();
+                match go_atoi(s) {
+                    Some(i) => Segment::Index(i),
+                    None => Segment::Key(s.to_string()),
+                }
+            })
+            .collect();
+        Self { segments }
+    }
+
     pub fn segments(&self) -> &[Segment] {
         &self.segments
     }

@@ -394,10 +394,24 @@ impl Snapshot {
 
     /// Evaluates any `data` path (e.g. for the HTTP API), with an optional input.
     pub fn eval_path(&self, path: &str, input: Option<Value>) -> Result<Value, EvalError> {
-        let query = DataRef::parse(path).to_query();
+        self.eval_ref(&DataRef::parse(path), input, false)
+    }
+
+    /// Evaluates a reference into `data`, with an optional input. With `strict_builtin_errors`
+    /// a failing builtin call is an evaluation error instead of undefined (OPA's
+    /// `strict-builtin-errors`).
+    pub fn eval_ref(
+        &self,
+        reference: &DataRef,
+        input: Option<Value>,
+        strict_builtin_errors: bool,
+    ) -> Result<Value, EvalError> {
+        let query = reference.to_query();
         let (result, _) = self.with_engine(|engine| {
             engine.set_input(input.unwrap_or(Value::Undefined));
+            engine.set_strict_builtin_errors(strict_builtin_errors);
             let r = engine.eval_query(query, false).and_then(single_result);
+            engine.set_strict_builtin_errors(false);
             let prints = engine.take_prints().unwrap_or_default();
             (r, prints)
         })?;
@@ -413,6 +427,7 @@ impl Snapshot {
         let (result, _) = self.with_engine(|engine| {
             engine.set_input(input.unwrap_or(Value::Undefined));
             let r = engine.eval_query(query.to_string(), false);
+            let _ = engine.take_prints();
             (r, Vec::new())
         })?;
         result.map_err(|e| classify(e, self))

@@ -1,6 +1,15 @@
-//! The HTTP API: OPA's `/health`, `/metrics` and `/v1/data/{path}`, and the internal token's
-//! `/.well-known/jwks.json` and `/.well-known/openid-configuration` (404 unless `internal_token`
-//! is configured).
+//! The HTTP API on `--addr`: OPA's REST API on the default namespace, `/health`, `/metrics`,
+//! and the internal token's `/.well-known/jwks.json` and `/.well-known/openid-configuration`
+//! (404 unless `internal_token` is configured). `--diagnostic-addr` serves `/health` and
+//! `/metrics` only.
+//!
+//! - [`data`]: the Data API (`v0`, `v1`, `POST /`), reads and writes
+//! - [`policies`]: the Policy API
+//! - [`query`]: the Query API
+//! - [`config`]: the Config and Status APIs
+//! - [`authz`]: `--authentication`, `--authorization` (`system.authz`) and the write guard
+//! - [`error`]: OPA's error object; [`params`]: query parameters and answers; [`patch`]: data
+//!   writes with OPA's store rules
 //!
 //! `/health` answers 200 `{}` while the server runs. With `?bundles` (readiness with bundles) or
 //! `?plugins`, it answers 200 only once every configured bundle has been activated at least
@@ -8,17 +17,26 @@
 //! before that, as OPA does. Once ready, `?bundles` answers `{"bundles": {name: {"revision"}}}`
 //! (OPA answers `{}`; probes only read the status).
 //!
-//! `POST /v1/data/{path}` with `{"input": ...}` answers `{"result": ...}` (or `{}` when the
-//! document is undefined), so a policy can be tried against the same input the Check path
-//! builds. `GET` takes the input from an optional `input` query parameter (JSON).
+//! Reads answer on every listener as before; writes (`PUT`/`PATCH`/`DELETE`) are refused
+//! unless the listener is protected (see [`authz`]). A path with a route but another method
+//! answers 405 with an empty body, as OPA does.
+
+pub mod authz;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod params;
+pub mod patch;
+pub mod policies;
+pub mod query;
 
 use std::future::Future;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 
@@ -32,12 +50,32 @@ use crate::telemetry::Metrics;
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// What the HTTP API reads: the default namespace's store, the internal token's keys, the
-/// metrics registry.
+/// metrics registry, the REST API's settings, and whether the listener is on loopback.
 #[derive(Debug, Clone)]
 pub struct Api {
     pub store: Arc<PolicyStore>,
     pub security: Option<Arc<Security>>,
     pub metrics: Metrics,
+    pub rest: Arc<RestSettings>,
+    /// Whether this listener's address is a loopback one (writes need less protection there).
+    pub loopback: bool,
+}
+
+/// The REST API's settings, from the config and the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RestSettings {
+    /// `--authentication` and `--authorization`.
+    pub protection: authz::Protection,
+    /// The document `POST /` evaluates (`default_decision`), a slash path.
+    pub default_decision: String,
+    /// The document that authorizes every call (`default_authorization_decision`).
+    pub authorization_decision: String,
+    /// The config as `/v1/config` answers it (secrets removed).
+    pub config: Json,
+    /// OPA's `labels` (`id`, `version`, the config's).
+    pub labels: Json,
+    /// Whether decision logging is configured (for `/v1/status`).
+    pub decision_logs: bool,
 }
 
 /// Which routes a listener serves.
@@ -55,10 +93,31 @@ pub fn router(app: Api, surface: Surface) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics));
     if surface == Surface::Full {
+        let data = || {
+            get(data::v1_get)
+                .post(data::v1_post)
+                .put(data::put)
+                .patch(data::patch)
+                .delete(data::delete)
+        };
         router = router
-            .route("/v1/data", get(get_root).post(post_root))
-            .route("/v1/data/", get(get_root).post(post_root))
-            .route("/v1/data/{*path}", get(get_data).post(post_data))
+            .route("/", post(data::default_decision))
+            .route("/v0/data", post(data::v0_post))
+            .route("/v0/data/", post(data::v0_post))
+            .route("/v0/data/{*path}", post(data::v0_post))
+            .route("/v1/data", data())
+            .route("/v1/data/", data())
+            .route("/v1/data/{*path}", data())
+            .route("/v1/policies", get(policies::list))
+            .route(
+                "/v1/policies/{*id}",
+                get(policies::get)
+                    .put(policies::put)
+                    .delete(policies::delete),
+            )
+            .route("/v1/query", get(query::get).post(query::post))
+            .route("/v1/config", get(config::get_config))
+            .route("/v1/status", get(config::get_status))
             .route("/.well-known/jwks.json", get(jwks))
             .route(
                 "/.well-known/openid-configuration",
@@ -66,6 +125,10 @@ pub fn router(app: Api, surface: Surface) -> Router {
             );
     }
     router
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            authz::authorize,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -227,87 +290,6 @@ async fn metrics(State(app): State<Api>) -> Response {
         app.metrics.encode(),
     )
         .into_response()
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct GetParams {
-    input: Option<String>,
-}
-
-async fn get_root(State(app): State<Api>, Query(q): Query<GetParams>) -> Response {
-    query_data(app, String::new(), parse_input_param(q.input))
-}
-
-async fn get_data(
-    State(app): State<Api>,
-    Path(path): Path<String>,
-    Query(q): Query<GetParams>,
-) -> Response {
-    query_data(app, path, parse_input_param(q.input))
-}
-
-async fn post_root(State(app): State<Api>, body: axum::body::Bytes) -> Response {
-    query_data(app, String::new(), parse_body(&body))
-}
-
-async fn post_data(
-    State(app): State<Api>,
-    Path(path): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    query_data(app, path, parse_body(&body))
-}
-
-fn parse_input_param(input: Option<String>) -> Result<Option<regorus::Value>, String> {
-    match input {
-        None => Ok(None),
-        Some(text) => regorus::Value::from_json_str(&text)
-            .map(Some)
-            .map_err(|e| format!("input parameter: {e}")),
-    }
-}
-
-fn parse_body(body: &[u8]) -> Result<Option<regorus::Value>, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let json: Json = serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?;
-    match json {
-        Json::Object(mut map) => {
-            let input = map.remove("input");
-            Ok(input.map(regorus::Value::from))
-        }
-        _ => Err("body: expected an object like {\"input\": ...}".into()),
-    }
-}
-
-fn query_data(app: Api, path: String, input: Result<Option<regorus::Value>, String>) -> Response {
-    let input = match input {
-        Ok(i) => i,
-        Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", &message),
-    };
-    if let Err(message) = crate::policy::reference::validate_decision_path(&path)
-        && !path.trim_matches('/').is_empty()
-    {
-        return error(StatusCode::BAD_REQUEST, "invalid_parameter", &message);
-    }
-    let snapshot = app.store.snapshot();
-    match snapshot.eval_path(&path, input) {
-        Ok(regorus::Value::Undefined) => (StatusCode::OK, axum::Json(json!({}))).into_response(),
-        Ok(value) => match serde_json::to_value(&value) {
-            Ok(result) => (StatusCode::OK, axum::Json(json!({ "result": result }))).into_response(),
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                &e.to_string(),
-            ),
-        },
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            &e.to_string(),
-        ),
-    }
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
