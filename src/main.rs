@@ -31,8 +31,11 @@ struct Cli {
 enum Command {
     /// Start the sidecar (like `opa run --server` with the Envoy plugin).
     Run(RunArgs),
-    /// Send one CheckRequest to an ext_authz server and print the response as JSON.
-    Check(portcullis::client::check::CheckArgs),
+    /// Send one CheckRequest to an ext_authz server and print the response as JSON
+    /// (exit 0 allowed, 1 denied or an error, 2 a usage error).
+    Authorize(portcullis::client::check::CheckArgs),
+    /// Parse and compile policies and report every error (like `opa check`).
+    Check(portcullis::offline::check::CheckArgs),
     /// Evaluate a Rego query against policies and data (like `opa eval`).
     Eval(portcullis::offline::eval::EvalArgs),
     /// Run the `test_*` rules of policies (like `opa test`).
@@ -187,7 +190,37 @@ struct RunArgs {
     paths: Vec<PathBuf>,
 }
 
+/// The Check client's flags, which `check` had before it became OPA's `check`.
+const CLIENT_FLAGS: &[&str] = &[
+    "--addr",
+    "--case",
+    "--method",
+    "-X",
+    "--path",
+    "--header",
+    "-H",
+    "--body",
+    "--timeout",
+];
+
+/// Whether the arguments are the Check client's old form, `check --addr ...`.
+fn is_old_check_form(args: &[String]) -> bool {
+    args.get(1).is_some_and(|a| a == "check")
+        && args.iter().skip(2).any(|a| {
+            let flag = a.split('=').next().unwrap_or_default();
+            CLIENT_FLAGS.contains(&flag)
+                || (a.starts_with("-H") && a.len() > 2 && !a.starts_with("--"))
+        })
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if is_old_check_form(&argv) {
+        eprintln!("error: {}", portcullis::offline::check::AUTHORIZE_HINT);
+        return ExitCode::from(2);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -206,7 +239,8 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Eval(args)) => exit(portcullis::offline::eval::main(&args)),
         Some(Command::Test(args)) => exit(portcullis::offline::test::main(&args)),
-        Some(Command::Check(args)) => client_command(portcullis::client::check::main(args)),
+        Some(Command::Authorize(args)) => client_command(portcullis::client::check::main(args)),
+        Some(Command::Check(args)) => exit(portcullis::offline::check::main(&args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),
         Some(Command::Auth { cmd }) => {
             let code = match cmd.run(&portcullis::env::ProcessEnv) {

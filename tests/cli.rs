@@ -145,7 +145,15 @@ async fn the_check_client_against_an_http_port_asks_whether_it_is_the_grpc_port(
     });
     let addr = addr.to_string();
     let (code, err) = tokio::task::spawn_blocking(move || {
-        run_fails(&["check", "--addr", &addr, "--path", "/", "--timeout", "5s"])
+        run_fails(&[
+            "authorize",
+            "--addr",
+            &addr,
+            "--path",
+            "/",
+            "--timeout",
+            "5s",
+        ])
     })
     .await
     .unwrap();
@@ -211,6 +219,7 @@ fn every_flag_and_argument_has_help_text() {
         &["eval"],
         &["test"],
         &["check"],
+        &["authorize"],
     ];
     let mut blank = Vec::new();
     for command in commands {

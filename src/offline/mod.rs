@@ -4,5 +4,8 @@
 //! extension builtins), so a policy that passes here behaves the same in the sidecar.
 
 pub mod build;
+pub mod check;
+pub mod diagnostic;
 pub mod eval;
+pub mod lint;
 pub mod test;
