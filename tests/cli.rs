@@ -116,6 +116,7 @@ fn errors_say_what_to_do_and_are_printed_once() {
         ],
         vec!["eval", "-d", &v0, "data.p.allow"],
         vec!["test", &v0],
+        vec!["check", &v0],
     ] {
         let (code, err) = run_fails(&args);
         assert_ne!(code, 0, "{args:?}: {err}");

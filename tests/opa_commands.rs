@@ -29,6 +29,30 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)))
+}
+
+/// A policy with one passing, one failing and one erroring test, and a rule no test reaches.
+fn mixed_tests() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.rego"),
+        "package p\n\nallow if input.x == 1\n\nunreached if {\n\tinput.y == 2\n\tinput.z == 3\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p_test.rego"),
+        "package p_test\n\nimport data.p\n\n\
+         test_ok if p.allow with input as {\"x\": 1}\n\n\
+         test_wrong if p.allow with input as {\"x\": 2}\n\n\
+         test_conflict if {\n\tx := {\"a\": 1}\n\tx[\"a\"] == to_number(\"zz\", 1, 2)\n}\n",
+    )
+    .unwrap();
+    dir
+}
+
 // ---- check ----
 
 #[test]
@@ -146,4 +170,174 @@ fn the_old_check_client_form_points_to_authorize() {
             stderr(&out)
         );
     }
+}
+
+// ---- test ----
+
+#[test]
+fn test_json_report_has_opas_shape() {
+    let out = opa(&["test", "--format", "json", "clean"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    let results = report.as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let first = &results[0];
+    assert_eq!(
+        first["location"],
+        serde_json::json!({"file": "clean/authz_test.rego", "row": 5, "col": 1})
+    );
+    assert_eq!(first["package"], "data.authz_test");
+    assert_eq!(first["name"], "test_admin_allowed");
+    assert!(first["duration"].as_u64().unwrap() > 0);
+    // Passing tests carry neither `fail` nor `error`.
+    assert!(first.get("fail").is_none() && first.get("error").is_none());
+    let keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["duration", "location", "name", "package"]);
+}
+
+#[test]
+fn test_failures_exit_2_and_are_marked_like_opa() {
+    let dir = mixed_tests();
+    let out = opa(&["test", "-f", "json", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = json(&out);
+    let by_name = |n: &str| {
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} in {report}"))
+    };
+    assert!(by_name("test_ok").get("fail").is_none());
+    assert_eq!(by_name("test_wrong")["fail"], true);
+    let conflict = by_name("test_conflict");
+    assert!(
+        conflict.get("error").is_some() || conflict["fail"] == true,
+        "{conflict}"
+    );
+    // Pretty: the location, the outcome, and OPA's summary lines.
+    let out = opa(&["test", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(
+        text.contains("p_test.rego:7:\ndata.p_test.test_wrong: FAIL ("),
+        "{text}"
+    );
+    assert!(text.contains("\nPASS: 1/3\n"), "{text}");
+}
+
+#[test]
+fn test_run_selects_by_full_name_and_refuses_a_bad_regex() {
+    let out = opa(&[
+        "test",
+        "-f",
+        "json",
+        "--run",
+        "data.authz_test.test_reader",
+        "clean",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let names: Vec<String> = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["test_reader_reads", "test_reader_cannot_write"]);
+    let out = opa(&["test", "-r", "cannot_write$", "-v", "clean"]);
+    assert!(stdout(&out).contains("PASS: 1/1"), "{}", stdout(&out));
+    let out = opa(&["test", "--run", "(unclosed", "clean"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--run: regex parse error"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn test_threshold_fails_under_the_coverage_with_opas_message() {
+    let dir = mixed_tests();
+    std::fs::remove_file(dir.path().join("p_test.rego")).unwrap();
+    std::fs::write(
+        dir.path().join("p_test.rego"),
+        "package p_test\n\nimport data.p\n\ntest_ok if p.allow with input as {\"x\": 1}\n",
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = opa(&["test", "-f", "json", "--coverage", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    let coverage = report["coverage"].as_f64().unwrap();
+    assert!(coverage > 0.0 && coverage < 100.0, "{report}");
+    let file = &report["files"][format!("{path}/p.rego")];
+    assert!(
+        file["not_covered"][0]["start"]["row"].as_u64().is_some(),
+        "{report}"
+    );
+    // Under the threshold: exit 2 and OPA's message (the threshold alone turns coverage on).
+    let out = opa(&["test", "--threshold", "99.5", path]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!("Code coverage threshold not met: got {coverage:.2} instead of 99.50\n")
+    );
+    assert_eq!(
+        opa(&["test", "--threshold", "1", path]).status.code(),
+        Some(0)
+    );
+    // Out of range, not a number: refused.
+    for bad in ["101", "-1", "NaN"] {
+        let out = opa(&["test", &format!("--threshold={bad}"), path]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert_eq!(
+            stderr(&out),
+            "Code coverage threshold must be between 0 and 100\n",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        opa(&["test", "--threshold", "lots", path]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn test_bench_reports_ns_per_op() {
+    let out = opa(&["test", "--bench", "--run", "reader_reads$", "clean"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.lines().next().unwrap_or_default();
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields.len(), 3, "{line:?}");
+    assert_eq!(fields[0], "data.authz_test.test_reader_reads");
+    assert!(fields[1].trim().parse::<u64>().unwrap() > 1, "{line}");
+    assert!(fields[2].trim_end().ends_with(" ns/op"), "{line}");
+    let out = opa(&[
+        "test",
+        "--bench",
+        "-f",
+        "json",
+        "--run",
+        "reader_reads$",
+        "clean",
+    ]);
+    let report = json(&out);
+    let bench = &report[0]["benchmark_result"];
+    assert!(bench["N"].as_u64().unwrap() > 1, "{report}");
+    assert!(bench["T"].as_u64().unwrap() >= 1_000_000_000, "{report}");
+    // Coverage cannot be measured while benchmarking, as in OPA.
+    let out = opa(&["test", "--bench", "--coverage", "clean"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "coverage reporting is not supported when benchmarking tests\n"
+    );
 }
