@@ -40,6 +40,12 @@ enum Command {
     Eval(portcullis::offline::eval::EvalArgs),
     /// Run the `test_*` rules of policies (like `opa test`).
     Test(portcullis::offline::test::TestArgs),
+    /// Evaluate a decision for each input file (like `opa exec`).
+    Exec(portcullis::offline::exec::ExecArgs),
+    /// Package a policy directory as a bundle, optionally signed (like `opa build -b`).
+    Build(portcullis::offline::build::BuildArgs),
+    /// Write `.signatures.json` for a bundle directory (like `opa sign --bundle`).
+    Sign(portcullis::offline::build::SignArgs),
     /// Load tools: a Check load generator and a no-op floor server.
     Bench {
         #[command(subcommand)]
@@ -239,6 +245,9 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Eval(args)) => exit(portcullis::offline::eval::main(&args)),
         Some(Command::Test(args)) => exit(portcullis::offline::test::main(&args)),
+        Some(Command::Exec(args)) => exit(portcullis::offline::exec::main(&args)),
+        Some(Command::Build(args)) => exit(portcullis::offline::build::main(args)),
+        Some(Command::Sign(args)) => exit(portcullis::offline::build::sign_main(&args)),
         Some(Command::Authorize(args)) => client_command(portcullis::client::check::main(args)),
         Some(Command::Check(args)) => exit(portcullis::offline::check::main(&args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),

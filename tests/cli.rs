@@ -221,6 +221,9 @@ fn every_flag_and_argument_has_help_text() {
         &["test"],
         &["check"],
         &["authorize"],
+        &["exec"],
+        &["build"],
+        &["sign"],
     ];
     let mut blank = Vec::new();
     for command in commands {

@@ -341,3 +341,248 @@ fn test_bench_reports_ns_per_op() {
         "coverage reporting is not supported when benchmarking tests\n"
     );
 }
+
+// ---- exec ----
+
+#[test]
+fn exec_prints_one_result_per_input_file_like_opa() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.json"),
+        r#"{"user": "alice", "method": "DELETE"}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("b.yaml"), "user: bob\nmethod: POST\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not an input").unwrap();
+    std::fs::write(dir.path().join("z.json"), [0xff, 0xfe, 0x00]).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = opa(&["exec", "--decision", "/authz/allow", "-d", "clean", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"result": [
+            {"path": format!("{d}/a.json"), "result": true},
+            {"path": format!("{d}/b.yaml"), "result": false},
+            {"path": format!("{d}/z.json"), "error": {"message": "file is not valid UTF-8"}},
+        ]})
+    );
+    // Two-space indentation, `path` first, as OPA prints it.
+    assert!(stdout(&out).starts_with("{\n  \"result\": [\n    {\n      \"path\": "));
+}
+
+#[test]
+fn exec_undefined_decisions_and_fail_flags_follow_opa() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.json");
+    std::fs::write(&input, r#"{"user": "bob"}"#).unwrap();
+    let input = input.to_str().unwrap();
+    let out = opa(&["exec", "--decision", "authz/missing", "-d", "clean", input]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        json(&out)["result"][0]["error"],
+        serde_json::json!({"code": "opa_undefined_error", "message": "/authz/missing decision was undefined"})
+    );
+    let out = opa(&[
+        "exec",
+        "--fail",
+        "--decision",
+        "authz/missing",
+        "-d",
+        "clean",
+        input,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "exec error: there were 0 failures and 1 errors counted in the results list, and --fail is set\n"
+    );
+    let out = opa(&[
+        "exec",
+        "--fail-defined",
+        "--decision",
+        "authz/allow",
+        "-d",
+        "clean",
+        input,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("1 failures and 0 errors"),
+        "{}",
+        stderr(&out)
+    );
+    // An empty set of reasons is not "non-empty"; a set with one is.
+    let out = opa(&[
+        "exec",
+        "--fail-non-empty",
+        "--decision",
+        "authz/reasons",
+        "-d",
+        "clean",
+        input,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(json(&out)["result"][0]["result"], serde_json::json!([]));
+    let carol = dir.path().join("carol.json");
+    std::fs::write(&carol, r#"{"user": "carol"}"#).unwrap();
+    let out = opa(&[
+        "exec",
+        "--fail-non-empty",
+        "--decision",
+        "authz/reasons",
+        "-d",
+        "clean",
+        carol.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("and --fail-non-empty is set"));
+    // Missing input files and policies that do not load are errors.
+    assert_eq!(
+        opa(&[
+            "exec",
+            "--decision",
+            "x",
+            "-d",
+            "clean",
+            "/no/such/file.json"
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+    assert_eq!(
+        opa(&["exec", "--decision", "x", "-d", "recursive", input])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        opa(&["exec", "--decision", "x", "-d", "clean"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+// ---- build and sign ----
+
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+
+fn verify(
+    files: Vec<portcullis::bundle::archive::BundleFile>,
+) -> Result<portcullis::bundle::Bundle, String> {
+    portcullis::bundle::Bundle::from_files(
+        "b",
+        files,
+        Some(&portcullis::bundle::Verification {
+            keys: [(
+                "ci".to_string(),
+                portcullis::config::KeyConfig {
+                    algorithm: "ES256".into(),
+                    key: Some(std::fs::read_to_string(format!("{KEYS}/ec256-a.pub.pem")).unwrap()),
+                    private_key: None,
+                    scope: None,
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }),
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn build_and_sign_take_opas_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bundle.tar.gz");
+    let key = format!("{KEYS}/ec256-a.key.pem");
+    let o = opa(&[
+        "build",
+        "-b",
+        "clean",
+        "-o",
+        out.to_str().unwrap(),
+        "--revision",
+        "r1",
+        "--signing-key",
+        &key,
+        "--signing-alg",
+        "ES256",
+        "--key-id",
+        "ci",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let files = portcullis::bundle::archive::read_tar_gz(
+        &std::fs::read(&out).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(verify(files).unwrap().revision(), "r1");
+    // Unsigned, the built bundle evaluates.
+    let plain = tmp.path().join("plain.tar.gz");
+    let o = opa(&["build", "clean", "-o", plain.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let e = opa(&[
+        "eval",
+        "-b",
+        plain.to_str().unwrap(),
+        "-f",
+        "raw",
+        "data.authz.allow",
+    ]);
+    assert_eq!(stdout(&e), "false\n", "{}", stderr(&e));
+
+    // sign writes .signatures.json for a bundle directory, which then verifies.
+    let dir = tmp.path().join("b");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["authz.rego", "data.json"] {
+        std::fs::copy(fixtures().join("clean").join(f), dir.join(f)).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let o = opa(&[
+        "sign",
+        "--bundle",
+        "--signing-key",
+        &key,
+        "--signing-alg",
+        "ES256",
+        "--key-id",
+        "ci",
+        "-o",
+        d,
+        d,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let files = portcullis::bundle::archive::read_dir(&dir, &Default::default()).unwrap();
+    assert!(files.iter().any(|f| f.path == ".signatures.json"));
+    verify(files.clone()).unwrap();
+    // A file changed after signing fails verification.
+    std::fs::write(dir.join("authz.rego"), "package authz\n\nallow := true\n").unwrap();
+    let files = portcullis::bundle::archive::read_dir(&dir, &Default::default()).unwrap();
+    assert!(verify(files).is_err());
+    // OPA's usage rules: --bundle and --signing-key are required.
+    let o = opa(&["sign", "--signing-key", &key, d]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("enable bundle mode (ie. --bundle)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = opa(&["sign", "--bundle", d]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--signing-key") || stderr(&o).contains("private key"),
+        "{}",
+        stderr(&o)
+    );
+    let o = opa(&[
+        "sign",
+        "--bundle",
+        "--signing-key",
+        &key,
+        "--signing-alg",
+        "ES256",
+        "/no/such/dir",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -7,5 +7,6 @@ pub mod build;
 pub mod check;
 pub mod diagnostic;
 pub mod eval;
+pub mod exec;
 pub mod lint;
 pub mod test;
