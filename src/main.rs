@@ -46,6 +46,14 @@ enum Command {
     Build(portcullis::offline::build::BuildArgs),
     /// Write `.signatures.json` for a bundle directory (like `opa sign --bundle`).
     Sign(portcullis::offline::build::SignArgs),
+    /// Print the builtins this build supports as OPA capabilities JSON.
+    Capabilities(portcullis::offline::capabilities::CapabilitiesArgs),
+    /// Show a bundle's manifest, namespaces, rules and annotations (like `opa inspect`).
+    Inspect(portcullis::offline::inspect::InspectArgs),
+    /// List the base and virtual documents a query depends on (like `opa deps`).
+    Deps(portcullis::offline::deps::DepsArgs),
+    /// Print a Rego file's syntax tree as JSON (regorus' tree, not OPA's).
+    Parse(portcullis::offline::parse::ParseArgs),
     /// Load tools: a Check load generator and a no-op floor server.
     Bench {
         #[command(subcommand)]
@@ -248,6 +256,10 @@ fn main() -> ExitCode {
         Some(Command::Exec(args)) => exit(portcullis::offline::exec::main(&args)),
         Some(Command::Build(args)) => exit(portcullis::offline::build::main(args)),
         Some(Command::Sign(args)) => exit(portcullis::offline::build::sign_main(&args)),
+        Some(Command::Capabilities(args)) => exit(portcullis::offline::capabilities::main(&args)),
+        Some(Command::Inspect(args)) => exit(portcullis::offline::inspect::main(&args)),
+        Some(Command::Deps(args)) => exit(portcullis::offline::deps::main(&args)),
+        Some(Command::Parse(args)) => exit(portcullis::offline::parse::main(&args)),
         Some(Command::Authorize(args)) => client_command(portcullis::client::check::main(args)),
         Some(Command::Check(args)) => exit(portcullis::offline::check::main(&args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),

@@ -224,6 +224,10 @@ fn every_flag_and_argument_has_help_text() {
         &["exec"],
         &["build"],
         &["sign"],
+        &["capabilities"],
+        &["inspect"],
+        &["deps"],
+        &["parse"],
     ];
     let mut blank = Vec::new();
     for command in commands {

@@ -586,3 +586,184 @@ fn build_and_sign_take_opas_flags() {
     ]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+// ---- capabilities, inspect, deps, parse, eval --profile ----
+
+#[test]
+fn capabilities_list_regorus_and_extension_builtins_in_opas_shape() {
+    let out = opa(&["capabilities", "--current"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc = json(&out);
+    let builtins = doc["builtins"].as_array().unwrap();
+    let find = |n: &str| builtins.iter().find(|b| b["name"] == n).cloned();
+    // An extension, a regorus builtin, and no internal helper.
+    assert_eq!(
+        find("io.jwt.decode_verify").unwrap()["decl"],
+        serde_json::json!({"type": "function", "args": [{"type": "any"}, {"type": "any"}], "result": {"type": "any"}})
+    );
+    assert_eq!(
+        find("count").unwrap()["decl"]["args"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        !builtins
+            .iter()
+            .any(|b| b["name"].as_str().unwrap().starts_with("__"))
+    );
+    assert_eq!(doc["wasm_abi_versions"], serde_json::json!([]));
+    assert_eq!(
+        doc["future_keywords"],
+        serde_json::json!(["contains", "every", "if", "in"])
+    );
+    assert!(stdout(&out).starts_with("{\n  \"builtins\": [\n    {\n      \"name\": "));
+}
+
+#[test]
+fn inspect_shows_manifest_namespaces_rules_and_annotations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(fixtures().join("clean/authz.rego"), dir.join("authz.rego")).unwrap();
+    std::fs::write(
+        dir.join(".manifest"),
+        r#"{"revision": "v7", "roots": ["authz", "roles"], "metadata": {"team": "x"}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("data.json"), r#"{"roles": {}}"#).unwrap();
+    let out = opa(&["inspect", "-f", "json", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["manifest"]["revision"], "v7");
+    assert_eq!(
+        doc["manifest"]["roots"],
+        serde_json::json!(["authz", "roles"])
+    );
+    assert_eq!(
+        doc["manifest"]["metadata"],
+        serde_json::json!({"team": "x"})
+    );
+    assert_eq!(
+        doc["namespaces"],
+        serde_json::json!({"data.authz": ["authz.rego"]})
+    );
+    let rules: Vec<&str> = doc["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["data.authz.allow", "data.authz.reasons"]);
+    assert_eq!(
+        doc["annotations"],
+        serde_json::json!([{
+            "path": "data.authz.allow",
+            "location": {"file": "authz.rego", "row": 12, "col": 1},
+            "annotations": {
+                "title": "Admins may do anything",
+                "description": "Grants every method to the admin role.",
+                "custom": {"severity": "high"},
+                "scope": "rule",
+            },
+        }])
+    );
+    // A broken annotation, a missing bundle: errors.
+    std::fs::write(
+        dir.join("bad.rego"),
+        "package authz\n\n# METADATA\n# title: [unclosed\nx := 1\n",
+    )
+    .unwrap();
+    let out = opa(&["inspect", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("bad.rego:3: rego_parse_error"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(opa(&["inspect", "/no/such/bundle"]).status.code(), Some(1));
+}
+
+#[test]
+fn deps_lists_base_and_virtual_documents() {
+    let out = opa(&["deps", "-f", "json", "-d", "clean", "data.authz.allow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"base": ["data.roles"], "virtual": ["data.authz.allow"]})
+    );
+    // Through another rule, and any query.
+    let out = opa(&[
+        "deps",
+        "-f",
+        "json",
+        "-d",
+        "clean",
+        "x := data.authz_test.test_admin_allowed; x",
+    ]);
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"base": ["data.roles"], "virtual": ["data.authz.allow", "data.authz_test.test_admin_allowed"]})
+    );
+    let out = opa(&["deps", "-d", "clean", "data.authz.reasons"]);
+    assert_eq!(
+        stdout(&out),
+        "base document references:\n  data.roles\nvirtual document references:\n  data.authz.reasons\n"
+    );
+    // Broken queries and policies are errors.
+    assert_eq!(
+        opa(&["deps", "-d", "clean", "data.authz.allow =="])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        opa(&["deps", "-d", "recursive", "data.rec.f(1)"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        opa(&["deps", "-d", "clean", "true\n}\nx := 1"])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn parse_prints_regorus_tree_and_refuses_what_does_not_parse() {
+    let out = opa(&["parse", "clean/authz.rego"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc[0]["source"]["file"], "clean/authz.rego");
+    assert_eq!(doc[0]["ast"]["package"]["refr"]["Var"]["value"], "authz");
+    assert!(doc[0]["ast"]["rules"].as_array().unwrap().len() >= 3);
+    let out = opa(&["parse", "broken/one.rego"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("broken/one.rego:5:1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(opa(&["parse", "clean/data.json"]).status.code(), Some(1));
+    assert_eq!(
+        opa(&["parse", "--format", "pretty", "clean/authz.rego"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn eval_profile_is_refused_with_the_reason() {
+    let out = opa(&["eval", "--profile", "-d", "clean", "data.authz.allow"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--profile is not supported"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+}
