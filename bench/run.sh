@@ -112,7 +112,7 @@ trap 'exit 130' INT TERM
 # Whether a Check server answers at $1 (any answer, allowed or denied).
 answers() {
   local out
-  out="$("$PORTCULLIS" check --addr "$1" --timeout 1s "${REQUEST_ARGS[@]}" 2>/dev/null || true)"
+  out="$("$PORTCULLIS" authorize --addr "$1" --timeout 1s "${REQUEST_ARGS[@]}" 2>/dev/null || true)"
   [[ -n "$out" ]]
 }
 

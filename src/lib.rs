@@ -19,7 +19,7 @@
 //! - [`cli`]      the gateway's command line: `auth`, `decide`, `policy`, `data`, `logs`, `keys`, `status`
 //! - [`gateway`]  the gateway gRPC API (`portcullis.v1`), gRPC-Web, caller auth and scopes
 //! - [`namespaces`] isolated policy sets, each its own store; hierarchical names with `:`
-//! - [`offline`]  `portcullis eval` and `portcullis test`, like OPA's
+//! - [`offline`]  OPA's policy commands: `check`, `test`, `eval`, `exec`, `build`, `sign`, `capabilities`, `inspect`, `deps`, `parse`
 //! - [`policy`]   policy loading, the compiled snapshot behind `ArcSwap`, hot reload, extra builtins
 //! - [`server`]   binds nothing itself: serves given listeners until a shutdown future resolves
 //! - [`services`] OPA's `services` config and the outbound HTTP client

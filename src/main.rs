@@ -31,12 +31,29 @@ struct Cli {
 enum Command {
     /// Start the sidecar (like `opa run --server` with the Envoy plugin).
     Run(RunArgs),
-    /// Send one CheckRequest to an ext_authz server and print the response as JSON.
-    Check(portcullis::client::check::CheckArgs),
+    /// Send one CheckRequest to an ext_authz server and print the response as JSON
+    /// (exit 0 allowed, 1 denied or an error, 2 a usage error).
+    Authorize(portcullis::client::check::CheckArgs),
+    /// Parse and compile policies and report every error (like `opa check`).
+    Check(portcullis::offline::check::CheckArgs),
     /// Evaluate a Rego query against policies and data (like `opa eval`).
     Eval(portcullis::offline::eval::EvalArgs),
     /// Run the `test_*` rules of policies (like `opa test`).
     Test(portcullis::offline::test::TestArgs),
+    /// Evaluate a decision for each input file (like `opa exec`).
+    Exec(portcullis::offline::exec::ExecArgs),
+    /// Package a policy directory as a bundle, optionally signed (like `opa build -b`).
+    Build(portcullis::offline::build::BuildArgs),
+    /// Write `.signatures.json` for a bundle directory (like `opa sign --bundle`).
+    Sign(portcullis::offline::build::SignArgs),
+    /// Print the builtins this build supports as OPA capabilities JSON.
+    Capabilities(portcullis::offline::capabilities::CapabilitiesArgs),
+    /// Show a bundle's manifest, namespaces, rules and annotations (like `opa inspect`).
+    Inspect(portcullis::offline::inspect::InspectArgs),
+    /// List the base and virtual documents a query depends on (like `opa deps`).
+    Deps(portcullis::offline::deps::DepsArgs),
+    /// Print a Rego file's syntax tree as JSON (regorus' tree, not OPA's).
+    Parse(portcullis::offline::parse::ParseArgs),
     /// Load tools: a Check load generator and a no-op floor server.
     Bench {
         #[command(subcommand)]
@@ -195,7 +212,37 @@ struct RunArgs {
     paths: Vec<PathBuf>,
 }
 
+/// The Check client's flags, which `check` had before it became OPA's `check`.
+const CLIENT_FLAGS: &[&str] = &[
+    "--addr",
+    "--case",
+    "--method",
+    "-X",
+    "--path",
+    "--header",
+    "-H",
+    "--body",
+    "--timeout",
+];
+
+/// Whether the arguments are the Check client's old form, `check --addr ...`.
+fn is_old_check_form(args: &[String]) -> bool {
+    args.get(1).is_some_and(|a| a == "check")
+        && args.iter().skip(2).any(|a| {
+            let flag = a.split('=').next().unwrap_or_default();
+            CLIENT_FLAGS.contains(&flag)
+                || (a.starts_with("-H") && a.len() > 2 && !a.starts_with("--"))
+        })
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if is_old_check_form(&argv) {
+        eprintln!("error: {}", portcullis::offline::check::AUTHORIZE_HINT);
+        return ExitCode::from(2);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -214,7 +261,15 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Eval(args)) => exit(portcullis::offline::eval::main(&args)),
         Some(Command::Test(args)) => exit(portcullis::offline::test::main(&args)),
-        Some(Command::Check(args)) => client_command(portcullis::client::check::main(args)),
+        Some(Command::Exec(args)) => exit(portcullis::offline::exec::main(&args)),
+        Some(Command::Build(args)) => exit(portcullis::offline::build::main(args)),
+        Some(Command::Sign(args)) => exit(portcullis::offline::build::sign_main(&args)),
+        Some(Command::Capabilities(args)) => exit(portcullis::offline::capabilities::main(&args)),
+        Some(Command::Inspect(args)) => exit(portcullis::offline::inspect::main(&args)),
+        Some(Command::Deps(args)) => exit(portcullis::offline::deps::main(&args)),
+        Some(Command::Parse(args)) => exit(portcullis::offline::parse::main(&args)),
+        Some(Command::Authorize(args)) => client_command(portcullis::client::check::main(args)),
+        Some(Command::Check(args)) => exit(portcullis::offline::check::main(&args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),
         Some(Command::Auth { cmd }) => {
             let code = match cmd.run(&portcullis::env::ProcessEnv) {

@@ -116,6 +116,7 @@ fn errors_say_what_to_do_and_are_printed_once() {
         ],
         vec!["eval", "-d", &v0, "data.p.allow"],
         vec!["test", &v0],
+        vec!["check", &v0],
     ] {
         let (code, err) = run_fails(&args);
         assert_ne!(code, 0, "{args:?}: {err}");
@@ -145,7 +146,15 @@ async fn the_check_client_against_an_http_port_asks_whether_it_is_the_grpc_port(
     });
     let addr = addr.to_string();
     let (code, err) = tokio::task::spawn_blocking(move || {
-        run_fails(&["check", "--addr", &addr, "--path", "/", "--timeout", "5s"])
+        run_fails(&[
+            "authorize",
+            "--addr",
+            &addr,
+            "--path",
+            "/",
+            "--timeout",
+            "5s",
+        ])
     })
     .await
     .unwrap();
@@ -211,6 +220,14 @@ fn every_flag_and_argument_has_help_text() {
         &["eval"],
         &["test"],
         &["check"],
+        &["authorize"],
+        &["exec"],
+        &["build"],
+        &["sign"],
+        &["capabilities"],
+        &["inspect"],
+        &["deps"],
+        &["parse"],
     ];
     let mut blank = Vec::new();
     for command in commands {

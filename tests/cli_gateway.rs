@@ -429,7 +429,7 @@ fn cli_end_to_end_mint_put_decide_tail() {
     assert_eq!(status["default_namespace"], "default");
 
     // The Check listener is unaffected by the gateway.
-    let check = cli(&["check", "--addr", &server.grpc], &[]);
+    let check = cli(&["authorize", "--addr", &server.grpc], &[]);
     assert_eq!(check.status.code(), Some(1), "the default policy denies");
 
     // API keys: the secret once, listed without it, revoked.

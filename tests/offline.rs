@@ -37,7 +37,7 @@ fn a_failing_test_exits_non_zero_and_is_named() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("data.p_test.test_broken: FAIL"), "{stdout}");
     assert!(stdout.contains("PASS: 1/2"), "{stdout}");
     // A directory without tests is a failure too, not a silent pass.

@@ -1,4 +1,4 @@
-//! `portcullis check`: send one Check and print the response as JSON.
+//! `portcullis authorize`: send one Check and print the response as JSON.
 //!
 //! Exit codes: `0` the request is allowed (gRPC status OK, or no status, which Envoy takes as
 //! OK), `1` it is denied, `2` a usage error (bad flag, bad case file), and `1` when the server
@@ -16,7 +16,7 @@ use super::{DEFAULT_ADDR, RequestArgs, RequestError, parse_duration, response_js
 /// The longest `--timeout`.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Flags of `check`.
+/// Flags of `authorize`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
     /// Server address: HOST:PORT, http://HOST:PORT, grpc://HOST:PORT or unix:///PATH.
@@ -30,7 +30,7 @@ pub struct CheckArgs {
     pub timeout: Duration,
 }
 
-/// A `check` that could not get an answer.
+/// A `authorize` that could not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     /// A bad flag value.
@@ -124,7 +124,7 @@ pub fn is_allowed(resp: &CheckResponse) -> bool {
     resp.status.as_ref().is_none_or(|s| s.code == 0)
 }
 
-/// `check`: sends one Check, prints the response JSON (pretty) on stdout, and returns the exit
+/// `authorize`: sends one Check, prints the response JSON (pretty) on stdout, and returns the exit
 /// code: `0` allowed, `1` denied. Errors carry their own exit code ([`CheckError::exit_code`]);
 /// the caller prints them as `error: {err}` on stderr.
 pub async fn run(args: CheckArgs) -> Result<i32, CheckError> {
@@ -139,7 +139,7 @@ pub async fn run(args: CheckArgs) -> Result<i32, CheckError> {
     Ok(if is_allowed(&resp) { 0 } else { 1 })
 }
 
-/// `check` as a whole: [`run`], with an error printed as `error: ...` on stderr. Returns the
+/// `authorize` as a whole: [`run`], with an error printed as `error: ...` on stderr. Returns the
 /// process exit code.
 pub async fn main(args: CheckArgs) -> i32 {
     match run(args).await {

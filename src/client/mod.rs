@@ -1,9 +1,9 @@
-//! Client-side tools: `portcullis check`, `portcullis bench check` and `portcullis bench floor`.
+//! Client-side tools: `portcullis authorize`, `portcullis bench check` and `portcullis bench floor`.
 //!
 //! - [`request`]: [`RequestSpec`], one HTTP request as Envoy describes it, from a case file or
 //!   from flags, and the `CheckRequest` Envoy would send for it.
 //! - [`response_json`]: a `CheckResponse` as protobuf-JSON.
-//! - [`check`]: send one Check and print the response.
+//! - [`check`]: `portcullis authorize`: send one Check and print the response.
 //! - [`bench`](mod@bench): closed-loop load against a Check server, one JSON line of results.
 //! - [`floor`]: a no-op Check server, the floor a real server is compared with.
 //!
@@ -31,7 +31,7 @@ pub use response::{response_json, struct_json, value_json};
 /// The address the client commands talk to by default (OPA-Envoy's default gRPC address).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9191";
 
-/// Flags that describe the request to send; shared by `check` and `bench check`.
+/// Flags that describe the request to send; shared by `authorize` and `bench check`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RequestArgs {
     /// Request case file (YAML, or JSON when it ends in .json); the flags below override it.

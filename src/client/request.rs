@@ -1,6 +1,6 @@
 //! One HTTP request as Envoy's ext_authz filter would describe it to the authorization server.
 //!
-//! A [`RequestSpec`] comes from a case file (YAML or JSON) or from the `check` command line, and
+//! A [`RequestSpec`] comes from a case file (YAML or JSON) or from the `authorize` command line, and
 //! [`RequestSpec::to_check_request`] turns it into the `CheckRequest` Envoy would send for it.
 //!
 //! What Envoy sends (`source/extensions/filters/common/ext_authz/check_request_utils.cc`), and so
@@ -242,7 +242,7 @@ impl RequestSpec {
         }
     }
 
-    /// The request described by `check`'s flags: `method`, `path`, `-H 'Name: value'` headers
+    /// The request described by `authorize`'s flags: `method`, `path`, `-H 'Name: value'` headers
     /// (repeated names are joined with `,`) and a body.
     pub fn from_cli(
         method: Option<String>,

@@ -15,9 +15,12 @@ use crate::bundle::signing::{self, Signer};
 use crate::bundle::{Bundle, BundleError, Manifest};
 use crate::policy::{PolicyOptions, Snapshot, Sources};
 
-/// Arguments of `bundle build`.
+/// Arguments of `build` (and `bundle build`).
 #[derive(Debug, Args)]
 pub struct BuildArgs {
+    /// Read DIR as a bundle directory (accepted for OPA's `build -b`: DIR is always read so).
+    #[arg(short = 'b', long = "bundle")]
+    pub bundle: bool,
     /// The directory holding `.manifest`, `*.rego` and `data.json` / `data.yaml` files.
     pub dir: PathBuf,
     /// Where to write the bundle.
@@ -127,6 +130,85 @@ pub fn main(args: BuildArgs) -> i32 {
                 1
             }
         },
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// Arguments of `sign`, OPA's flags.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Required, as in OPA: the PATHs are bundle directories.
+    #[arg(short = 'b', long = "bundle")]
+    pub bundle: bool,
+    /// PEM private key file (or, for HS256/384/512, a file holding the secret, or the secret).
+    #[arg(long = "signing-key")]
+    pub signing_key: Option<String>,
+    /// Signing algorithm.
+    #[arg(long = "signing-alg", default_value = "RS256")]
+    pub signing_alg: String,
+    /// Key id written in the signature (the verifier's `keys.<id>`).
+    #[arg(long = "key-id")]
+    pub key_id: Option<String>,
+    /// Scope written in the signature.
+    #[arg(long = "scope")]
+    pub scope: Option<String>,
+    /// Directory to write `.signatures.json` to.
+    #[arg(short = 'o', long = "output-file-path", default_value = ".")]
+    pub output_file_path: PathBuf,
+    /// The bundle directory to sign.
+    pub paths: Vec<PathBuf>,
+}
+
+/// Signs the bundle directory of `args`; the `.signatures.json` file it wrote.
+pub fn sign(args: &SignArgs) -> Result<PathBuf, String> {
+    let [dir] = args.paths.as_slice() else {
+        return Err(if args.paths.is_empty() {
+            "specify the bundle directory to sign".into()
+        } else {
+            "sign takes one bundle directory".into()
+        });
+    };
+    if !args.bundle {
+        return Err("enable bundle mode (ie. --bundle) to sign bundle files or directories".into());
+    }
+    let Some(key) = &args.signing_key else {
+        return Err(
+            "specify the secret (HMAC) or path of the PEM file containing the private \
+                    key (RSA and ECDSA)"
+                .into(),
+        );
+    };
+    // As in OPA, the flag takes a file, or the key (or HMAC secret) itself.
+    let key = match std::fs::read_to_string(key) {
+        Ok(text) => text,
+        Err(_) if !std::path::Path::new(key).exists() => key.clone(),
+        Err(e) => return Err(format!("{key}: {e}")),
+    };
+    let limits = Limits::default();
+    let mut files = archive::read_dir(dir, &limits).map_err(|e| e.to_string())?;
+    files.retain(|f| f.path != signing::SIGNATURES_FILE);
+    let signature = signing::sign(
+        &files,
+        &Signer {
+            algorithm: args.signing_alg.clone(),
+            key,
+            key_id: args.key_id.clone(),
+            scope: args.scope.clone(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let out = args.output_file_path.join(signing::SIGNATURES_FILE);
+    std::fs::write(&out, &signature.bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out)
+}
+
+/// Runs `sign`; returns the exit code.
+pub fn sign_main(args: &SignArgs) -> i32 {
+    match sign(args) {
+        Ok(_) => 0,
         Err(e) => {
             eprintln!("error: {e}");
             1

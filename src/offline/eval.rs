@@ -59,6 +59,9 @@ pub struct EvalArgs {
     /// Evaluation time limit in milliseconds.
     #[arg(long = "timeout-ms", default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// Not supported: regorus has no per-expression profiler; refused with a message.
+    #[arg(long = "profile")]
+    pub profile: bool,
     /// The Rego query, e.g. `data.envoy.authz.allow`.
     pub query: String,
 }
@@ -197,6 +200,13 @@ pub fn render(doc: &serde_json::Value, format: Format) -> String {
 
 /// Runs `eval`, prints the result, and returns the exit code.
 pub fn main(args: &EvalArgs) -> i32 {
+    if args.profile {
+        eprintln!(
+            "error: --profile is not supported: regorus, the engine, records no per-expression \
+             or per-rule timings (test --bench times whole test rules)"
+        );
+        return 2;
+    }
     match evaluate(args) {
         Ok(doc) => {
             print!("{}", render(&doc, args.format));
@@ -232,6 +242,7 @@ mod tests {
             fail_defined: false,
             v0_compatible: false,
             timeout_ms: 1000,
+            profile: false,
             query: query.into(),
         }
     }

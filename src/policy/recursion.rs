@@ -69,7 +69,29 @@ impl RulePaths {
 /// Refuses recursion among `modules`; on success, the rule paths. `Err` is a message with
 /// `file:line:col`.
 pub fn check(modules: &[Ref<Module>]) -> Result<RulePaths, String> {
-    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let (rules, paths) = references(modules)?;
+    let all: Vec<String> = rules.keys().cloned().collect();
+    let nodes: BTreeMap<String, Node> = rules
+        .into_iter()
+        .map(|(name, (span, refs))| {
+            let edges = refs.iter().flat_map(|r| reached(&all, r)).collect();
+            (name, Node { span, edges })
+        })
+        .collect();
+    find_cycle(&nodes)?;
+    let mut paths = paths;
+    paths.1 = nodes.into_iter().map(|(k, n)| (k, n.edges)).collect();
+    Ok(paths)
+}
+
+/// Every rule (`data.pkg.rule`), where it is first defined and the `data` references its
+/// head, bodies and `with` modifiers make (dotted, imports and package-local names resolved);
+/// and the rule paths. `Err` is a builtin arity error with `file:line:col`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn references(
+    modules: &[Ref<Module>],
+) -> Result<(BTreeMap<String, (Span, BTreeSet<String>)>, RulePaths), String> {
+    let mut nodes: BTreeMap<String, (Span, BTreeSet<String>)> = BTreeMap::new();
     let mut paths = RulePaths::default();
     // First pass: every rule's node, per package.
     let mut rules_of: BTreeMap<String, HashSet<String>> = BTreeMap::new();
@@ -91,14 +113,10 @@ pub fn check(modules: &[Ref<Module>]) -> Result<RulePaths, String> {
                 }
                 nodes
                     .entry(format!("{package}.{}", path.join(".")))
-                    .or_insert_with(|| Node {
-                        span: rule.span().clone(),
-                        edges: BTreeSet::new(),
-                    });
+                    .or_insert_with(|| (rule.span().clone(), BTreeSet::new()));
             }
         }
     }
-    let all: Vec<String> = nodes.keys().cloned().collect();
     // Second pass: the references of every rule.
     for module in modules {
         let Some(package) = package_path(module) else {
@@ -138,16 +156,20 @@ pub fn check(modules: &[Ref<Module>]) -> Result<RulePaths, String> {
             if let Some(e) = walker.arity_error {
                 return Err(e);
             }
-            let targets: BTreeSet<String> =
-                walker.refs.iter().flat_map(|r| reached(&all, r)).collect();
-            if let Some(node) = nodes.get_mut(&format!("{package}.{}", path.join("."))) {
-                node.edges.extend(targets);
+            if let Some((_, refs)) = nodes.get_mut(&format!("{package}.{}", path.join("."))) {
+                refs.extend(walker.refs);
             }
         }
     }
-    find_cycle(&nodes)?;
-    paths.1 = nodes.into_iter().map(|(k, n)| (k, n.edges)).collect();
-    Ok(paths)
+    Ok((nodes, paths))
+}
+
+/// The rules a `data` reference may reach, for `deps`.
+pub(crate) fn reached_rules<'a>(
+    all: &'a [String],
+    reference: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    reached(all, reference)
 }
 
 /// The nodes a reference may reach: those at or below it, and the one it lies within.
