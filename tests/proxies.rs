@@ -386,6 +386,19 @@ impl Running {
     }
 }
 
+/// With Portcullis stopped, the proxy fails closed with `status`.
+async fn fails_closed_when_down(name: &str, server: TestServer, port: u16, status: u16) {
+    server.stop().await;
+    let a = get(port, "/open/x", &[])
+        .await
+        .expect("request with Portcullis down");
+    assert_eq!(a.status, status, "{name} with Portcullis down: {a:?}");
+    assert!(
+        !a.body.contains("\"headers\""),
+        "{name} reached the upstream"
+    );
+}
+
 fn authz_port(server: &TestServer) -> u16 {
     server
         .ext_authz_http_addr
@@ -454,6 +467,7 @@ async fn nginx_auth_request() {
         &log,
     )
     .await;
+    fails_closed_when_down("nginx", server, port, 500).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,6 +521,7 @@ async fn caddy_forward_auth() {
         &|| proxy.log(),
     )
     .await;
+    fails_closed_when_down("caddy", server, port, 502).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,6 +591,7 @@ async fn traefik_forward_auth() {
         &|| proxy.log(),
     )
     .await;
+    fails_closed_when_down("traefik", server, port, 500).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,4 +644,5 @@ async fn envoy_http_service() {
         &|| proxy.log(),
     )
     .await;
+    fails_closed_when_down("envoy", server, port, 503).await;
 }
