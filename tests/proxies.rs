@@ -646,3 +646,70 @@ async fn envoy_http_service() {
     .await;
     fails_closed_when_down("envoy", server, port, 503).await;
 }
+
+/// Without a proxy (runs everywhere): the listener's Checks are counted like gRPC Checks, a
+/// request it refuses never reaches the policy, and `bench check --http` loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_is_observed_like_grpc_and_loaded_by_bench() {
+    let server = portcullis("auto", "").await;
+    let port = authz_port(&server);
+    let raw = |extra: &'static [(&'static str, &'static str)]| async move {
+        let client: Client<_, Full<bytes::Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let mut req = hyper::Request::builder()
+            .uri(format!("http://127.0.0.1:{port}/auth"))
+            .header("host", "portcullis");
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = client
+            .request(req.body(Full::default()).expect("request"))
+            .await
+            .expect("answer");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(raw(&[("x-original-uri", "/open/a")]).await.0, 200);
+    assert_eq!(raw(&[("x-original-uri", "/closed/a")]).await.0, 401);
+    let (status, body) = raw(&[("x-original-uri", "/broken")]).await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        body, r#"{"error":"envoyauth_result_error"}"#,
+        "no message leaks"
+    );
+    let (status, body) = raw(&[("x-original-uri", "/a"), ("x-forwarded-uri", "/b")]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("ambiguous"), "{body}");
+    let (_, metrics) = support::http(server.http_addr, "GET", "/metrics", None).await;
+    for line in [
+        "portcullis_checks_total{outcome=\"allow\"} 1",
+        "portcullis_checks_total{outcome=\"deny\"} 1",
+        "portcullis_checks_total{outcome=\"error\",reason=\"envoyauth_result_error\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+
+    let mut args = portcullis::client::bench::BenchCheckArgs::new(format!("127.0.0.1:{port}"));
+    args.request.path = Some("/open/x".into());
+    args.duration = Duration::from_millis(500);
+    args.warmup = Duration::ZERO;
+    args.concurrency = 2;
+    args.connections = 1;
+    for mode in [
+        portcullis::client::bench::HttpLoad::Nginx,
+        portcullis::client::bench::HttpLoad::Envoy,
+    ] {
+        args.http = Some(mode);
+        let report = portcullis::client::bench::measure(&args)
+            .await
+            .expect("bench over HTTP");
+        assert!(report.ok > 0, "{mode:?}: {}", report.to_json_line());
+        assert_eq!(
+            report.errors + report.denied,
+            0,
+            "{}",
+            report.to_json_line()
+        );
+    }
+}
