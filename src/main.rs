@@ -662,11 +662,25 @@ async fn bind(config: &Config, args: &RunArgs, app: &App) -> Result<Listeners, S
         }
         _ => None,
     };
+    let ext_authz_http = match &config.plugins.envoy_ext_authz_http {
+        Some(h) => {
+            let addr = h
+                .socket_addr()
+                .map_err(|e| format!("config: plugins.envoy_ext_authz_http.{e}"))?;
+            Some(
+                server::bind_tcp(&addr)
+                    .await
+                    .map_err(|e| format!("cannot listen on {}: {e}", h.addr))?,
+            )
+        }
+        None => None,
+    };
     Ok(Listeners {
         ext_authz,
         http: Some(http),
         diagnostic,
         gateway,
+        ext_authz_http,
     })
 }
 

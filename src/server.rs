@@ -115,6 +115,8 @@ pub struct Listeners {
     pub diagnostic: Option<TcpListener>,
     /// The gateway (`gateway.addr`); served when the app has a gateway.
     pub gateway: Option<TcpListener>,
+    /// HTTP authorization (`plugins.envoy_ext_authz_http.addr`); served when the app has it.
+    pub ext_authz_http: Option<TcpListener>,
 }
 
 /// Everything the servers share.
@@ -132,6 +134,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The REST API's settings (`--authentication`/`--authorization` are set by the caller).
     pub rest: crate::http::RestSettings,
+    /// The HTTP authorization listener's settings, when the config has the section.
+    pub ext_authz_http: Option<crate::authz::http::HttpAuthzConfig>,
 }
 
 impl App {
@@ -297,6 +301,7 @@ impl<'a> AppBuilder<'a> {
             authz,
             gateway,
             metrics,
+            ext_authz_http: config.plugins.envoy_ext_authz_http.clone(),
             grpc: GrpcSettings {
                 max_recv_msg_size: ext.grpc_max_recv_msg_size,
                 max_send_msg_size: ext.grpc_max_send_msg_size,
@@ -437,6 +442,16 @@ pub async fn run(
                 tracing::error!(error = %e, "gateway server failed");
             }
         });
+    }
+
+    if let (Some(settings), Some(l)) = (app.ext_authz_http.clone(), listeners.ext_authz_http) {
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(crate::authz::http::serve(
+            app.authz.clone(),
+            settings,
+            l,
+            stop,
+        ));
     }
 
     let authz = AuthorizationServer::new(app.authz.clone())

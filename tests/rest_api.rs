@@ -177,6 +177,7 @@ async fn writes_on_a_non_loopback_address_need_a_token_identity() {
                 http: Some(http),
                 diagnostic: None,
                 gateway: None,
+                ext_authz_http: None,
             },
         );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

@@ -1,9 +1,12 @@
 //! The Check path: CheckRequest -> request view -> namespace -> authentication -> input document
 //! -> evaluation -> decision -> response (+ internal token) -> one outcome that metrics, the
-//! decision log and tracing all read. `pipeline` is that sequence; `service` is the gRPC handler.
+//! decision log and tracing all read. `pipeline` is that sequence; `service` is the gRPC handler;
+//! `http` the HTTP listener for proxies that ask over plain HTTP (NGINX, Traefik, Caddy, Envoy's
+//! `http_service`).
 
 pub(crate) mod decision;
 pub(crate) mod error;
+pub mod http;
 pub(crate) mod input;
 pub(crate) mod pipeline;
 pub(crate) mod response;

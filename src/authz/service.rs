@@ -61,8 +61,9 @@ impl AuthzService {
         self.check_in(req, &tracing::Span::none()).await
     }
 
-    /// Answers one Check inside `span` (the `ext_authz.check` span, usually disabled).
-    async fn check_in(
+    /// Answers one Check inside `span` (the `ext_authz.check` span, usually disabled); the
+    /// gRPC handler and the HTTP listener ([`super::http`]) both observe through it.
+    pub(crate) async fn check_in(
         &self,
         req: &CheckRequest,
         span: &tracing::Span,

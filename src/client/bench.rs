@@ -118,6 +118,21 @@ pub struct BenchCheckArgs {
     /// Time allowed for each Check; a Check that takes longer counts as an error.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    /// Load the HTTP authorization listener (plugins.envoy_ext_authz_http) instead of gRPC,
+    /// with plain HTTP/1.1 requests as Envoy's http_service (envoy) or NGINX auth_request
+    /// (nginx) sends them; 200 counts as ok, any other status as denied (--connections does
+    /// not apply: the client keeps one keep-alive connection per worker).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub http: Option<HttpLoad>,
+}
+
+/// How `bench check --http` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpLoad {
+    /// The original method and path on the request line.
+    Envoy,
+    /// `GET /auth` with `X-Original-URI` and `X-Original-Method`.
+    Nginx,
 }
 
 impl BenchCheckArgs {
@@ -133,6 +148,7 @@ impl BenchCheckArgs {
             server_pid: None,
             connect_timeout: Duration::from_secs(3),
             timeout: Duration::from_secs(5),
+            http: None,
         }
     }
 }
@@ -295,7 +311,18 @@ pub async fn measure(args: &BenchCheckArgs) -> Result<BenchReport, BenchError> {
     }
 
     let mut channels = Vec::with_capacity(args.connections);
+    let http = match args.http {
+        Some(mode) => {
+            let load = http_load::HttpLoader::new(&target, mode, &request)?;
+            load.preflight(&target, args.connect_timeout).await?;
+            Some(load)
+        }
+        None => None,
+    };
     for _ in 0..args.connections {
+        if http.is_some() {
+            break;
+        }
         let channel = target
             .connect(args.connect_timeout)
             .await
@@ -312,14 +339,21 @@ pub async fn measure(args: &BenchCheckArgs) -> Result<BenchReport, BenchError> {
     let end = measure_start + args.duration;
     let mut workers = JoinSet::new();
     for i in 0..args.concurrency {
-        let channel = channels[i % channels.len()].clone();
-        workers.spawn(worker(
-            channel,
-            Arc::clone(&request),
-            measure_start,
-            end,
-            args.timeout,
-        ));
+        match &http {
+            Some(load) => {
+                workers.spawn(load.clone().worker(measure_start, end, args.timeout));
+            }
+            None => {
+                let channel = channels[i % channels.len()].clone();
+                workers.spawn(worker(
+                    channel,
+                    Arc::clone(&request),
+                    measure_start,
+                    end,
+                    args.timeout,
+                ));
+            }
+        }
     }
 
     let mut server = None;
@@ -422,6 +456,154 @@ impl WorkerStats {
         self.errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(reason());
+        }
+    }
+}
+
+/// `bench check --http`: the same loop over plain HTTP/1.1 (a pooled keep-alive client).
+mod http_load {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+    use tokio::time::Instant;
+
+    use super::{BenchError, HttpLoad, WorkerStats};
+    use crate::client::transport::{Target, fmt_duration};
+
+    /// Answer bodies are read and dropped; more than this is an error.
+    const MAX_ANSWER: usize = 1024 * 1024;
+
+    #[derive(Clone)]
+    pub(super) struct HttpLoader {
+        client: Client<HttpConnector, String>,
+        request: Arc<http::Request<String>>,
+    }
+
+    impl HttpLoader {
+        pub(super) fn new(
+            target: &Target,
+            mode: HttpLoad,
+            check: &CheckRequest,
+        ) -> Result<Self, BenchError> {
+            let base = target
+                .uri
+                .strip_prefix("http://")
+                .ok_or_else(|| BenchError::Usage("--http needs a TCP address".into()))?;
+            let h = check
+                .attributes
+                .as_ref()
+                .and_then(|a| a.request.as_ref())
+                .and_then(|r| r.http.as_ref())
+                .cloned()
+                .unwrap_or_default();
+            let (method, path) = match mode {
+                HttpLoad::Envoy => (h.method.as_str(), h.path.as_str()),
+                HttpLoad::Nginx => ("GET", "/auth"),
+            };
+            let mut b = http::Request::builder()
+                .method(method)
+                .uri(format!("http://{base}{path}"))
+                .header(http::header::HOST, h.host.as_str());
+            if mode == HttpLoad::Nginx {
+                b = b
+                    .header("x-original-uri", h.path.as_str())
+                    .header("x-original-method", h.method.as_str());
+            }
+            for (k, v) in &h.headers {
+                if !k.starts_with(':') && k != "host" {
+                    b = b.header(k.as_str(), v.as_str());
+                }
+            }
+            let request = b
+                .body(h.body.clone())
+                .map_err(|e| BenchError::Usage(format!("the request cannot be sent: {e}")))?;
+            Ok(Self {
+                client: Client::builder(TokioExecutor::new()).build_http(),
+                request: Arc::new(request),
+            })
+        }
+
+        fn request(&self) -> http::Request<String> {
+            let mut b = http::Request::builder()
+                .method(self.request.method().clone())
+                .uri(self.request.uri().clone());
+            for (k, v) in self.request.headers() {
+                b = b.header(k, v);
+            }
+            b.body(self.request.body().clone()).unwrap_or_default()
+        }
+
+        /// One status, or why none.
+        async fn send(&self) -> Result<u16, String> {
+            let resp = self
+                .client
+                .request(self.request())
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            axum::body::to_bytes(axum::body::Body::new(resp.into_body()), MAX_ANSWER)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(status)
+        }
+
+        pub(super) async fn preflight(
+            &self,
+            target: &Target,
+            timeout: Duration,
+        ) -> Result<(), BenchError> {
+            match tokio::time::timeout(timeout, self.send()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(reason)) => Err(BenchError::Connect {
+                    addr: target.display.clone(),
+                    reason,
+                }),
+                Err(_) => Err(BenchError::Preflight {
+                    addr: target.display.clone(),
+                    reason: format!("no answer within {}", fmt_duration(timeout)),
+                }),
+            }
+        }
+
+        pub(super) async fn worker(
+            self,
+            measure_start: Instant,
+            end: Instant,
+            timeout: Duration,
+        ) -> WorkerStats {
+            let mut stats = WorkerStats::default();
+            loop {
+                let started = Instant::now();
+                if started >= end {
+                    break;
+                }
+                let deadline = (started + timeout).min(end);
+                let outcome = tokio::time::timeout_at(deadline, self.send()).await;
+                let finished = Instant::now();
+                if started < measure_start {
+                    continue;
+                }
+                match outcome {
+                    Ok(Ok(status)) => {
+                        let nanos =
+                            u64::try_from((finished - started).as_nanos()).unwrap_or(u64::MAX);
+                        stats.hist.record(nanos);
+                        if status == 200 {
+                            stats.ok += 1;
+                        } else {
+                            stats.denied += 1;
+                        }
+                    }
+                    Ok(Err(e)) => stats.error(|| e),
+                    Err(_) if deadline == end => break,
+                    Err(_) => stats.error(|| format!("no answer within {}", fmt_duration(timeout))),
+                }
+            }
+            stats
         }
     }
 }

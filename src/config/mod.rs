@@ -131,6 +131,10 @@ pub struct NamespaceConfig {
 pub struct Plugins {
     #[serde(default)]
     pub envoy_ext_authz_grpc: ExtAuthz,
+    /// Portcullis: the HTTP authorization listener (NGINX, Traefik, Caddy, Envoy's
+    /// `http_service`); served only when this section is present.
+    #[serde(default)]
+    pub envoy_ext_authz_http: Option<crate::authz::http::HttpAuthzConfig>,
 }
 
 /// `plugins.envoy_ext_authz_grpc` (alias `envoy.ext_authz.grpc`).
@@ -383,6 +387,14 @@ impl Config {
                 "plugins.envoy_ext_authz_grpc.eval-timeout-ms",
                 "must be greater than 0".into(),
             ));
+        }
+        if let Some(h) = &self.plugins.envoy_ext_authz_http {
+            h.validate().map_err(|e| {
+                invalid(
+                    &format!("plugins.envoy_ext_authz_http.{}", e.key),
+                    e.message,
+                )
+            })?;
         }
         if let Some(gateway) = &self.gateway {
             gateway

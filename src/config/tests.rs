@@ -237,3 +237,60 @@ fn section_errors_name_the_file_and_the_whole_key() {
         }
     }
 }
+
+#[test]
+fn http_authorization_is_off_by_default_and_set_turns_it_on() {
+    assert!(
+        load_str("", &[])
+            .unwrap()
+            .plugins
+            .envoy_ext_authz_http
+            .is_none()
+    );
+    let c = load_str(
+        "",
+        &[
+            "plugins.envoy_ext_authz_http.addr=127.0.0.1:9300",
+            "plugins.envoy_ext_authz_http.mode=nginx",
+            "plugins.envoy_ext_authz_http.with_body=4096",
+        ],
+    )
+    .unwrap();
+    let h = c.plugins.envoy_ext_authz_http.unwrap();
+    assert_eq!(h.addr, "127.0.0.1:9300");
+    assert_eq!(h.mode, crate::authz::http::Mode::Nginx);
+    assert_eq!(h.body_limit(), Some(4096));
+    let c = load_str("plugins:\n  envoy_ext_authz_http: {}\n", &[]).unwrap();
+    let h = c.plugins.envoy_ext_authz_http.unwrap();
+    assert_eq!(
+        (h.addr.as_str(), h.mode),
+        (":9192", crate::authz::http::Mode::Auto)
+    );
+}
+
+#[test]
+fn http_authorization_refuses_unknown_keys_and_bad_values_by_key() {
+    let key = |yaml: &str, sets: &[&str]| match load_str(yaml, sets) {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    assert!(
+        key("", &["plugins.envoy_ext_authz_http.modes=nginx"])
+            .starts_with("plugins.envoy_ext_authz_http")
+    );
+    assert_eq!(
+        key("", &["plugins.envoy_ext_authz_http.mode=haproxy"]),
+        "plugins.envoy_ext_authz_http.mode"
+    );
+    assert_eq!(
+        key("", &["plugins.envoy_ext_authz_http.path_prefix=auth/"]),
+        "plugins.envoy_ext_authz_http.path_prefix"
+    );
+    assert_eq!(
+        key(
+            "",
+            &["plugins.envoy_ext_authz_http.addr=unix:///tmp/a.sock"]
+        ),
+        "plugins.envoy_ext_authz_http.addr"
+    );
+}
