@@ -32,6 +32,16 @@ pub struct BuildArgs {
     /// PEM private key (or, for HS256, a file holding the secret) to sign the bundle with.
     #[arg(long = "signing-key")]
     pub signing_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub signature: SignatureFlags,
+    /// Parse modules without a `rego_version` as Rego v0.
+    #[arg(long = "v0-compatible")]
+    pub v0_compatible: bool,
+}
+
+/// What `build` and `sign` write into a signature, with OPA's flag names.
+#[derive(Debug, Args)]
+pub struct SignatureFlags {
     /// Signing algorithm.
     #[arg(long = "signing-alg", default_value = "RS256")]
     pub signing_alg: String,
@@ -41,9 +51,18 @@ pub struct BuildArgs {
     /// Scope written in the signature.
     #[arg(long = "scope")]
     pub scope: Option<String>,
-    /// Parse modules without a `rego_version` as Rego v0.
-    #[arg(long = "v0-compatible")]
-    pub v0_compatible: bool,
+}
+
+impl SignatureFlags {
+    /// The signer for `key` (PEM text, or an HMAC secret).
+    fn signer(&self, key: String) -> Signer {
+        Signer {
+            algorithm: self.signing_alg.clone(),
+            key,
+            key_id: self.key_id.clone(),
+            scope: self.scope.clone(),
+        }
+    }
 }
 
 /// Builds the archive bytes for `args` (also used by tests).
@@ -70,16 +89,8 @@ pub fn build(args: &BuildArgs) -> Result<(Vec<u8>, Bundle), String> {
     if let Some(key_path) = &args.signing_key {
         let key = std::fs::read_to_string(key_path)
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
-        let signature = signing::sign(
-            &files,
-            &Signer {
-                algorithm: args.signing_alg.clone(),
-                key,
-                key_id: args.key_id.clone(),
-                scope: args.scope.clone(),
-            },
-        )
-        .map_err(|e| e.to_string())?;
+        let signature =
+            signing::sign(&files, &args.signature.signer(key)).map_err(|e| e.to_string())?;
         files.insert(0, signature);
     }
     let bytes = archive::write_tar_gz(&files).map_err(|e| e.to_string())?;
@@ -146,15 +157,8 @@ pub struct SignArgs {
     /// PEM private key file (or, for HS256/384/512, a file holding the secret, or the secret).
     #[arg(long = "signing-key")]
     pub signing_key: Option<String>,
-    /// Signing algorithm.
-    #[arg(long = "signing-alg", default_value = "RS256")]
-    pub signing_alg: String,
-    /// Key id written in the signature (the verifier's `keys.<id>`).
-    #[arg(long = "key-id")]
-    pub key_id: Option<String>,
-    /// Scope written in the signature.
-    #[arg(long = "scope")]
-    pub scope: Option<String>,
+    #[command(flatten)]
+    pub signature: SignatureFlags,
     /// Directory to write `.signatures.json` to.
     #[arg(short = 'o', long = "output-file-path", default_value = ".")]
     pub output_file_path: PathBuf,
@@ -190,16 +194,8 @@ pub fn sign(args: &SignArgs) -> Result<PathBuf, String> {
     let limits = Limits::default();
     let mut files = archive::read_dir(dir, &limits).map_err(|e| e.to_string())?;
     files.retain(|f| f.path != signing::SIGNATURES_FILE);
-    let signature = signing::sign(
-        &files,
-        &Signer {
-            algorithm: args.signing_alg.clone(),
-            key,
-            key_id: args.key_id.clone(),
-            scope: args.scope.clone(),
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let signature =
+        signing::sign(&files, &args.signature.signer(key)).map_err(|e| e.to_string())?;
     let out = args.output_file_path.join(signing::SIGNATURES_FILE);
     std::fs::write(&out, &signature.bytes).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(out)

@@ -59,6 +59,16 @@ pub struct ExecResult {
     pub error: Option<ExecError>,
 }
 
+impl ExecResult {
+    fn failed(path: String, code: Option<&'static str>, message: String) -> Self {
+        Self {
+            path,
+            result: None,
+            error: Some(ExecError { code, message }),
+        }
+    }
+}
+
 /// Why an input has no result.
 #[derive(Debug, serde::Serialize)]
 pub struct ExecError {
@@ -160,14 +170,7 @@ pub fn run(args: &ExecArgs) -> Result<(Vec<ExecResult>, i32), String> {
                 if fail_any {
                     tally.errors += 1;
                 }
-                results.push(ExecResult {
-                    path,
-                    result: None,
-                    error: Some(ExecError {
-                        code: None,
-                        message,
-                    }),
-                });
+                results.push(ExecResult::failed(path, None, message));
                 return;
             }
         };
@@ -176,14 +179,11 @@ pub fn run(args: &ExecArgs) -> Result<(Vec<ExecResult>, i32), String> {
                 if args.fail {
                     tally.errors += 1;
                 }
-                results.push(ExecResult {
+                results.push(ExecResult::failed(
                     path,
-                    result: None,
-                    error: Some(ExecError {
-                        code: Some("opa_undefined_error"),
-                        message: format!("{decision} decision was undefined"),
-                    }),
-                });
+                    Some("opa_undefined_error"),
+                    format!("{decision} decision was undefined"),
+                ));
             }
             Ok(value) => {
                 let json = serde_json::to_value(&value).unwrap_or(serde_json::Value::Null);
@@ -201,14 +201,7 @@ pub fn run(args: &ExecArgs) -> Result<(Vec<ExecResult>, i32), String> {
                 if fail_any {
                     tally.errors += 1;
                 }
-                results.push(ExecResult {
-                    path,
-                    result: None,
-                    error: Some(ExecError {
-                        code: None,
-                        message: e.to_string(),
-                    }),
-                });
+                results.push(ExecResult::failed(path, None, e.to_string()));
             }
         }
     };

@@ -397,6 +397,24 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_bomb_in_a_block_fails_quickly() {
+        // Nine levels of nine aliases: 387M nodes if expanded.
+        let mut yaml = String::from("# labels:\n#   a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let p = i - 1;
+            yaml.push_str(&format!(
+                "#   a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let text = format!("package p\n# METADATA\n{yaml}allow if true\n");
+        let started = std::time::Instant::now();
+        let result = annotations("p.rego", &text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let e = result.unwrap_err();
+        assert!(e.contains("invalid METADATA"), "{e}");
+    }
+
+    #[test]
     fn blocks_without_labels_are_kept_without_labels() {
         let text = "# METADATA\n# title: x\npackage p\n";
         let found = annotations("p.rego", text).unwrap();
