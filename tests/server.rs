@@ -239,6 +239,7 @@ async fn unix_and_abstract_sockets_serve_checks() {
                 http: None,
                 diagnostic: None,
                 gateway: None,
+                ext_proc: None,
             },
         );
         let addr2 = addr.clone();

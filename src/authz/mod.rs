@@ -1,9 +1,11 @@
 //! The Check path: CheckRequest -> request view -> namespace -> authentication -> input document
 //! -> evaluation -> decision -> response (+ internal token) -> one outcome that metrics, the
-//! decision log and tracing all read. `pipeline` is that sequence; `service` is the gRPC handler.
+//! decision log and tracing all read. `pipeline` is that sequence; `service` is the gRPC handler;
+//! `ext_proc` answers Envoy's external processing streams through the same service.
 
 pub(crate) mod decision;
 pub(crate) mod error;
+pub mod ext_proc;
 pub(crate) mod input;
 pub(crate) mod pipeline;
 pub(crate) mod response;

@@ -123,6 +123,9 @@ pub struct NamespaceConfig {
 pub struct Plugins {
     #[serde(default)]
     pub envoy_ext_authz_grpc: ExtAuthz,
+    /// Envoy's external processing filter (`envoy.service.ext_proc.v3`); served when present.
+    #[serde(default)]
+    pub envoy_ext_proc_grpc: Option<crate::authz::ext_proc::ExtProcConfig>,
 }
 
 /// `plugins.envoy_ext_authz_grpc` (alias `envoy.ext_authz.grpc`).
@@ -156,6 +159,9 @@ pub struct ExtAuthz {
     /// error (well under Envoy's default 200 ms ext_authz timeout).
     #[serde(default = "default_eval_timeout_ms")]
     pub eval_timeout_ms: u64,
+    /// Portcullis: TLS and mTLS on this listener.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ExtAuthz {
@@ -173,6 +179,7 @@ impl Default for ExtAuthz {
             proto_descriptor: None,
             grpc_request_duration_seconds_buckets: None,
             eval_timeout_ms: default_eval_timeout_ms(),
+            tls: None,
         }
     }
 }
@@ -353,6 +360,19 @@ impl Config {
                 "plugins.envoy_ext_authz_grpc.eval-timeout-ms",
                 "must be greater than 0".into(),
             ));
+        }
+        if let Some(tls) = &ext.tls {
+            tls.validate().map_err(|e| {
+                invalid(
+                    &format!("plugins.envoy_ext_authz_grpc.tls.{}", e.key),
+                    e.message,
+                )
+            })?;
+        }
+        if let Some(proc) = &self.plugins.envoy_ext_proc_grpc {
+            proc.validate().map_err(|e| {
+                invalid(&format!("plugins.envoy_ext_proc_grpc.{}", e.key), e.message)
+            })?;
         }
         if let Some(gateway) = &self.gateway {
             gateway

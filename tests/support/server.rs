@@ -125,6 +125,10 @@ impl Prepared {
             Some(_) => Some(loopback().await),
             None => None,
         };
+        let ext_proc = match app.ext_proc {
+            Some(_) => Some(loopback().await),
+            None => None,
+        };
         let diagnostic = if self.diagnostic {
             Some(loopback().await)
         } else {
@@ -135,6 +139,7 @@ impl Prepared {
         let http_addr = addr(&http);
         let gateway_addr = gateway.as_ref().map(addr);
         let diagnostic_addr = diagnostic.as_ref().map(addr);
+        let ext_proc_addr = ext_proc.as_ref().map(addr);
         let running = Running::spawn(
             app,
             Listeners {
@@ -142,6 +147,7 @@ impl Prepared {
                 http: Some(http),
                 diagnostic,
                 gateway,
+                ext_proc: ext_proc.map(GrpcListener::Tcp),
             },
         );
         TestServer {
@@ -150,6 +156,7 @@ impl Prepared {
             http_addr,
             gateway_addr,
             diagnostic_addr,
+            ext_proc_addr,
             store: self.store,
             dir: self.dir,
         }
@@ -172,6 +179,8 @@ pub struct TestServer {
     pub gateway_addr: Option<SocketAddr>,
     /// When the spec asked for it.
     pub diagnostic_addr: Option<SocketAddr>,
+    /// When the config has `plugins.envoy_ext_proc_grpc`.
+    pub ext_proc_addr: Option<SocketAddr>,
     pub store: Arc<PolicyStore>,
     pub dir: tempfile::TempDir,
 }
