@@ -168,6 +168,8 @@ type Tx = tokio::sync::mpsc::Sender<Result<ProcessingResponse, Status>>;
 /// What the stream still has to do after the decision.
 #[derive(Default)]
 struct AfterDecision {
+    /// Header values go in `raw_value`.
+    raw: bool,
     response_headers_to_add: Vec<HeaderValueOption>,
 }
 
@@ -192,7 +194,17 @@ impl ProcStream {
                 "ext_proc: the first message must be request_headers",
             ));
         };
-        let mut after = AfterDecision::default();
+        // Answer header values in the field Envoy sends them in (`raw_value` since Envoy 1.27;
+        // it ignores `value` in mutations then).
+        let raw = headers
+            .headers
+            .as_ref()
+            .and_then(|m| m.headers.first())
+            .is_none_or(|h| !h.raw_value.is_empty() || h.value.is_empty());
+        let mut after = AfterDecision {
+            raw,
+            ..AfterDecision::default()
+        };
         if buffered && !headers.end_of_stream {
             // The decision waits for the body: let the headers through untouched for now.
             send(tx, request_headers_continue()).await?;
@@ -473,6 +485,8 @@ fn request_headers_continue() -> ProcessingResponse {
 fn translate(resp: CheckResponse, phase: Phase, after: &mut AfterDecision) -> ProcessingResponse {
     use processing_response::Response as Rs;
     let allowed = resp.status.as_ref().is_none_or(|s| s.code == 0);
+    let raw = after.raw;
+    let fix = |options: Vec<HeaderValueOption>| header_values(options, raw);
     let dynamic_metadata = resp.dynamic_metadata;
     let response = match (allowed, resp.http_response) {
         (true, http) => {
@@ -480,10 +494,10 @@ fn translate(resp: CheckResponse, phase: Phase, after: &mut AfterDecision) -> Pr
                 Some(HttpResponse::OkResponse(ok)) => ok,
                 _ => Default::default(),
             };
-            after.response_headers_to_add = ok.response_headers_to_add;
+            after.response_headers_to_add = fix(ok.response_headers_to_add);
             let mutation = (!ok.headers.is_empty() || !ok.headers_to_remove.is_empty()).then_some(
                 HeaderMutation {
-                    set_headers: ok.headers,
+                    set_headers: fix(ok.headers),
                     remove_headers: ok.headers_to_remove,
                 },
             );
@@ -513,7 +527,7 @@ fn translate(resp: CheckResponse, phase: Phase, after: &mut AfterDecision) -> Pr
                     code: if status == 0 { 403 } else { status },
                 }),
                 headers: (!headers.is_empty()).then_some(HeaderMutation {
-                    set_headers: headers,
+                    set_headers: fix(headers),
                     remove_headers: Vec::new(),
                 }),
                 body,
@@ -527,4 +541,16 @@ fn translate(resp: CheckResponse, phase: Phase, after: &mut AfterDecision) -> Pr
         dynamic_metadata,
         ..Default::default()
     }
+}
+
+/// Header values in `raw_value` (with `raw`) or in `value`, never both.
+fn header_values(mut options: Vec<HeaderValueOption>, raw: bool) -> Vec<HeaderValueOption> {
+    for h in options.iter_mut().filter_map(|o| o.header.as_mut()) {
+        if raw && h.raw_value.is_empty() {
+            h.raw_value = std::mem::take(&mut h.value).into_bytes();
+        } else if !raw && h.value.is_empty() && !h.raw_value.is_empty() {
+            h.value = String::from_utf8_lossy(&std::mem::take(&mut h.raw_value)).into_owned();
+        }
+    }
+    options
 }
