@@ -29,6 +29,7 @@
 //! - [`listen`]   listener addresses in OPA's forms; loopback names
 //! - [`gourl`]    Go's `net/url` query and path decoding, the one parser of request URLs
 //! - [`grpc`]     protobuf-JSON helpers shared by the gRPC services
+//! - [`tls`]      TLS and mTLS for the gRPC listeners: files re-read on change, client identity
 //! - [`token`]    the internal token: minting within the caller's scope, signing keys, JWKS
 //! - [`telemetry`] logging, Prometheus metrics, OpenTelemetry traces, the closed label sets
 #![forbid(unsafe_code)]
@@ -58,4 +59,5 @@ pub mod policy;
 pub mod server;
 pub mod services;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

@@ -565,6 +565,8 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         ext_authz = %listeners.ext_authz.describe(),
         http = %listeners.http.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default(),
         gateway = %listeners.gateway.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default(),
+        ext_authz_http = %listeners.ext_authz_http.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default(),
+        ext_proc = %listeners.ext_proc.as_ref().map(|l| l.describe()).unwrap_or_default(),
         revision = store.snapshot().revision(),
         ready_ms = started.elapsed().as_millis() as u64,
         "portcullis serving"
@@ -675,12 +677,25 @@ async fn bind(config: &Config, args: &RunArgs, app: &App) -> Result<Listeners, S
         }
         None => None,
     };
+    let ext_proc = match &config.plugins.envoy_ext_proc_grpc {
+        Some(p) if app.ext_proc.is_some() => {
+            let addr = ListenAddr::parse(&p.addr)
+                .map_err(|e| format!("config: plugins.envoy_ext_proc_grpc.addr: {e}"))?;
+            Some(
+                GrpcListener::bind(&addr)
+                    .await
+                    .map_err(|e| format!("cannot listen on {}: {e}", p.addr))?,
+            )
+        }
+        _ => None,
+    };
     Ok(Listeners {
         ext_authz,
         http: Some(http),
         diagnostic,
         gateway,
         ext_authz_http,
+        ext_proc,
     })
 }
 

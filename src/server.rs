@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 
+use crate::authz::ext_proc::ExtProcService;
 use crate::authz::input::{self, InputOptions};
 use crate::authz::pipeline::CheckSettings;
 use crate::authz::security::Security;
@@ -25,6 +27,7 @@ use crate::invalid::Invalid;
 use crate::namespaces::Namespaces;
 use crate::policy::{PolicyOptions, PolicyStore};
 use crate::telemetry::Metrics;
+use crate::tls::ServerTls;
 
 /// Envoy's API descriptors (see build.rs), for gRPC reflection; empty when unavailable.
 const ENVOY_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
@@ -117,6 +120,8 @@ pub struct Listeners {
     pub gateway: Option<TcpListener>,
     /// HTTP authorization (`plugins.envoy_ext_authz_http.addr`); served when the app has it.
     pub ext_authz_http: Option<TcpListener>,
+    /// Envoy ext_proc (`plugins.envoy_ext_proc_grpc.addr`); served when the app has it.
+    pub ext_proc: Option<GrpcListener>,
 }
 
 /// Everything the servers share.
@@ -136,6 +141,54 @@ pub struct App {
     pub rest: crate::http::RestSettings,
     /// The HTTP authorization listener's settings, when the config has the section.
     pub ext_authz_http: Option<crate::authz::http::HttpAuthzConfig>,
+    /// Envoy ext_proc, when `plugins.envoy_ext_proc_grpc` is configured.
+    pub ext_proc: Option<ExtProcService>,
+    /// Each listener's TLS, when configured.
+    pub tls: ListenerTls,
+}
+
+/// The TLS of each listener that has a `tls:` block; files are watched for changes while the
+/// server runs.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerTls {
+    pub ext_authz: Option<Arc<ServerTls>>,
+    pub gateway: Option<Arc<ServerTls>>,
+    pub ext_proc: Option<Arc<ServerTls>>,
+}
+
+impl ListenerTls {
+    /// Reads every configured certificate and key; errors name the file and the key.
+    fn load(config: &Config) -> Result<Self, ConfigError> {
+        let load = |tls: Option<&crate::tls::TlsConfig>, key: &str, alpn: &[&[u8]]| {
+            tls.map(|t| ServerTls::load(t, alpn).map_err(|e| config.invalid(e.under(key))))
+                .transpose()
+        };
+        Ok(Self {
+            ext_authz: load(
+                config.plugins.envoy_ext_authz_grpc.tls.as_ref(),
+                "plugins.envoy_ext_authz_grpc.tls",
+                &[b"h2"],
+            )?,
+            gateway: load(
+                config
+                    .gateway
+                    .as_ref()
+                    .filter(|g| g.enabled)
+                    .and_then(|g| g.tls.as_ref()),
+                "gateway.tls",
+                &[b"h2", b"http/1.1"],
+            )?,
+            ext_proc: load(
+                config
+                    .plugins
+                    .envoy_ext_proc_grpc
+                    .as_ref()
+                    .and_then(|p| p.tls.as_ref()),
+                "plugins.envoy_ext_proc_grpc.tls",
+                &[b"h2"],
+            )?,
+        })
+    }
 }
 
 impl App {
@@ -256,13 +309,38 @@ impl<'a> AppBuilder<'a> {
                 dry_run: ext.dry_run,
                 input: InputOptions {
                     skip_body_parse: ext.skip_request_body_parse,
-                    proto_descriptors,
+                    proto_descriptors: proto_descriptors.clone(),
                 },
+                decision_path: None,
             },
             security.clone(),
             log.clone(),
             metrics.clone(),
         );
+        let ext_proc = config.plugins.envoy_ext_proc_grpc.as_ref().map(|p| {
+            let path = p
+                .path
+                .as_deref()
+                .filter(|path| !path.is_empty() && *path != ext.decision_path());
+            ExtProcService::new(
+                AuthzService::new(
+                    namespaces.clone(),
+                    CheckSettings {
+                        dry_run: p.dry_run,
+                        input: InputOptions {
+                            skip_body_parse: ext.skip_request_body_parse,
+                            proto_descriptors,
+                        },
+                        decision_path: path.map(str::to_string),
+                    },
+                    security.clone(),
+                    log.clone(),
+                    metrics.clone(),
+                ),
+                p.max_request_bytes,
+            )
+        });
+        let tls = ListenerTls::load(config)?;
         let gateway = match &config.gateway {
             Some(g) if g.enabled => {
                 let mode = AuthMode::resolve(g, env).map_err(|e| {
@@ -302,6 +380,8 @@ impl<'a> AppBuilder<'a> {
             gateway,
             metrics,
             ext_authz_http: config.plugins.envoy_ext_authz_http.clone(),
+            ext_proc,
+            tls,
             grpc: GrpcSettings {
                 max_recv_msg_size: ext.grpc_max_recv_msg_size,
                 max_send_msg_size: ext.grpc_max_send_msg_size,
@@ -435,10 +515,17 @@ pub async fn run(
             crate::http::router(app.http_api(loopback(&l)), crate::http::Surface::Diagnostic);
         tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
     }
+    for tls in [&app.tls.ext_authz, &app.tls.gateway, &app.tls.ext_proc]
+        .into_iter()
+        .flatten()
+    {
+        tls.watch("grpc");
+    }
     if let (Some(gateway), Some(l)) = (app.gateway.clone(), listeners.gateway) {
         let stop = stopped(stop_rx.clone());
+        let tls = app.tls.gateway.clone();
         tasks.spawn(async move {
-            if let Err(e) = crate::gateway::serve(gateway, l, stop).await {
+            if let Err(e) = crate::gateway::serve_tls(gateway, l, tls, stop).await {
                 tracing::error!(error = %e, "gateway server failed");
             }
         });
@@ -452,6 +539,23 @@ pub async fn run(
             l,
             stop,
         ));
+    }
+    if let (Some(proc), Some(l)) = (app.ext_proc.clone(), listeners.ext_proc) {
+        let stop = stopped(stop_rx.clone());
+        let tls = app.tls.ext_proc.clone();
+        let max = app.grpc.max_send_msg_size;
+        tasks.spawn(async move {
+            let limit = proc.max_request_bytes().saturating_add(64 * 1024);
+            let service = ExternalProcessorServer::new(proc)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(max);
+            let router = tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(crate::authz::ext_proc::MAX_CONCURRENT_STREAMS))
+                .add_service(service);
+            if let Err(e) = serve_grpc(router, l, tls, "ext_proc", stop).await {
+                tracing::error!(error = %e, "ext_proc server failed");
+            }
+        });
     }
 
     let authz = AuthorizationServer::new(app.authz.clone())
@@ -492,23 +596,14 @@ pub async fn run(
                 .await;
         }
     };
-    let server = async move {
-        match listeners.ext_authz {
-            GrpcListener::Tcp(l) => {
-                // Envoy sends small unary requests: no Nagle delay on the answers.
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
-                router
-                    .serve_with_incoming_shutdown(incoming, grpc_stop)
-                    .await
-            }
-            GrpcListener::Unix(l) => {
-                router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(l), grpc_stop)
-                    .await
-            }
-        }
-    };
+    let ext_authz_tls = app.tls.ext_authz.clone();
+    let server = serve_grpc(
+        router,
+        listeners.ext_authz,
+        ext_authz_tls,
+        "ext_authz",
+        grpc_stop,
+    );
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => {
@@ -529,6 +624,38 @@ pub async fn run(
     };
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     result
+}
+
+/// Serves a gRPC router on a listener, over TLS when `tls` is set, until `stop` resolves.
+async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: GrpcListener,
+    tls: Option<Arc<ServerTls>>,
+    what: &'static str,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    match (listener, tls) {
+        (GrpcListener::Tcp(l), None) => {
+            // Envoy sends small unary requests: no Nagle delay on the answers.
+            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        (GrpcListener::Unix(l), None) => {
+            router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(l), stop)
+                .await
+        }
+        (GrpcListener::Tcp(l), Some(tls)) => {
+            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(crate::tls::accept(tls, what, incoming), stop)
+                .await
+        }
+        (GrpcListener::Unix(l), Some(tls)) => {
+            let incoming = crate::tls::accept(tls, what, UnixListenerStream::new(l));
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -429,11 +429,13 @@ struct EnvoyPorts {
     listener: u16,
     upstream: u16,
     ext_authz: u16,
+    ext_proc: u16,
     admin: u16,
 }
 
 /// `template` (a deploy/envoy/*.yaml) with its default ports and listener address replaced, and
-/// a roomier ext_authz timeout for a busy test machine. Each default must occur exactly once.
+/// a roomier ext_authz (or ext_proc) timeout for a busy test machine. Each default must occur
+/// exactly once; of Portcullis' ports, 9191 (ext_authz) or 9193 (ext_proc), one at least.
 fn render_envoy_config(template: &str, ports: &EnvoyPorts) -> String {
     let subs = [
         ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
@@ -449,16 +451,25 @@ fn render_envoy_config(template: &str, ports: &EnvoyPorts) -> String {
             "port_value: 9191",
             format!("port_value: {}", ports.ext_authz),
         ),
+        (
+            "port_value: 9193",
+            format!("port_value: {}", ports.ext_proc),
+        ),
         ("port_value: 9901", format!("port_value: {}", ports.admin)),
         ("timeout: 0.5s", "timeout: 5s".to_owned()),
     ];
     for (from, _) in &subs {
-        assert_eq!(
-            template.matches(from).count(),
-            1,
+        let optional = from.ends_with("9191") || from.ends_with("9193");
+        let count = template.matches(from).count();
+        assert!(
+            count == 1 || (optional && count == 0),
             "the Envoy config must contain `{from}` exactly once (tests/envoy_e2e.rs rewrites it)"
         );
     }
+    assert!(
+        template.contains("port_value: 9191") || template.contains("port_value: 9193"),
+        "the Envoy config names no Portcullis port"
+    );
     subs.iter().fold(template.to_owned(), |text, (from, to)| {
         text.replace(from, to)
     })
@@ -501,12 +512,26 @@ impl Stack {
     /// The stack with `extra` appended to Portcullis' command line (PATHs, `--config-file`).
     /// Portcullis counts as started once `/health` answers 200.
     async fn start_with(envoy: &Path, config: &str, extra: &[String]) -> Self {
+        Self::start_edited(envoy, config, extra, |text| text).await
+    }
+
+    /// [`Self::start_with`], with `edit` applied to the rendered Envoy config. When the config
+    /// talks ext_proc (port 9193), Portcullis serves `plugins.envoy_ext_proc_grpc` too.
+    async fn start_edited(
+        envoy: &Path,
+        config: &str,
+        extra: &[String],
+        edit: impl Fn(String) -> String,
+    ) -> Self {
         let mut children = Children::new();
         let client = http_client();
         let (upstream, upstream_hits) = start_upstream().await;
+        let template_path = repo_path(&format!("deploy/envoy/{config}"));
+        let template = std::fs::read_to_string(&template_path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", template_path.display()));
 
         // Portcullis, with OPA-Envoy's command line.
-        let [grpc_port, http_port] = free_ports();
+        let [grpc_port, http_port, ext_proc_port] = free_ports();
         let mut cmd = Command::new(portcullis_bin());
         cmd.args([
             "run".to_owned(),
@@ -518,6 +543,11 @@ impl Stack {
             format!("127.0.0.1:{http_port}"),
         ])
         .args(extra);
+        if template.contains("port_value: 9193") {
+            cmd.arg(format!(
+                "--set=plugins.envoy_ext_proc_grpc.addr=127.0.0.1:{ext_proc_port}"
+            ));
+        }
         let portcullis = children.spawn("portcullis", cmd);
         let health = format!("http://127.0.0.1:{http_port}/health");
         wait_ready(&client, &health, &mut children, portcullis).await;
@@ -528,13 +558,11 @@ impl Stack {
             listener,
             upstream,
             ext_authz: grpc_port,
+            ext_proc: ext_proc_port,
             admin,
         };
-        let template_path = repo_path(&format!("deploy/envoy/{config}"));
-        let template = std::fs::read_to_string(&template_path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", template_path.display()));
         let rendered = children.path(config);
-        std::fs::write(&rendered, render_envoy_config(&template, &ports))
+        std::fs::write(&rendered, edit(render_envoy_config(&template, &ports)))
             .expect("write rendered envoy config");
         let base_id =
             (std::process::id() % 100_000) * 16 + NEXT_BASE_ID.fetch_add(1, Ordering::SeqCst) % 16;
@@ -929,4 +957,179 @@ async fn envoy_with_policies_from_a_bundle_server() {
         .await
         .expect("data");
     assert_eq!(r.text(), "{}", "the broken module was not activated: {r:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ext_proc and TLS between Envoy and Portcullis
+// ---------------------------------------------------------------------------------------------
+
+/// deploy/envoy/envoy-ext-proc.yaml: the same policy answers through Envoy's ext_proc filter;
+/// allows become header mutations (with the internal token), denials immediate responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_ext_proc_authorizes_through_portcullis() {
+    let Some(envoy) = envoy_or_skip("envoy_ext_proc_authorizes_through_portcullis") else {
+        return;
+    };
+    // A JWT caller, so that an internal token is minted on allow.
+    let key = support::authn::Key::es256("ec256-a.key.pem", "k1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, support::authn::jwks(&[&key]).to_string()).expect("jwks");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "authentication:\n  policies:\n    - name: all\n      match: {{path_prefixes: [\"/\"]}}\n      \
+             methods: [jwt]\n      required: false\n      jwt: {{issuer: \"{}\", audiences: [orders], \
+             algorithms: [ES256], jwks_file: {}}}\ninternal_token: {{enabled: true, audience: orders-api}}\n",
+            support::authn::ISSUER,
+            jwks.display()
+        ),
+    )
+    .expect("config");
+    let bearer = format!("Bearer {}", key.sign(&support::authn::claims("alice")));
+    let extra = [
+        repo_path("tests/e2e/policy.rego").display().to_string(),
+        repo_path("tests/e2e/data.json").display().to_string(),
+        "--config-file".to_owned(),
+        config.display().to_string(),
+    ];
+    let stack = Stack::start_with(&envoy, "envoy-ext-proc.yaml", &extra).await;
+
+    let r = stack.get("/public", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "GET /public: {r:?}");
+    assert_eq!(stack.upstream_hits(), 1);
+
+    // Allowed: a header added, one removed, a response header added, the internal token set.
+    let r = stack
+        .get(
+            "/api/items?page=2",
+            &[
+                ("x-user", "alice"),
+                ("x-secret", "hunter2"),
+                ("authorization", &bearer),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "GET /api/items as alice: {r:?}");
+    assert_eq!(r.header("x-portcullis"), Some("allowed"), "{r:?}");
+    let echo = r.echo();
+    let seen = &echo["headers"];
+    assert_eq!(seen["x-authz-user"], "alice", "upstream saw {seen}");
+    assert!(
+        seen.get("x-secret").is_none(),
+        "x-secret reached the upstream: {seen}"
+    );
+    let token = seen["x-internal-token"].as_str().unwrap_or_default();
+    assert_eq!(
+        token.split('.').count(),
+        3,
+        "no internal token upstream: {seen}"
+    );
+    assert_eq!(echo["path"], "/api/items?page=2", "{echo}");
+
+    // Denied: the policy's status, body and headers; the upstream is not called.
+    let r = stack.get("/api/items", &[("x-user", "bob")]).await;
+    assert_policy_denial(&r, "GET /api/items as bob through ext_proc");
+    let r = stack.request(Method::DELETE, "/public", &[], "").await;
+    assert_policy_denial(&r, "DELETE /public through ext_proc");
+    assert_eq!(
+        stack.upstream_hits(),
+        2,
+        "a denied request reached the upstream"
+    );
+
+    // Decided on the buffered body.
+    let body = r#"{"ok": true}"#;
+    let r = stack.post_json("/echo", body).await;
+    assert_eq!(r.status, StatusCode::OK, "POST /echo ok=true: {r:?}");
+    assert_eq!(r.echo()["body"], body);
+    let r = stack.post_json("/echo", r#"{"ok": false}"#).await;
+    assert_policy_denial(&r, "POST /echo ok=false through ext_proc");
+    assert_eq!(stack.upstream_hits(), 3);
+}
+
+/// envoy.yaml with its `portcullis` cluster over mTLS: Envoy presents a client certificate
+/// (made at test time) that Portcullis verifies, and the policy sees Envoy's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_reaches_portcullis_over_mtls() {
+    let Some(envoy) = envoy_or_skip("envoy_reaches_portcullis_over_mtls") else {
+        return;
+    };
+    use support::tls::{Ca, LeafSpec, ServerFiles, write_private};
+    const ENVOY_ID: &str = "spiffe://cluster.local/ns/edge/sa/envoy";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_ca = Ca::new("portcullis ca");
+    let client_ca = Ca::new("mesh ca");
+    let files = ServerFiles::write(dir.path(), &server_ca.leaf(LeafSpec::default()), &client_ca);
+    let envoy_leaf = client_ca.leaf(LeafSpec {
+        common_name: "envoy",
+        dns: &["envoy.edge.svc"],
+        uris: &[ENVOY_ID],
+        validity: None,
+    });
+    let (envoy_crt, envoy_key, server_ca_file) = (
+        dir.path().join("envoy.crt"),
+        dir.path().join("envoy.key"),
+        dir.path().join("server-ca.crt"),
+    );
+    write_private(&envoy_crt, &envoy_leaf.cert_pem);
+    write_private(&envoy_key, &envoy_leaf.key_pem);
+    write_private(&server_ca_file, &server_ca.pem());
+    let policy = dir.path().join("proxy.rego");
+    std::fs::write(
+        &policy,
+        r#"package e2etls
+
+default result := {"allowed": false, "http_status": 403, "body": "no proxy identity"}
+
+result := {"allowed": true, "headers": {"x-proxy-identity": input.tls_client.spiffe_id}} if {
+    input.tls_client.spiffe_id
+}
+"#,
+    )
+    .expect("write policy");
+    let set =
+        |k: &str, v: &Path| format!("--set=plugins.envoy_ext_authz_grpc.tls.{k}={}", v.display());
+    let extra = [
+        policy.display().to_string(),
+        "--set=plugins.envoy_ext_authz_grpc.path=e2etls/result".to_owned(),
+        set("cert_file", &files.cert),
+        set("key_file", &files.key),
+        set("client_ca_file", &files.client_ca),
+        "--set=plugins.envoy_ext_authz_grpc.tls.client_auth=require".to_owned(),
+    ];
+    let transport = format!(
+        r#"    - name: portcullis
+      type: STATIC
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: localhost
+          common_tls_context:
+            alpn_protocols: [h2]
+            tls_certificates:
+              - certificate_chain: {{filename: "{}"}}
+                private_key: {{filename: "{}"}}
+            validation_context:
+              trusted_ca: {{filename: "{}"}}
+"#,
+        envoy_crt.display(),
+        envoy_key.display(),
+        server_ca_file.display()
+    );
+    let stack = Stack::start_edited(&envoy, "envoy.yaml", &extra, move |text| {
+        let from = "    - name: portcullis\n      type: STATIC\n";
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "the portcullis cluster moved"
+        );
+        text.replace(from, &transport)
+    })
+    .await;
+    let r = stack.get("/anything", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "GET /anything over mTLS: {r:?}");
+    assert_eq!(r.echo()["headers"]["x-proxy-identity"], ENVOY_ID);
 }

@@ -178,6 +178,7 @@ async fn writes_on_a_non_loopback_address_need_a_token_identity() {
                 diagnostic: None,
                 gateway: None,
                 ext_authz_http: None,
+                ext_proc: None,
             },
         );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

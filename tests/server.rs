@@ -240,6 +240,7 @@ async fn unix_and_abstract_sockets_serve_checks() {
                 diagnostic: None,
                 gateway: None,
                 ext_authz_http: None,
+                ext_proc: None,
             },
         );
         let addr2 = addr.clone();

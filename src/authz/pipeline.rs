@@ -1,7 +1,7 @@
 //! One Check, start to end, as one straight line:
 //!
 //! request view (built once) → namespace → authentication → input document (with
-//! `input.identity`) → evaluation → decision → response (+ internal token) → an [`Outcome`].
+//! `input.identity`, and `input.tls_client` when the connection presented a client certificate) → evaluation → decision → response (+ internal token) → an [`Outcome`].
 //!
 //! The outcome is one value: the answer, its single classification ([`CheckOutcome`]) and what
 //! the metrics, the decision log and the trace read. Nothing is recorded here; the gRPC
@@ -32,6 +32,7 @@ use crate::namespaces::{DEFAULT_NAMESPACE, Namespaces};
 use crate::policy::{PolicyStore, Snapshot};
 use crate::telemetry::labels::CheckReason;
 use crate::telemetry::metrics::CheckOutcome;
+use crate::tls::ClientIdentity;
 
 /// The context extension that names the namespace deciding a Check.
 pub const NAMESPACE_EXTENSION: &str = "namespace";
@@ -41,6 +42,9 @@ pub const NAMESPACE_EXTENSION: &str = "namespace";
 pub struct CheckSettings {
     pub dry_run: bool,
     pub input: InputOptions,
+    /// A decision path other than the store's (a surface with its own `path`, such as
+    /// ext_proc); `None`: the store's.
+    pub decision_path: Option<String>,
 }
 
 /// Everything one Check did.
@@ -140,14 +144,20 @@ impl Pipeline {
     }
 
     /// Answers one Check. With `keep_input`, the outcome carries the input document with
-    /// credentials erased (for the decision log).
-    pub async fn check(&self, req: &CheckRequest, keep_input: bool) -> Outcome {
+    /// credentials erased (for the decision log). `client` is the verified client certificate
+    /// of the connection the Check came on (the proxy's, not the end user's): `input.tls_client`.
+    pub async fn check_from(
+        &self,
+        req: &CheckRequest,
+        keep_input: bool,
+        client: Option<&ClientIdentity>,
+    ) -> Outcome {
         let decision_id = uuid::Uuid::new_v4().to_string();
         let mut outcome = match self.select(req) {
             Ok((namespace, store)) => {
                 let mut outcome = Outcome::new(decision_id, namespace);
                 outcome.snapshot = Some(store.snapshot());
-                self.decide(req, keep_input, &mut outcome).await;
+                self.decide(req, keep_input, client, &mut outcome).await;
                 outcome
             }
             Err(name) => self.unknown_namespace(decision_id, name),
@@ -177,7 +187,13 @@ impl Pipeline {
     }
 
     /// The Check in a known namespace; fills `outcome`.
-    async fn decide(&self, req: &CheckRequest, keep_input: bool, outcome: &mut Outcome) {
+    async fn decide(
+        &self,
+        req: &CheckRequest,
+        keep_input: bool,
+        client: Option<&ClientIdentity>,
+        outcome: &mut Outcome,
+    ) {
         let id = outcome.decision_id.clone();
         let dry_run = self.settings.dry_run;
         // The request as authentication reads it; only built when authentication or tokens are
@@ -210,6 +226,9 @@ impl Pipeline {
         if let Some(identity) = &identity {
             crate::authn::identity::attach(&mut input, identity.as_deref());
         }
+        if let Some(client) = client {
+            attach_tls_client(&mut input, client);
+        }
         if keep_input {
             let mut logged = input.clone();
             if let Some(s) = &self.security {
@@ -226,7 +245,19 @@ impl Pipeline {
         let evaluation = {
             let _span = tracing::debug_span!("policy.eval", policy.revision = snapshot.revision())
                 .entered();
-            snapshot.eval(input)
+            match &self.settings.decision_path {
+                None => snapshot.eval(input),
+                Some(path) => {
+                    let start = std::time::Instant::now();
+                    snapshot
+                        .eval_path(path, Some(input))
+                        .map(|value| crate::policy::Evaluation {
+                            value,
+                            prints: Vec::new(),
+                            elapsed: start.elapsed(),
+                        })
+                }
+            }
         };
         let evaluation = match evaluation {
             Ok(e) => e,
@@ -292,5 +323,16 @@ impl Pipeline {
         outcome.verdict = CheckOutcome::Error(error.reason());
         outcome.log_error = Some((error.reason().as_str(), error.to_string()));
         outcome.response = Err(error);
+    }
+}
+
+/// The input document key of the connection's verified client certificate.
+pub const TLS_CLIENT_KEY: &str = "tls_client";
+
+/// Adds `input.tls_client` (see [`ClientIdentity::to_json`]).
+fn attach_tls_client(input: &mut Value, client: &ClientIdentity) {
+    let value = Value::from(client.to_json());
+    if let Ok(obj) = input.as_object_mut() {
+        obj.insert(Value::from(TLS_CLIENT_KEY), value);
     }
 }

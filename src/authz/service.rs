@@ -20,6 +20,7 @@ use crate::policy::PolicyStore;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CheckOutcome;
 use crate::telemetry::trace;
+use crate::tls::ClientIdentity;
 
 /// The ext_authz service.
 #[derive(Debug, Clone)]
@@ -58,18 +59,24 @@ impl AuthzService {
 
     /// Answers one Check. Errors are those OPA-Envoy answers with a gRPC error.
     pub async fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CheckError> {
-        self.check_in(req, &tracing::Span::none()).await
+        self.check_in(req, None, &tracing::Span::none()).await
     }
 
-    /// Answers one Check inside `span` (the `ext_authz.check` span, usually disabled); the
-    /// gRPC handler and the HTTP listener ([`super::http`]) both observe through it.
+    /// Answers one Check inside `span` (the `ext_authz.check` span, usually disabled) and
+    /// observes it; `client` is the connection's verified client certificate. Every surface
+    /// that answers from the Check path (ext_authz, ext_proc, the HTTP listener
+    /// [`super::http`]) comes through here.
     pub(crate) async fn check_in(
         &self,
         req: &CheckRequest,
+        client: Option<&ClientIdentity>,
         span: &tracing::Span,
     ) -> Result<CheckResponse, CheckError> {
         let start = Instant::now();
-        let outcome = self.pipeline.check(req, self.log.enabled()).await;
+        let outcome = self
+            .pipeline
+            .check_from(req, self.log.enabled(), client)
+            .await;
         self.observe(outcome, start.elapsed(), span)
     }
 
@@ -116,6 +123,7 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let client = crate::tls::client_of(request.extensions());
         let req = request.get_ref();
         let span = tracing::debug_span!(
             "ext_authz.check",
@@ -137,7 +145,7 @@ impl Authorization for AuthzService {
         {
             trace::set_remote_parent(&span, &http.headers);
         }
-        self.check_in(req, &span)
+        self.check_in(req, client.as_deref(), &span)
             .instrument(span.clone())
             .await
             .map(Response::new)

@@ -135,6 +135,9 @@ pub struct Plugins {
     /// `http_service`); served only when this section is present.
     #[serde(default)]
     pub envoy_ext_authz_http: Option<crate::authz::http::HttpAuthzConfig>,
+    /// Envoy's external processing filter (`envoy.service.ext_proc.v3`); served when present.
+    #[serde(default)]
+    pub envoy_ext_proc_grpc: Option<crate::authz::ext_proc::ExtProcConfig>,
 }
 
 /// `plugins.envoy_ext_authz_grpc` (alias `envoy.ext_authz.grpc`).
@@ -168,6 +171,9 @@ pub struct ExtAuthz {
     /// error (well under Envoy's default 200 ms ext_authz timeout).
     #[serde(default = "default_eval_timeout_ms")]
     pub eval_timeout_ms: u64,
+    /// Portcullis: TLS and mTLS on this listener.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ExtAuthz {
@@ -185,6 +191,7 @@ impl Default for ExtAuthz {
             proto_descriptor: None,
             grpc_request_duration_seconds_buckets: None,
             eval_timeout_ms: default_eval_timeout_ms(),
+            tls: None,
         }
     }
 }
@@ -394,6 +401,19 @@ impl Config {
                     &format!("plugins.envoy_ext_authz_http.{}", e.key),
                     e.message,
                 )
+            })?;
+        }
+        if let Some(tls) = &ext.tls {
+            tls.validate().map_err(|e| {
+                invalid(
+                    &format!("plugins.envoy_ext_authz_grpc.tls.{}", e.key),
+                    e.message,
+                )
+            })?;
+        }
+        if let Some(proc) = &self.plugins.envoy_ext_proc_grpc {
+            proc.validate().map_err(|e| {
+                invalid(&format!("plugins.envoy_ext_proc_grpc.{}", e.key), e.message)
             })?;
         }
         if let Some(gateway) = &self.gateway {

@@ -6,9 +6,10 @@
 //! | `jwt` | `authorization: Bearer <HS256 JWT>` | the token's scope claims and grants |
 //! | `token` | `authorization: Bearer <GATEWAY_TOKEN>` | the fixed grant below |
 //! | `password` | `authorization: Basic base64(any-user:<GATEWAY_PASSWORD>)` | the fixed grant below |
+//! | `client_cert` | a client certificate that `gateway.tls.client_ca_file` verifies | the fixed grant below; subject: its SPIFFE ID, else first DNS SAN, else subject DN |
 //! | `open` | none | the fixed grant below |
 //!
-//! The fixed grant of static-token, password and open callers is `readwrite` on every
+//! The fixed grant of static-token, password, client-certificate and open callers is `readwrite` on every
 //! namespace with no delegation: they cannot mint tokens (only JWT callers can, and only
 //! narrower ones). In `jwt` mode nothing but a valid JWT is accepted: a Basic password or an
 //! opaque bearer never stands in for the secret, whatever its value. Secrets are compared in
@@ -37,6 +38,7 @@ pub enum Method {
     Jwt,
     Token,
     Password,
+    ClientCert,
     Open,
 }
 
@@ -46,6 +48,7 @@ impl Method {
             Method::Jwt => "jwt",
             Method::Token => "token",
             Method::Password => "password",
+            Method::ClientCert => "client_cert",
             Method::Open => "open",
         }
     }
@@ -134,8 +137,25 @@ impl Authenticator {
 
     /// The caller from an `authorization` header value (`None`: no header).
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AuthError> {
-        if self.mode == AuthMode::Open {
-            return Ok(Caller::fixed(Method::Open));
+        self.authenticate_peer(authorization, None)
+    }
+
+    /// The caller from an `authorization` header value and the client certificate the TLS
+    /// handshake verified (`None`: none).
+    pub fn authenticate_peer(
+        &self,
+        authorization: Option<&[u8]>,
+        client: Option<&crate::tls::ClientIdentity>,
+    ) -> Result<Caller, AuthError> {
+        match (&self.mode, client) {
+            (AuthMode::Open, _) => return Ok(Caller::fixed(Method::Open)),
+            (AuthMode::ClientCert, Some(id)) if !id.name().is_empty() => {
+                let mut caller = Caller::fixed(Method::ClientCert);
+                caller.subject = id.name().to_string();
+                return Ok(caller);
+            }
+            (AuthMode::ClientCert, _) => return Err(AuthError::Missing),
+            _ => {}
         }
         let header = authorization.ok_or(AuthError::Missing)?;
         let header = std::str::from_utf8(header).map_err(|_| AuthError::WrongKind)?;

@@ -14,10 +14,13 @@
 //!   jwt_secret: ...               # GATEWAY_JWT_SECRET
 //!   token: ...                    # GATEWAY_TOKEN
 //!   password: ...                 # GATEWAY_PASSWORD
+//!   tls: {cert_file: ..., key_file: ..., client_ca_file: ..., client_auth: require}
 //! ```
 //!
 //! The mode is the first of `jwt_secret` → `token` → `password` that is set (each read from
-//! its environment variable, else from the config), else open. The environment is read
+//! its environment variable, else from the config), else client certificates when `tls` has a
+//! `client_ca_file` (mode `client_cert`), else open. With a secret mode and a `client_ca_file`,
+//! the certificate is checked at the handshake and the caller is the secret's. The environment is read
 //! through [`crate::env::Env`] so that tests pass a map.
 
 use crate::invalid::Invalid;
@@ -63,6 +66,9 @@ pub struct GatewayConfig {
     pub token: Option<Secret>,
     #[serde(default)]
     pub password: Option<Secret>,
+    /// TLS and mTLS on the gateway's port.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -79,6 +85,7 @@ impl Default for GatewayConfig {
             jwt_secret: None,
             token: None,
             password: None,
+            tls: None,
         }
     }
 }
@@ -116,6 +123,9 @@ impl GatewayConfig {
         }
         if self.audience.trim().is_empty() {
             return Err(Invalid::new("audience", "must not be empty"));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate().map_err(|e| e.under("tls"))?;
         }
         if self.max_token_ttl_seconds == 0 {
             return Err(Invalid::new(
@@ -165,6 +175,8 @@ pub enum AuthMode {
     Token(String),
     /// HTTP Basic with this password, any user name (`GATEWAY_PASSWORD`).
     Password(String),
+    /// The client certificate verified by the TLS handshake (`gateway.tls.client_ca_file`).
+    ClientCert,
     /// No authentication.
     Open,
 }
@@ -182,12 +194,14 @@ impl AuthMode {
             AuthMode::Jwt(_) => "jwt",
             AuthMode::Token(_) => "token",
             AuthMode::Password(_) => "password",
+            AuthMode::ClientCert => "client_cert",
             AuthMode::Open => "open",
         }
     }
 
     /// The mode from the environment and the config, in the order `GATEWAY_JWT_SECRET` →
-    /// `GATEWAY_TOKEN` → `GATEWAY_PASSWORD` → open. A variable that is set but empty is an
+    /// `GATEWAY_TOKEN` → `GATEWAY_PASSWORD` → client certificates (`gateway.tls` with a
+    /// `client_ca_file`) → open. A variable that is set but empty is an
     /// error (never a silent fall-through to a weaker mode), and so is a JWT secret shorter
     /// than [`MIN_JWT_SECRET_BYTES`].
     /// `Err` names where the refused value came from: the variable, or `gateway.<key>`.
@@ -225,6 +239,13 @@ impl AuthMode {
         }
         if let Some(password) = pick("GATEWAY_PASSWORD", "password", &config.password)? {
             return Ok(AuthMode::Password(password));
+        }
+        if config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_auth() != crate::tls::ClientAuth::None)
+        {
+            return Ok(AuthMode::ClientCert);
         }
         Ok(AuthMode::Open)
     }

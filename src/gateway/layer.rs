@@ -163,7 +163,8 @@ where
                     .headers()
                     .get(http::header::AUTHORIZATION)
                     .map(|v| v.as_bytes());
-                match self.auth.authenticate(header) {
+                let client = crate::tls::client_of(req.extensions());
+                match self.auth.authenticate_peer(header, client.as_deref()) {
                     Ok(caller) => {
                         tracing::debug!(
                             gateway.rpc = rpc.path(),

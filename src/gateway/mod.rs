@@ -179,6 +179,17 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_tls(gateway, listener, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is set (`gateway.tls`): the client certificate it verifies
+/// is what the `client_cert` caller mode reads.
+pub async fn serve_tls(
+    gateway: Gateway,
+    listener: TcpListener,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     use pb::data_service_server::DataServiceServer;
     use pb::decision_log_service_server::DecisionLogServiceServer;
     use pb::decision_service_server::DecisionServiceServer;
@@ -251,7 +262,15 @@ pub async fn serve(
             .set_service_status("", ServingStatus::NotServing)
             .await;
     };
-    router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-        .await
+    match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                .await
+        }
+        Some(tls) => {
+            let incoming = crate::tls::accept(tls, "gateway", TcpListenerStream::new(listener));
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+    }
 }

@@ -92,24 +92,7 @@ impl SigningKey {
     }
 }
 
-/// Refuses a private key file that others can read or write.
-#[cfg(unix)]
-pub fn check_private_key_mode(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{}: a private key must be readable by its owner only (mode {:o}; chmod 600, or \
-             defaultMode: 0400 on a Kubernetes Secret volume)",
-            path.display(),
-            mode & 0o777
-        ));
-    }
-    Ok(())
-}
+pub use crate::jose::keys::check_private_key_mode;
 
 /// The published keys, newest first.
 #[derive(Debug, Clone)]

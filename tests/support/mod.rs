@@ -12,6 +12,7 @@
 //! | [`authn`] | signing keys, tokens, a JWKS/OIDC issuer, a server with authentication |
 //! | [`gateway`] | a server with the gateway, its credentials, tokens and RPC helpers |
 //! | [`bundle`] | bundles built in memory and a bundle server |
+//! | [`tls`] | a CA and certificates made at test time; gRPC clients over TLS |
 //!
 //! Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code, unused_imports)]
@@ -24,6 +25,7 @@ pub mod gateway;
 pub mod ports;
 pub mod process;
 pub mod server;
+pub mod tls;
 pub mod wait;
 
 pub use client::{decision_id, http};

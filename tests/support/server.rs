@@ -129,6 +129,10 @@ impl Prepared {
             Some(_) => Some(loopback().await),
             None => None,
         };
+        let ext_proc = match app.ext_proc {
+            Some(_) => Some(loopback().await),
+            None => None,
+        };
         let diagnostic = if self.diagnostic {
             Some(loopback().await)
         } else {
@@ -140,6 +144,7 @@ impl Prepared {
         let gateway_addr = gateway.as_ref().map(addr);
         let diagnostic_addr = diagnostic.as_ref().map(addr);
         let ext_authz_http_addr = ext_authz_http.as_ref().map(addr);
+        let ext_proc_addr = ext_proc.as_ref().map(addr);
         let running = Running::spawn(
             app,
             Listeners {
@@ -148,6 +153,7 @@ impl Prepared {
                 diagnostic,
                 gateway,
                 ext_authz_http,
+                ext_proc: ext_proc.map(GrpcListener::Tcp),
             },
         );
         TestServer {
@@ -157,6 +163,7 @@ impl Prepared {
             gateway_addr,
             diagnostic_addr,
             ext_authz_http_addr,
+            ext_proc_addr,
             store: self.store,
             dir: self.dir,
         }
@@ -181,6 +188,8 @@ pub struct TestServer {
     pub diagnostic_addr: Option<SocketAddr>,
     /// When the config has `plugins.envoy_ext_authz_http`.
     pub ext_authz_http_addr: Option<SocketAddr>,
+    /// When the config has `plugins.envoy_ext_proc_grpc`.
+    pub ext_proc_addr: Option<SocketAddr>,
     pub store: Arc<PolicyStore>,
     pub dir: tempfile::TempDir,
 }

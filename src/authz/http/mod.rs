@@ -211,7 +211,7 @@ async fn handle(
     }
     let result = state
         .service
-        .check_in(&check, &span)
+        .check_in(&check, None, &span)
         .instrument(span.clone())
         .await;
     answer(result)
