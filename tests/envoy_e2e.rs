@@ -1067,6 +1067,7 @@ async fn envoy_reaches_portcullis_over_mtls() {
         dns: &["envoy.edge.svc"],
         uris: &[ENVOY_ID],
         validity: None,
+        names: &[],
     });
     let (envoy_crt, envoy_key, server_ca_file) = (
         dir.path().join("envoy.crt"),
