@@ -151,9 +151,29 @@ struct RunArgs {
     #[arg(long = "diagnostic-addr")]
     diagnostic_addr: Option<String>,
     /// How callers of the HTTP API are identified, as OPA's flag: `token` makes a bearer
-    /// token `input.identity` of the system.authz policy; `tls` is not supported yet.
+    /// token `input.identity` of the system.authz policy; `tls` requires a client certificate
+    /// chaining to --tls-ca-cert-file and makes its subject `input.identity`.
     #[arg(long = "authentication", value_enum, default_value = "off")]
     authentication: portcullis::http::authz::Authentication,
+    /// PEM certificate chain of the HTTP API: with it (and --tls-private-key-file) --addr and
+    /// --diagnostic-addr serve HTTPS unless written http://.
+    #[arg(long = "tls-cert-file", value_name = "PATH")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (mode 0600 or 0400).
+    #[arg(long = "tls-private-key-file", value_name = "PATH")]
+    tls_private_key_file: Option<PathBuf>,
+    /// PEM CAs that HTTP API client certificates must chain to (required by
+    /// --authentication=tls; otherwise a presented certificate must still verify).
+    #[arg(long = "tls-ca-cert-file", value_name = "PATH")]
+    tls_ca_cert_file: Option<PathBuf>,
+    /// How often the HTTP API's certificate, key and CA files are checked for changes
+    /// (e.g. 30s, 5m); 0s checks every 5s.
+    #[arg(
+        long = "tls-cert-refresh-period",
+        value_name = "DURATION",
+        default_value = "0s"
+    )]
+    tls_cert_refresh_period: String,
     /// How calls on the HTTP API are authorized, as OPA's flag: `basic` has
     /// data.system.authz.allow decide every call, and is needed for writes through the REST API.
     #[arg(long = "authorization", value_enum, default_value = "off")]
@@ -450,9 +470,10 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         authentication: args.authentication,
         authorization: args.authorization,
     };
-    if let Err(e) = protection.validate() {
-        return fail(&e);
-    }
+    let http_tls = match http_tls(&args) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
     let verification = match local_verification(&args) {
         Ok(v) => v,
         Err(e) => return fail(&e),
@@ -522,6 +543,9 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
     let metrics = app.metrics.clone();
     app.grpc.shutdown_grace = Duration::from_secs(args.shutdown_grace_period);
     app.rest.protection = protection;
+    if let Err(e) = set_http_tls(&mut app, &args, http_tls) {
+        return fail(&e);
+    }
 
     let listeners = match bind(&config, &args, &app).await {
         Ok(l) => l,
@@ -579,6 +603,47 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
     }
 }
 
+/// The HTTP API's TLS from the `--tls-*` flags, files read (`None` without the flags).
+fn http_tls(args: &RunArgs) -> Result<Option<Arc<portcullis::tls::ServerTls>>, String> {
+    let flags = portcullis::http::tls::TlsFlags {
+        cert_file: args.tls_cert_file.clone(),
+        private_key_file: args.tls_private_key_file.clone(),
+        ca_cert_file: args.tls_ca_cert_file.clone(),
+        refresh_period: portcullis::client::parse_duration(&args.tls_cert_refresh_period)
+            .map_err(|e| format!("--tls-cert-refresh-period: {e}"))?,
+    };
+    flags
+        .config(args.authentication)?
+        .map(|c| {
+            portcullis::tls::ServerTls::load(&c, &[b"http/1.1"])
+                .map_err(portcullis::http::tls::flag_error)
+        })
+        .transpose()
+}
+
+/// Gives the HTTP API listeners their TLS, by OPA's scheme rule (see `http::tls`).
+fn set_http_tls(
+    app: &mut App,
+    args: &RunArgs,
+    tls: Option<Arc<portcullis::tls::ServerTls>>,
+) -> Result<(), String> {
+    let cert = tls.is_some();
+    let (https, _) = portcullis::http::tls::scheme(http_addr_text(args), "--addr", cert)?;
+    app.tls.http = tls.clone().filter(|_| https);
+    if let Some(d) = &args.diagnostic_addr {
+        let (https, _) = portcullis::http::tls::scheme(d, "--diagnostic-addr", cert)?;
+        app.tls.diagnostic = tls.filter(|_| https);
+    }
+    Ok(())
+}
+
+fn http_addr_text(args: &RunArgs) -> &str {
+    args.addr
+        .first()
+        .map(String::as_str)
+        .unwrap_or("localhost:8181")
+}
+
 /// Aborts a background task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -625,19 +690,22 @@ async fn bind(config: &Config, args: &RunArgs, app: &App) -> Result<Listeners, S
     let ext_authz = GrpcListener::bind(&ext_addr)
         .await
         .map_err(|e| format!("cannot listen on {ext_addr_text}: {e}"))?;
-    let http_text = args
-        .addr
-        .first()
-        .map(String::as_str)
-        .unwrap_or("localhost:8181");
-    let http_addr = ListenAddr::parse(http_text).map_err(|e| format!("--addr: {e}"))?;
+    let http_text = http_addr_text(args);
+    let (_, http_bare) =
+        portcullis::http::tls::scheme(http_text, "--addr", app.tls.http.is_some())?;
+    let http_addr = ListenAddr::parse(http_bare).map_err(|e| format!("--addr: {e}"))?;
     let http = server::bind_tcp(&http_addr)
         .await
         .map_err(|e| format!("cannot listen on {http_text}: {e}"))?;
     let diagnostic = match &args.diagnostic_addr {
         None => None,
         Some(text) => {
-            let addr = ListenAddr::parse(text).map_err(|e| format!("--diagnostic-addr: {e}"))?;
+            let (_, bare) = portcullis::http::tls::scheme(
+                text,
+                "--diagnostic-addr",
+                app.tls.diagnostic.is_some(),
+            )?;
+            let addr = ListenAddr::parse(bare).map_err(|e| format!("--diagnostic-addr: {e}"))?;
             Some(
                 server::bind_tcp(&addr)
                     .await

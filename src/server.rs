@@ -147,13 +147,20 @@ pub struct App {
     pub tls: ListenerTls,
 }
 
-/// The TLS of each listener that has a `tls:` block; files are watched for changes while the
-/// server runs.
+/// The TLS of each listener that has a `tls:` block (or, for the HTTP API, the `--tls-*` flags);
+/// files are watched for changes while the server runs.
 #[derive(Debug, Clone, Default)]
 pub struct ListenerTls {
     pub ext_authz: Option<Arc<ServerTls>>,
     pub gateway: Option<Arc<ServerTls>>,
     pub ext_proc: Option<Arc<ServerTls>>,
+    /// `plugins.envoy_ext_authz_http.tls`.
+    pub ext_authz_http: Option<Arc<ServerTls>>,
+    /// The HTTP API on `--addr`, set by the caller from the flags
+    /// ([`crate::http::tls::TlsFlags`]) when that listener serves HTTPS.
+    pub http: Option<Arc<ServerTls>>,
+    /// `--diagnostic-addr`, likewise (the same files as `http`).
+    pub diagnostic: Option<Arc<ServerTls>>,
 }
 
 impl ListenerTls {
@@ -187,19 +194,32 @@ impl ListenerTls {
                 "plugins.envoy_ext_proc_grpc.tls",
                 &[b"h2"],
             )?,
+            ext_authz_http: load(
+                config
+                    .plugins
+                    .envoy_ext_authz_http
+                    .as_ref()
+                    .and_then(|p| p.tls.as_ref()),
+                "plugins.envoy_ext_authz_http.tls",
+                &[b"http/1.1"],
+            )?,
+            http: None,
+            diagnostic: None,
         })
     }
 }
 
 impl App {
-    /// What the HTTP API serves from, on a listener whose address is `loopback` or not.
-    pub fn http_api(&self, loopback: bool) -> crate::http::Api {
+    /// What the HTTP API serves from, on a listener whose address is `loopback` or not, over
+    /// `tls` or not.
+    pub fn http_api(&self, loopback: bool, tls: bool) -> crate::http::Api {
         crate::http::Api {
             store: self.store.clone(),
             security: self.authz.security().cloned(),
             metrics: self.metrics.clone(),
             rest: Arc::new(self.rest.clone()),
             loopback,
+            tls,
         }
     }
 
@@ -506,20 +526,39 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     let loopback = |l: &TcpListener| l.local_addr().is_ok_and(|a| a.ip().is_loopback());
-    if let Some(l) = listeners.http {
-        let router = crate::http::router(app.http_api(loopback(&l)), crate::http::Surface::Full);
-        tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
+    for (l, tls, surface) in [
+        (
+            listeners.http,
+            app.tls.http.clone(),
+            crate::http::Surface::Full,
+        ),
+        (
+            listeners.diagnostic,
+            app.tls.diagnostic.clone(),
+            crate::http::Surface::Diagnostic,
+        ),
+    ] {
+        let Some(l) = l else { continue };
+        let api = app.http_api(loopback(&l), tls.is_some());
+        let router = crate::http::router(api, surface);
+        tasks.spawn(crate::http::serve(l, router, tls, stopped(stop_rx.clone())));
     }
-    if let Some(l) = listeners.diagnostic {
-        let router =
-            crate::http::router(app.http_api(loopback(&l)), crate::http::Surface::Diagnostic);
-        tasks.spawn(crate::http::serve(l, router, stopped(stop_rx.clone())));
-    }
-    for tls in [&app.tls.ext_authz, &app.tls.gateway, &app.tls.ext_proc]
-        .into_iter()
-        .flatten()
-    {
-        tls.watch("grpc");
+    // Each set of files once, even when listeners share it.
+    let mut watched: Vec<&Arc<ServerTls>> = Vec::new();
+    for (tls, what) in [
+        (&app.tls.ext_authz, "ext_authz"),
+        (&app.tls.gateway, "gateway"),
+        (&app.tls.ext_proc, "ext_proc"),
+        (&app.tls.ext_authz_http, "ext_authz_http"),
+        (&app.tls.http, "http"),
+        (&app.tls.diagnostic, "http"),
+    ] {
+        let Some(tls) = tls else { continue };
+        if watched.iter().any(|w| Arc::ptr_eq(w, tls)) {
+            continue;
+        }
+        tls.watch(what);
+        watched.push(tls);
     }
     if let (Some(gateway), Some(l)) = (app.gateway.clone(), listeners.gateway) {
         let stop = stopped(stop_rx.clone());
@@ -537,6 +576,7 @@ pub async fn run(
             app.authz.clone(),
             settings,
             l,
+            app.tls.ext_authz_http.clone(),
             stop,
         ));
     }

@@ -378,6 +378,9 @@ pub struct ClientIdentity {
     pub dns_names: Vec<String>,
     /// The subject's distinguished name (RFC 4514).
     pub subject: String,
+    /// The subject as OPA names a client certificate's subject for `--authentication=tls`
+    /// (see [`opa_subject`]).
+    pub opa_subject: String,
     /// SHA-256 of the certificate's DER, lowercase hex.
     pub fingerprint_sha256: String,
 }
@@ -398,6 +401,7 @@ impl ClientIdentity {
             return id;
         };
         id.subject = cert.tbs_certificate.subject.to_string();
+        id.opa_subject = opa_subject(&cert.tbs_certificate.subject);
         for ext in cert.tbs_certificate.extensions.iter().flatten() {
             if ext.extn_id != SubjectAltName::OID {
                 continue;
@@ -446,6 +450,102 @@ impl ClientIdentity {
         }
         v
     }
+}
+
+/// The subject string OPA gives the system.authz policy as `input.identity` under
+/// `--authentication=tls`: the attributes Go's `pkix.Name` keeps, in its fixed order, written
+/// most specific first as RFC 2253 does —
+/// `SERIALNUMBER=…,CN=…,OU=…,O=…,POSTALCODE=…,STREET=…,L=…,ST=…,C=…`.
+///
+/// - Only those nine attribute types are kept (an `emailAddress` or `UID` is left out), and
+///   only with a string value; the order in the certificate does not matter.
+/// - Several values of one type (two `OU`s) are one multi-valued RDN: `OU=a+OU=b`, in
+///   certificate order. `CN` and `SERIALNUMBER` keep their last value only.
+/// - Values escape `,` `+` `"` `\` `<` `>` `;` anywhere, `#` first and a space first or last,
+///   with a backslash; nothing else is escaped.
+pub fn opa_subject(name: &x509_cert::name::Name) -> String {
+    // In the order Go rebuilds the sequence; printed reversed.
+    const ORDER: [(&str, &str); 9] = [
+        ("2.5.4.6", "C"),
+        ("2.5.4.8", "ST"),
+        ("2.5.4.7", "L"),
+        ("2.5.4.9", "STREET"),
+        ("2.5.4.17", "POSTALCODE"),
+        ("2.5.4.10", "O"),
+        ("2.5.4.11", "OU"),
+        ("2.5.4.3", "CN"),
+        ("2.5.4.5", "SERIALNUMBER"),
+    ];
+    let mut values: Vec<Vec<String>> = vec![Vec::new(); ORDER.len()];
+    for rdn in name.0.iter() {
+        for atv in rdn.0.iter() {
+            let oid = atv.oid.to_string();
+            let Some(i) = ORDER.iter().position(|(o, _)| *o == oid) else {
+                continue;
+            };
+            let Some(value) = directory_string(&atv.value) else {
+                continue;
+            };
+            if ORDER[i].1 == "CN" || ORDER[i].1 == "SERIALNUMBER" {
+                values[i] = vec![value];
+            } else {
+                values[i].push(value);
+            }
+        }
+    }
+    let mut rdns: Vec<String> = Vec::new();
+    for (i, (_, short)) in ORDER.iter().enumerate() {
+        if values[i].is_empty() {
+            continue;
+        }
+        let rdn: Vec<String> = values[i]
+            .iter()
+            .map(|v| format!("{short}={}", escape_rdn_value(v)))
+            .collect();
+        rdns.push(rdn.join("+"));
+    }
+    rdns.reverse();
+    rdns.join(",")
+}
+
+/// The text of a string-typed attribute value; `None` for other types.
+fn directory_string(value: &x509_cert::der::Any) -> Option<String> {
+    use x509_cert::der::{Tag, Tagged as _};
+    let bytes = value.value();
+    match value.tag() {
+        Tag::Utf8String
+        | Tag::PrintableString
+        | Tag::Ia5String
+        | Tag::NumericString
+        | Tag::TeletexString => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Tag::BmpString => {
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            Some(String::from_utf16_lossy(&units))
+        }
+        _ => None,
+    }
+}
+
+/// A value escaped as in the subject string (see [`opa_subject`]).
+fn escape_rdn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.len().saturating_sub(1);
+    for (i, c) in value.char_indices() {
+        let escape = match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => true,
+            ' ' => i == 0 || i == last,
+            '#' => i == 0,
+            _ => false,
+        };
+        if escape {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -607,6 +707,64 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok)
 }
 
+/// A TCP listener whose connections are TLS, for `axum::serve`: handshakes as in [`accept`];
+/// each connection's [`TlsPeer`] is its `ConnectInfo` (serve with
+/// `into_make_service_with_connect_info::<TlsPeer>()`).
+pub struct TlsListener {
+    local: std::net::SocketAddr,
+    conns: std::pin::Pin<Box<dyn Stream<Item = io::Result<TlsConn<tokio::net::TcpStream>>> + Send>>,
+}
+
+impl TlsListener {
+    /// Starts accepting on `listener`; `what` names it in logs.
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        tls: Arc<ServerTls>,
+        what: &'static str,
+    ) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        Ok(Self {
+            local,
+            conns: Box::pin(accept(tls, what, incoming)),
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConn<tokio::net::TcpStream>;
+    type Addr = TlsPeer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.conns.next().await {
+                Some(Ok(conn)) => {
+                    let peer = conn.peer.clone();
+                    return (conn, peer);
+                }
+                Some(Err(_)) => continue,
+                // The accept task ended: nothing more will come.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(TlsPeer {
+            remote_addr: Some(self.local),
+            client: None,
+        })
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +802,34 @@ mod tests {
                 .key,
             "client_ca_file"
         );
+    }
+
+    #[test]
+    fn the_opa_subject_is_written_in_gos_order_and_escaping() {
+        use std::str::FromStr as _;
+        let name = |s: &str| x509_cert::name::Name::from_str(s).expect("name");
+        // Any certificate order gives Go's order; only the last CN is kept.
+        assert_eq!(
+            opa_subject(&name("CN=last,CN=first,C=DE,OU=ops,O=Acme")),
+            "CN=last,OU=ops,O=Acme,C=DE"
+        );
+        assert_eq!(
+            opa_subject(&name("O=Acme,OU=ops,CN=admin")),
+            opa_subject(&name("CN=admin,O=Acme,OU=ops"))
+        );
+        // Two values of one type are one RDN; types Go does not name are left out.
+        assert_eq!(
+            opa_subject(&name("UID=jdoe,OU=b,OU=a,CN=x")),
+            "CN=x,OU=a+OU=b"
+        );
+        // Escapes: the specials anywhere, # first, spaces at either end.
+        assert_eq!(
+            escape_rdn_value("a,b+c\"d\\e<f>g;h"),
+            "a\\,b\\+c\\\"d\\\\e\\<f\\>g\\;h"
+        );
+        assert_eq!(escape_rdn_value("#x#"), "\\#x#");
+        assert_eq!(escape_rdn_value(" a b "), "\\ a b\\ ");
+        assert_eq!(escape_rdn_value(""), "");
     }
 
     #[test]

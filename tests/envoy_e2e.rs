@@ -653,17 +653,28 @@ fn assert_policy_denial(reply: &Reply, what: &str) {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
-/// `envoy --mode validate` accepts every config in deploy/envoy/.
+/// `envoy --mode validate` accepts every config in deploy/envoy/ (gRPC ext_authz with and
+/// without the body, `http_service`, ext_proc).
 #[test]
 fn envoy_configs_validate() {
     let Some(envoy) = envoy_or_skip("envoy_configs_validate") else {
         return;
     };
     let configs = deploy_configs();
-    assert!(
-        configs.len() >= 2,
-        "expected envoy.yaml and envoy-no-body.yaml in deploy/envoy, found {configs:?}"
-    );
+    // Every path the README's Proxies table documents for Envoy is among them.
+    for name in [
+        "envoy.yaml",
+        "envoy-no-body.yaml",
+        "envoy-http-service.yaml",
+        "envoy-ext-proc.yaml",
+    ] {
+        assert!(
+            configs
+                .iter()
+                .any(|c| c.file_name().is_some_and(|f| f == name)),
+            "expected {name} in deploy/envoy, found {configs:?}"
+        );
+    }
     for config in configs {
         let out = Command::new(&envoy)
             .args(["--mode", "validate", "-l", "warning", "-c"])
@@ -1067,6 +1078,7 @@ async fn envoy_reaches_portcullis_over_mtls() {
         dns: &["envoy.edge.svc"],
         uris: &[ENVOY_ID],
         validity: None,
+        names: &[],
     });
     let (envoy_crt, envoy_key, server_ca_file) = (
         dir.path().join("envoy.crt"),

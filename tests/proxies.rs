@@ -713,3 +713,101 @@ async fn the_listener_is_observed_like_grpc_and_loaded_by_bench() {
         );
     }
 }
+
+/// Without a proxy: one listener serves NGINX on `/nginx` and Traefik-style forward auth on
+/// `/traefik`, each request read in its route's mode, and nothing outside the routes.
+#[tokio::test]
+async fn one_listener_serves_several_proxies_by_path_prefix() {
+    let server = portcullis(
+        "auto",
+        ", routes: [{path_prefix: /nginx, mode: nginx}, {path_prefix: /traefik, mode: forward_auth}]",
+    )
+    .await;
+    let port = authz_port(&server);
+    let raw = |path: &'static str, extra: &'static [(&'static str, &'static str)]| async move {
+        let client: Client<_, Full<bytes::Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let mut req = hyper::Request::builder()
+            .uri(format!("http://127.0.0.1:{port}{path}"))
+            .header("host", "portcullis");
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = client
+            .request(req.body(Full::default()).expect("request"))
+            .await
+            .expect("answer");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    // NGINX auth_request: the original URI in X-Original-URI.
+    assert_eq!(raw("/nginx", &[("x-original-uri", "/open/a")]).await.0, 200);
+    assert_eq!(
+        raw("/nginx", &[("x-original-uri", "/closed/a")]).await.0,
+        401
+    );
+    // Traefik ForwardAuth: X-Forwarded-Method and -Uri.
+    const OPEN: [(&str, &str); 2] = [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/open/b"),
+    ];
+    const CLOSED: [(&str, &str); 2] = [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/closed/b"),
+    ];
+    assert_eq!(raw("/traefik", &OPEN).await.0, 200);
+    assert_eq!(raw("/traefik", &CLOSED).await.0, 401);
+    // Each route reads its own headers only: NGINX's header on the Traefik route is not an
+    // original URI, and Traefik's on the NGINX route is not either.
+    let (status, body) = raw("/traefik", &[("x-original-uri", "/open/c")]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(raw("/nginx", &OPEN).await.0, 403);
+    // Outside every route: 404, before the policy.
+    for path in ["/", "/envoy/open/x", "/nginxx", "/open/x"] {
+        let (status, body) = raw(path, &[("x-original-uri", "/open/a")]).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let (_, metrics) = support::http(server.http_addr, "GET", "/metrics", None).await;
+    for line in [
+        "portcullis_checks_total{outcome=\"allow\"} 2",
+        "portcullis_checks_total{outcome=\"deny\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+}
+
+/// Routes that cannot be served safely stop the config from loading, naming the key.
+#[test]
+fn unsafe_routes_are_refused_at_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (routes, key) in [
+        (
+            "[{path_prefix: /a, mode: nginx}, {path_prefix: /a, mode: forward_auth}]",
+            "routes[1].path_prefix",
+        ),
+        (
+            "[{path_prefix: nginx, mode: nginx}]",
+            "routes[0].path_prefix",
+        ),
+        ("[{path_prefix: '', mode: nginx}]", "routes[0].path_prefix"),
+        (
+            "[{path_prefix: /ext, mode: envoy}, {path_prefix: /ext/nginx, mode: nginx}]",
+            "routes[1].path_prefix",
+        ),
+    ] {
+        let file = dir.path().join("config.yaml");
+        std::fs::write(
+            &file,
+            format!("plugins:\n  envoy_ext_authz_http:\n    routes: {routes}\n"),
+        )
+        .expect("write");
+        let e = portcullis::config::Config::load(Some(&file), &[])
+            .expect_err(routes)
+            .to_string();
+        assert!(
+            e.contains(&format!("plugins.envoy_ext_authz_http.{key}")),
+            "{routes}: {e}"
+        );
+    }
+}

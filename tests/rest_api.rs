@@ -1348,9 +1348,9 @@ decision_logs: {console: true}
     server.stop().await;
 }
 
-/// `--authentication=tls` is accepted by the parser and refused at start-up with the reason.
+/// `--authentication=tls` without the certificate flags is refused at start-up, naming them.
 #[test]
-fn tls_authentication_is_refused_at_start_up() {
+fn tls_authentication_without_certificates_is_refused_at_start_up() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["run", "--authentication=tls", "--addr", "127.0.0.1:0"])
         .args(["--set", "plugins.envoy_ext_authz_grpc.addr=127.0.0.1:0"])

@@ -63,6 +63,7 @@ impl Pki {
             dns: &["envoy.mesh.svc"],
             uris: &[ENVOY_ID],
             validity: None,
+            names: &[],
         })
     }
 
@@ -494,4 +495,378 @@ async fn the_gateway_serves_server_only_tls_with_its_secret_mode() {
     )
     .await
     .expect("token over TLS");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP API (OPA's --tls-* flags and --authentication=tls)
+
+/// Allows callers whose certificate subject is known, answering others with the identity they
+/// were given (so that the exact string can be asserted).
+const SYSTEM_AUTHZ: &str = r#"package system.authz
+
+default allow := {"allowed": false, "reason": "no identity"}
+
+allow := true if input.identity == "CN=admin,OU=ops,O=Acme"
+
+allow := {"allowed": false, "reason": sprintf("identity %s", [input.identity])} if {
+    input.identity
+    input.identity != "CN=admin,OU=ops,O=Acme"
+}
+"#;
+
+impl Pki {
+    /// A client certificate whose subject is CN, OU, O in that order (OPA writes them in its
+    /// own fixed order, not the certificate's).
+    fn admin(&self) -> Leaf {
+        self.client_ca.leaf(LeafSpec {
+            common_name: "admin",
+            names: &[("OU", "ops"), ("O", "Acme")],
+            ..Default::default()
+        })
+    }
+
+    fn flags(&self, ca: bool) -> portcullis::http::tls::TlsFlags {
+        portcullis::http::tls::TlsFlags {
+            cert_file: Some(self.files.cert.clone()),
+            private_key_file: Some(self.files.key.clone()),
+            ca_cert_file: ca.then(|| self.files.client_ca.clone()),
+            refresh_period: Duration::from_millis(50),
+        }
+    }
+
+    /// The HTTP API over HTTPS with `authentication` and `--authorization=basic`.
+    async fn api(&self, authentication: portcullis::http::authz::Authentication) -> TestServer {
+        use portcullis::http::authz::{Authorization, Protection};
+        let prepared = support::server::Prepared::new(Spec {
+            policies: vec![("authz.rego", SYSTEM_AUTHZ)],
+            ..Default::default()
+        })
+        .expect("prepared");
+        let mut app = prepared.app().build().expect("app");
+        app.rest.protection = Protection {
+            authentication,
+            authorization: Authorization::Basic,
+        };
+        let config = self
+            .flags(true)
+            .config(authentication)
+            .expect("flags")
+            .expect("tls");
+        app.tls.http =
+            Some(portcullis::tls::ServerTls::load(&config, &[b"http/1.1"]).expect("load"));
+        prepared.serve(app).await
+    }
+}
+
+#[tokio::test]
+async fn tls_authentication_makes_the_certificate_subject_the_identity_as_opa_writes_it() {
+    use portcullis::http::authz::Authentication;
+    use support::tls::https;
+    let pki = Pki::new();
+    let server = pki.api(Authentication::Tls).await;
+    let addr = server.http_addr;
+    let admin = client_config(&pki.server_ca, Some(&pki.admin()));
+    let (status, body) = https(addr, admin, "GET", "/v1/data", &[])
+        .await
+        .expect("admin over mTLS");
+    assert_eq!(status, 200, "{body}");
+
+    // Another trusted client: its identity is its subject, and the policy refuses it.
+    let other = client_config(&pki.server_ca, Some(&pki.client()));
+    let (status, body) = https(addr, other, "GET", "/v1/data", &[])
+        .await
+        .expect("other");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("identity CN=envoy"), "{body}");
+
+    // No certificate, or one from a CA the listener does not trust: no handshake at all.
+    let none = client_config(&pki.server_ca, None);
+    assert!(https(addr, none, "GET", "/v1/data", &[]).await.is_err());
+    let intruder = pki.server_ca.leaf(LeafSpec {
+        common_name: "admin",
+        names: &[("OU", "ops"), ("O", "Acme")],
+        ..Default::default()
+    });
+    let forged = client_config(&pki.server_ca, Some(&intruder));
+    assert!(https(addr, forged, "GET", "/v1/data", &[]).await.is_err());
+
+    // Plain HTTP on the HTTPS port gets no answer from the API.
+    let plain = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /v1/data HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        buf
+    })
+    .await
+    .expect("closed in time");
+    assert!(!String::from_utf8_lossy(&plain).contains("result"));
+}
+
+#[tokio::test]
+async fn a_bearer_header_is_not_an_identity_under_tls_authentication() {
+    use portcullis::http::authz::Authentication;
+    let pki = Pki::new();
+    let server = pki.api(Authentication::Tls).await;
+    // The subject the policy trusts, sent as a token by a client with another certificate.
+    let other = client_config(&pki.server_ca, Some(&pki.client()));
+    let (status, body) = support::tls::https(
+        server.http_addr,
+        other,
+        "GET",
+        "/v1/data",
+        &[("authorization", "Bearer CN=admin,OU=ops,O=Acme")],
+    )
+    .await
+    .expect("request");
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test]
+async fn token_authentication_over_https_asks_for_no_certificate_but_verifies_one() {
+    use portcullis::http::authz::Authentication;
+    use support::tls::https;
+    let pki = Pki::new();
+    let server = pki.api(Authentication::Token).await;
+    let none = client_config(&pki.server_ca, None);
+    let (status, _) = https(
+        server.http_addr,
+        none.clone(),
+        "GET",
+        "/v1/data",
+        &[("authorization", "Bearer CN=admin,OU=ops,O=Acme")],
+    )
+    .await
+    .expect("token over HTTPS");
+    assert_eq!(status, 200);
+    let (status, _) = https(server.http_addr, none, "GET", "/v1/data", &[])
+        .await
+        .expect("no token");
+    assert_eq!(status, 401);
+    // With --tls-ca-cert-file a presented certificate must chain to it.
+    let untrusted = pki.server_ca.leaf(LeafSpec::default());
+    let bad = client_config(&pki.server_ca, Some(&untrusted));
+    assert!(
+        https(server.http_addr, bad, "GET", "/health", &[])
+            .await
+            .is_err()
+    );
+}
+
+/// `portcullis run` with OPA's flags: HTTPS with client certificates on --addr, a diagnostic
+/// address written http:// stays plain, and a new certificate is picked up.
+#[tokio::test]
+async fn the_run_command_serves_https_with_opas_flags_and_rotates_the_certificate() {
+    use support::tls::https;
+    let pki = Pki::new();
+    let dir = pki._dir.path();
+    std::fs::write(dir.join("authz.rego"), SYSTEM_AUTHZ).unwrap();
+    let [api, grpc, diag] = support::ports::free_ports::<3>();
+    let _proc = support::process::Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--authentication=tls", "--authorization=basic"])
+            .arg("--tls-cert-file")
+            .arg(&pki.files.cert)
+            .arg("--tls-private-key-file")
+            .arg(&pki.files.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&pki.files.client_ca)
+            .args(["--tls-cert-refresh-period", "50ms"])
+            .args(["--addr", &format!("127.0.0.1:{api}")])
+            .args(["--diagnostic-addr", &format!("http://127.0.0.1:{diag}")])
+            .args([
+                "--set",
+                &format!("plugins.envoy_ext_authz_grpc.addr=127.0.0.1:{grpc}"),
+            ])
+            .arg(dir.join("authz.rego"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{api}").parse().unwrap();
+    let admin = client_config(&pki.server_ca, Some(&pki.admin()));
+    eventually(Duration::from_secs(20), || {
+        let admin = admin.clone();
+        async move {
+            matches!(
+                https(addr, admin, "GET", "/v1/data", &[]).await,
+                Ok((200, _))
+            )
+        }
+    })
+    .await
+    .expect("HTTPS with the admin certificate");
+    assert!(
+        https(
+            addr,
+            client_config(&pki.server_ca, None),
+            "GET",
+            "/v1/data",
+            &[]
+        )
+        .await
+        .is_err()
+    );
+    // The diagnostic listener answers plain HTTP, decided by the same policy (no identity
+    // there, so refused: OPA's diagnostic handler is authorized too).
+    let (status, _) = plain_get(diag, "/health").await;
+    assert_eq!(status, 401);
+
+    // Rotation: a new server certificate is served to new handshakes.
+    let before = server_leaf(addr, support::tls::http1(admin.clone())).await;
+    let next = pki.server_ca.leaf(LeafSpec {
+        common_name: "portcullis-next",
+        ..Default::default()
+    });
+    pki.files.install(&next);
+    eventually(Duration::from_secs(10), || {
+        let admin = admin.clone();
+        let next = next.der.clone();
+        async move { server_leaf(addr, support::tls::http1(admin)).await == next }
+    })
+    .await
+    .expect("new handshakes get the new certificate");
+    assert_ne!(before, next.der);
+}
+
+async fn plain_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Flag combinations that cannot be served are refused at start-up, naming the flag.
+#[test]
+fn inconsistent_tls_flags_are_refused_naming_the_flag() {
+    let pki = Pki::new();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--addr", "127.0.0.1:0"])
+            .args(["--set", "plugins.envoy_ext_authz_grpc.addr=127.0.0.1:0"])
+            .args(args)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cert = pki.files.cert.as_os_str();
+    let key = pki.files.key.as_os_str();
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let e = run(&[
+        os("--authentication=tls"),
+        os("--tls-cert-file"),
+        cert,
+        os("--tls-private-key-file"),
+        key,
+    ]);
+    assert!(e.contains("--tls-ca-cert-file"), "{e}");
+    let e = run(&[os("--tls-cert-file"), cert]);
+    assert!(e.contains("--tls-private-key-file"), "{e}");
+    let e = run(&[os("--tls-ca-cert-file"), pki.files.client_ca.as_os_str()]);
+    assert!(
+        e.contains("--tls-ca-cert-file needs --tls-cert-file"),
+        "{e}"
+    );
+    let e = run(&[os("--diagnostic-addr"), os("https://127.0.0.1:0")]);
+    assert!(e.contains("HTTPS needs --tls-cert-file"), "{e}");
+    // A key others can read is refused as on every listener.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&pki.files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = run(&[
+        os("--tls-cert-file"),
+        cert,
+        os("--tls-private-key-file"),
+        key,
+    ]);
+    assert!(e.contains("--tls-private-key-file"), "{e}");
+    let e = run(&[os("--tls-cert-refresh-period"), os("soon")]);
+    assert!(e.contains("--tls-cert-refresh-period"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP authorization listener
+
+#[tokio::test]
+async fn the_http_authorization_listener_serves_mtls_and_passes_the_client_certificate() {
+    use support::tls::https;
+    let pki = Pki::new();
+    let config = format!(
+        "plugins:\n  envoy_ext_authz_http:\n    mode: nginx\n    tls: {}\n",
+        pki.files.yaml("require")
+    );
+    let server = TestServer::start(Spec {
+        policies: vec![("policy.rego", POLICY)],
+        config: &config,
+        ..Default::default()
+    })
+    .await;
+    let addr = server.ext_authz_http_addr.expect("listener");
+    let nginx = [("x-original-uri", "/orders")];
+    // The proxy's certificate names a SPIFFE ID: allowed.
+    let proxy = client_config(&pki.server_ca, Some(&pki.client()));
+    let (status, body) = https(addr, proxy, "GET", "/auth", &nginx)
+        .await
+        .expect("allowed over mTLS");
+    assert_eq!(status, 200, "{body}");
+    // A trusted certificate without one: the policy denies.
+    let admin = client_config(&pki.server_ca, Some(&pki.admin()));
+    let (status, body) = https(addr, admin, "GET", "/auth", &nginx)
+        .await
+        .expect("denied over mTLS");
+    assert_eq!((status, body.as_str()), (403, "no client certificate"));
+    // Untrusted or missing certificates never reach the policy.
+    let untrusted = pki.server_ca.leaf(LeafSpec {
+        common_name: "envoy",
+        uris: &[ENVOY_ID],
+        ..Default::default()
+    });
+    for config in [
+        client_config(&pki.server_ca, Some(&untrusted)),
+        client_config(&pki.server_ca, None),
+    ] {
+        assert!(https(addr, config, "GET", "/auth", &nginx).await.is_err());
+    }
+    // Plain HTTP gets no decision.
+    assert_ne!(plain_get(addr.port(), "/auth").await.0, 200);
+}
+
+#[test]
+fn the_http_authorization_listeners_tls_works_with_set() {
+    let config = portcullis::config::Config::load(
+        None,
+        &[
+            "plugins.envoy_ext_authz_http.tls.cert_file=/c.pem".into(),
+            "plugins.envoy_ext_authz_http.tls.key_file=/k.pem".into(),
+            "plugins.envoy_ext_authz_http.tls.client_ca_file=/ca.pem".into(),
+        ],
+    )
+    .unwrap();
+    let tls = config.plugins.envoy_ext_authz_http.unwrap().tls.unwrap();
+    assert_eq!(tls.client_auth(), portcullis::tls::ClientAuth::Require);
+    let e = portcullis::config::Config::load(
+        None,
+        &["plugins.envoy_ext_authz_http.tls.client_auth=require".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("plugins.envoy_ext_authz_http.tls"), "{e}");
 }

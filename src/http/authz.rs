@@ -3,8 +3,12 @@
 //!
 //! - `--authentication=token`: a `Authorization: Bearer <token>` header (at most 8 KiB, one
 //!   token without spaces) makes the token `input.identity` of the authorization policy.
-//!   Portcullis does not check the token itself; the policy does. `tls` (client certificates)
-//!   needs TLS on this listener, which this build does not have: start-up refuses it.
+//!   Portcullis does not check the token itself; the policy does.
+//! - `--authentication=tls`: every client of a TLS listener must present a certificate that
+//!   chains to `--tls-ca-cert-file` (the handshake fails otherwise), and its subject is
+//!   `input.identity`, written as OPA writes it ([`crate::tls::opa_subject`]: `CN=my-client`,
+//!   `CN=a,OU=b,O=c`). A listener given as `http://` has no certificates, so no identity (see
+//!   [`super::tls`]).
 //! - `--authorization=basic`: every call on the listener is first decided by
 //!   `data.system.authz.allow` (or the config's `default_authorization_decision`) with OPA's
 //!   input `{"method", "path", "params", "headers", "identity", "body"}`: `path` is the URL path
@@ -16,8 +20,9 @@
 //!   decision is OPA's 500 `authorization policy missing or undefined`.
 //! - Writes (`PUT`/`PATCH`/`DELETE` of data, `PUT`/`DELETE` of policies) are refused with 403
 //!   unless `--authorization=basic` is on, and on a listener whose address is not loopback also
-//!   unless `--authentication=token` is on: a policy that cannot tell callers apart must not be
-//!   the only thing between the network and the policies.
+//!   unless callers are identified: `--authentication=token`, or `--authentication=tls` on a TLS
+//!   listener. A policy that cannot tell callers apart must not be the only thing between the
+//!   network and the policies.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -38,7 +43,8 @@ pub enum Authentication {
     Off,
     /// A bearer token is the caller's identity (`input.identity`).
     Token,
-    /// Client certificates (needs TLS on the HTTP API; not available in this build).
+    /// A verified client certificate's subject is the caller's identity (needs
+    /// `--tls-cert-file`, `--tls-private-key-file` and `--tls-ca-cert-file`).
     Tls,
 }
 
@@ -60,20 +66,9 @@ pub struct Protection {
 }
 
 impl Protection {
-    /// Whether the configuration can be served; `tls` cannot yet.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.authentication == Authentication::Tls {
-            return Err(
-                "--authentication=tls needs TLS on the HTTP API (--tls-cert-file), which this \
-                 build does not support yet; use --authentication=token"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// Refuses a REST write unless it is protected (see the module docs).
-    pub fn check_write(&self, loopback: bool) -> Result<(), ApiError> {
+    /// Refuses a REST write unless it is protected (see the module docs); `tls` is whether the
+    /// listener serves TLS (where `--authentication=tls` identifies every caller).
+    pub fn check_write(&self, loopback: bool, tls: bool) -> Result<(), ApiError> {
         let refuse = |message: &str| {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -87,10 +82,16 @@ impl Protection {
                  system.authz policy) to allow them",
             );
         }
-        if !loopback && self.authentication != Authentication::Token {
+        let identified = match self.authentication {
+            Authentication::Token => true,
+            Authentication::Tls => tls,
+            Authentication::Off => false,
+        };
+        if !loopback && !identified {
             return refuse(
-                "writes through the REST API on a non-loopback address need \
-                 --authentication=token as well as --authorization=basic",
+                "writes through the REST API on a non-loopback address need callers identified \
+                 (--authentication=token, or --authentication=tls on an HTTPS listener) as well \
+                 as --authorization=basic",
             );
         }
         Ok(())
@@ -191,10 +192,22 @@ pub async fn authorize(State(app): State<Api>, req: Request, next: Next) -> Resp
             Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
         }
     }
-    if app.rest.protection.authentication == Authentication::Token
-        && let Some(token) = bearer(&parts.headers)
-    {
-        input["identity"] = Json::String(token);
+    match app.rest.protection.authentication {
+        Authentication::Token => {
+            if let Some(token) = bearer(&parts.headers) {
+                input["identity"] = Json::String(token);
+            }
+        }
+        Authentication::Tls => {
+            let client = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<crate::tls::TlsPeer>>()
+                .and_then(|c| c.0.client.as_ref());
+            if let Some(client) = client {
+                input["identity"] = Json::String(client.opa_subject.clone());
+            }
+        }
+        Authentication::Off => {}
     }
     let reference = DataRef::parse(&app.rest.authorization_decision);
     let snapshot = app.store.snapshot();
@@ -278,26 +291,25 @@ mod tests {
     #[test]
     fn writes_need_protection() {
         let off = Protection::default();
-        assert_eq!(off.check_write(true).unwrap_err().status, 403);
+        assert_eq!(off.check_write(true, true).unwrap_err().status, 403);
         let basic = Protection {
             authorization: Authorization::Basic,
             ..Default::default()
         };
-        assert!(basic.check_write(true).is_ok());
-        assert_eq!(basic.check_write(false).unwrap_err().status, 403);
+        assert!(basic.check_write(true, false).is_ok());
+        assert_eq!(basic.check_write(false, true).unwrap_err().status, 403);
         let both = Protection {
             authorization: Authorization::Basic,
             authentication: Authentication::Token,
         };
-        assert!(both.check_write(false).is_ok());
-        assert!(
-            Protection {
-                authentication: Authentication::Tls,
-                ..Default::default()
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(both.check_write(false, false).is_ok());
+        let tls = Protection {
+            authorization: Authorization::Basic,
+            authentication: Authentication::Tls,
+        };
+        assert!(tls.check_write(false, true).is_ok());
+        // An http:// listener has no client certificates: nobody is identified there.
+        assert_eq!(tls.check_write(false, false).unwrap_err().status, 403);
     }
 
     #[test]

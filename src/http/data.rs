@@ -427,7 +427,7 @@ pub async fn put(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    if let Err(e) = app.rest.protection.check_write(app.loopback) {
+    if let Err(e) = app.rest.protection.check_write(app.loopback, app.tls) {
         return e.into_response();
     }
     let mut timers = Timers::start();
@@ -461,7 +461,7 @@ pub async fn put(
 
 /// `DELETE /v1/data/{path}`.
 pub async fn delete(State(app): State<Api>, uri: Uri) -> Response {
-    if let Err(e) = app.rest.protection.check_write(app.loopback) {
+    if let Err(e) = app.rest.protection.check_write(app.loopback, app.tls) {
         return e.into_response();
     }
     let timers = Timers::start();
@@ -491,7 +491,7 @@ struct PatchOp {
 
 /// `PATCH /v1/data/{path}` with a JSON Patch array; every operation applies or none does.
 pub async fn patch(State(app): State<Api>, uri: Uri, body: axum::body::Body) -> Response {
-    if let Err(e) = app.rest.protection.check_write(app.loopback) {
+    if let Err(e) = app.rest.protection.check_write(app.loopback, app.tls) {
         return e.into_response();
     }
     let mut timers = Timers::start();

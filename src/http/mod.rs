@@ -8,6 +8,7 @@
 //! - [`query`]: the Query API
 //! - [`config`]: the Config and Status APIs
 //! - [`authz`]: `--authentication`, `--authorization` (`system.authz`) and the write guard
+//! - [`tls`]: HTTPS from OPA's `--tls-*` flags, and which listener serves it
 //! - [`error`]: OPA's error object; [`params`]: query parameters and answers; [`patch`]: data
 //!   writes with OPA's store rules
 //!
@@ -29,6 +30,7 @@ pub mod params;
 pub mod patch;
 pub mod policies;
 pub mod query;
+pub mod tls;
 
 use std::future::Future;
 
@@ -59,6 +61,8 @@ pub struct Api {
     pub rest: Arc<RestSettings>,
     /// Whether this listener's address is a loopback one (writes need less protection there).
     pub loopback: bool,
+    /// Whether this listener serves HTTPS.
+    pub tls: bool,
 }
 
 /// The REST API's settings, from the config and the command line.
@@ -133,12 +137,15 @@ pub fn router(app: Api, surface: Surface) -> Router {
         .with_state(app)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves. On a loopback address only
-/// loopback `Host` names are answered (403 otherwise): a web page whose name an attacker
-/// rebinds to 127.0.0.1 must not read decisions and data through the user's browser.
+/// Serves `router` on `listener` until `shutdown` resolves, over TLS when `tls` is set (each
+/// request then carries the connection's [`TlsPeer`](crate::tls::TlsPeer) as `ConnectInfo`).
+/// On a loopback address only loopback `Host` names are answered (403 otherwise): a web page
+/// whose name an attacker rebinds to 127.0.0.1 must not read decisions and data through the
+/// user's browser.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let router = if listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
@@ -146,10 +153,29 @@ pub async fn serve(
     } else {
         router
     };
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
+    let result = match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            let listener = match crate::tls::TlsListener::new(listener, tls, "http") {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "HTTP server failed");
+                    return;
+                }
+            };
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<crate::tls::TlsPeer>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "HTTP server failed");
     }
 }
@@ -268,7 +294,8 @@ async fn openid_configuration(State(app): State<Api>, headers: axum::http::Heade
             "a Host header is needed to say where the keys are served (or set internal_token.jwks_uri)",
         );
     };
-    let jwks_uri = format!("http://{}/.well-known/jwks.json", host.as_str());
+    let scheme = if app.tls { "https" } else { "http" };
+    let jwks_uri = format!("{scheme}://{}/.well-known/jwks.json", host.as_str());
     (
         StatusCode::OK,
         [

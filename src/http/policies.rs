@@ -112,7 +112,7 @@ fn parse_module(id: &str, text: &str, rego_v0: bool) -> Result<(), ApiError> {
 
 /// `PUT /v1/policies/{id}` with the module's text as the body.
 pub async fn put(State(app): State<Api>, uri: Uri, body: axum::body::Body) -> Response {
-    if let Err(e) = app.rest.protection.check_write(app.loopback) {
+    if let Err(e) = app.rest.protection.check_write(app.loopback, app.tls) {
         return e.into_response();
     }
     let mut timers = Timers::start();
@@ -168,7 +168,7 @@ fn answer(params: &Params, timers: Timers, compile_ns: u64) -> Response {
 /// `DELETE /v1/policies/{id}`: removes a module written at run time (a file module cannot be
 /// deleted; remove the file instead).
 pub async fn delete(State(app): State<Api>, uri: Uri) -> Response {
-    if let Err(e) = app.rest.protection.check_write(app.loopback) {
+    if let Err(e) = app.rest.protection.check_write(app.loopback, app.tls) {
         return e.into_response();
     }
     let timers = Timers::start();

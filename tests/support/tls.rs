@@ -33,6 +33,9 @@ pub struct LeafSpec<'a> {
     pub uris: &'a [&'a str],
     /// Valid from/to, as (year, month, day); default: 2020-01-01 to 2099-01-01.
     pub validity: Option<(Ymd, Ymd)>,
+    /// Subject attributes after the common name, in this order: `("O", "Acme")`, `("OU", …)`,
+    /// `("C", …)`, `("L", …)`, `("ST", …)`.
+    pub names: &'a [(&'a str, &'a str)],
 }
 
 impl Default for LeafSpec<'_> {
@@ -42,6 +45,7 @@ impl Default for LeafSpec<'_> {
             dns: &["localhost"],
             uris: &[],
             validity: None,
+            names: &[],
         }
     }
 }
@@ -66,6 +70,17 @@ impl Ca {
         params
             .distinguished_name
             .push(DnType::CommonName, spec.common_name);
+        for (kind, value) in spec.names {
+            let kind = match *kind {
+                "O" => DnType::OrganizationName,
+                "OU" => DnType::OrganizationalUnitName,
+                "C" => DnType::CountryName,
+                "L" => DnType::LocalityName,
+                "ST" => DnType::StateOrProvinceName,
+                other => panic!("no DnType for {other}"),
+            };
+            params.distinguished_name.push(kind, *value);
+        }
         for d in spec.dns {
             params
                 .subject_alt_names
@@ -201,4 +216,53 @@ pub async fn channel(
             }
         }))
         .await
+}
+
+/// `config` offering HTTP/1.1 by ALPN instead of h2.
+pub fn http1(config: Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// One HTTP/1.1 request over a new TLS connection to `addr` (Host `localhost`): (status, body),
+/// or `Err` when the handshake or the request fails.
+pub async fn https(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
+    use http_body_util::{BodyExt as _, Empty};
+    let tls = handshake(addr, http1(config))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("http: {e}"))?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), sender.send_request(req))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

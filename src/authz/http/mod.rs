@@ -136,11 +136,13 @@ struct Listener {
     local: Option<SocketAddr>,
 }
 
-/// Serves the HTTP authorization listener on `listener` until `shutdown` resolves.
+/// Serves the HTTP authorization listener on `listener` until `shutdown` resolves, over TLS
+/// when `tls` is set (a verified client certificate is then `input.tls_client`).
 pub async fn serve(
     service: AuthzService,
     config: HttpAuthzConfig,
     listener: TcpListener,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let state = Arc::new(Listener {
@@ -149,22 +151,48 @@ pub async fn serve(
         local: listener.local_addr().ok(),
     });
     let router = Router::new().fallback(handle).with_state(state);
-    if let Err(e) = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    {
+    let result = match tls {
+        None => {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+        Some(tls) => match crate::tls::TlsListener::new(listener, tls, "ext_authz_http") {
+            Ok(listener) => {
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<crate::tls::TlsPeer>(),
+                )
+                .with_graceful_shutdown(shutdown)
+                .await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "HTTP authorization listener failed");
     }
 }
 
-async fn handle(
-    State(state): State<Arc<Listener>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
+/// The TCP peer and, over TLS, the verified client certificate of a request's connection.
+fn connection(
+    extensions: &http::Extensions,
+) -> (SocketAddr, Option<Arc<crate::tls::ClientIdentity>>) {
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<crate::tls::TlsPeer>>() {
+        return (peer.remote_addr.unwrap_or(unknown), peer.client.clone());
+    }
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(unknown, |c| c.0);
+    (peer, None)
+}
+
+async fn handle(State(state): State<Arc<Listener>>, req: Request) -> Response {
+    let (peer, client) = connection(req.extensions());
     let (parts, body) = req.into_parts();
     let check = match to_check(&parts, peer, state.local, &state.config) {
         Ok(c) => c,
@@ -211,7 +239,7 @@ async fn handle(
     }
     let result = state
         .service
-        .check_in(&check, None, &span)
+        .check_in(&check, client.as_deref(), &span)
         .instrument(span.clone())
         .await;
     answer(result)
@@ -277,7 +305,11 @@ pub fn original(
 ) -> Result<Original, Refusal> {
     let h = &parts.headers;
     let uri_header = config.original_uri_header.as_str();
-    let mode = match config.mode {
+    let (routed, prefix) = config.route(parts.uri.path()).ok_or_else(|| Refusal {
+        status: StatusCode::NOT_FOUND,
+        message: "no route's path_prefix serves this path".into(),
+    })?;
+    let mode = match routed {
         Mode::Auto => match (h.contains_key(FWD_URI), h.contains_key(uri_header)) {
             (true, true) => {
                 return Err(Refusal::bad(format!(
@@ -305,9 +337,9 @@ pub fn original(
                 .path_and_query()
                 .map_or("/", |pq| pq.as_str())
                 .to_string();
-            let target = strip_prefix(&target, &config.path_prefix).ok_or_else(|| Refusal {
+            let target = strip_prefix(&target, prefix).ok_or_else(|| Refusal {
                 status: StatusCode::NOT_FOUND,
-                message: format!("the path is not under path_prefix {:?}", config.path_prefix),
+                message: format!("the path is not under path_prefix {prefix:?}"),
             })?;
             (
                 parts.method.as_str().to_string(),

@@ -317,3 +317,80 @@ fn a_denial_keeps_its_status_body_and_headers_and_an_error_says_only_its_reason(
     )));
     assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+fn routes(list: &[(&str, Mode)]) -> HttpAuthzConfig {
+    HttpAuthzConfig {
+        routes: list
+            .iter()
+            .map(|(p, m)| config::Route {
+                path_prefix: (*p).into(),
+                mode: *m,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn routes_pick_the_mode_by_the_longest_prefix_and_404_the_rest() {
+    let c = routes(&[
+        ("/nginx", Mode::Nginx),
+        ("/fwd", Mode::ForwardAuth),
+        ("/fwd/nginx", Mode::Nginx),
+        ("/ext_authz", Mode::Envoy),
+    ]);
+    c.validate().expect("valid");
+    let nginx = [("x-original-uri", b"/api?x=1" as &[u8])];
+    let o = original(&parts("GET", "/nginx", &nginx), &c).expect("nginx");
+    assert_eq!((o.mode, o.target.as_str()), (Mode::Nginx, "/api?x=1"));
+    let o = original(&parts("GET", "/fwd/nginx/deeper", &nginx), &c).expect("longest");
+    assert_eq!(o.mode, Mode::Nginx);
+    let fwd = [
+        ("x-forwarded-uri", b"/orders" as &[u8]),
+        ("x-forwarded-method", b"POST"),
+    ];
+    let o = original(&parts("GET", "/fwd", &fwd), &c).expect("forward auth");
+    assert_eq!((o.mode, o.method.as_str()), (Mode::ForwardAuth, "POST"));
+    // Envoy's prefix is stripped; the rest is the original path.
+    let o = original(&parts("DELETE", "/ext_authz/orders/7?a=b", &[]), &c).expect("envoy");
+    assert_eq!((o.mode, o.target.as_str()), (Mode::Envoy, "/orders/7?a=b"));
+    // A route's mode is its own: forward-auth headers on the NGINX route are not read.
+    let r = refused(original(&parts("GET", "/nginx", &fwd), &c));
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Paths under no route, and look-alikes of a prefix, are 404.
+    for path in ["/", "/nginxx", "/other/nginx", "/NGINX", "/%6eginx"] {
+        let r = refused(original(&parts("GET", path, &nginx), &c));
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[test]
+fn routes_that_cannot_be_served_safely_are_refused_by_key() {
+    let err = |c: HttpAuthzConfig| c.validate().unwrap_err();
+    for bad in [
+        "", "nginx", "/", "/nginx/", "/a//b", "/a/../b", "/a?b", "/a%2f",
+    ] {
+        let e = err(routes(&[("/ok", Mode::Nginx), (bad, Mode::Nginx)]));
+        assert_eq!(e.key, "routes[1].path_prefix", "{bad:?}: {e}");
+    }
+    let e = err(routes(&[("/a", Mode::Nginx), ("/a", Mode::ForwardAuth)]));
+    assert_eq!(e.key, "routes[1].path_prefix");
+    assert!(e.message.contains("routes[0]"), "{e}");
+    // Below an envoy (or auto) route the client writes the path: it could pick the NGINX
+    // route and its trusted X-Original-URI.
+    for mode in [Mode::Envoy, Mode::Auto] {
+        let e = err(routes(&[("/ext", mode), ("/ext/nginx", Mode::Nginx)]));
+        assert_eq!(e.key, "routes[1].path_prefix", "{e}");
+        assert!(e.message.contains("a client could reach"), "{e}");
+    }
+    // Below an NGINX route is fine: the proxy, not the client, writes that path.
+    routes(&[("/nginx", Mode::Nginx), ("/nginx/ext", Mode::Envoy)])
+        .validate()
+        .expect("nested under nginx");
+    let mut c = routes(&[("/a", Mode::Nginx)]);
+    c.path_prefix = "/b".into();
+    assert_eq!(err(c).key, "path_prefix");
+    let mut c = routes(&[("/a", Mode::Nginx)]);
+    c.mode = Mode::Envoy;
+    assert_eq!(err(c).key, "mode");
+}
