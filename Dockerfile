@@ -18,6 +18,7 @@ WORKDIR /src
 # Manifests first, so that a source change does not re-download the dependencies.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
+COPY vendor ./vendor
 COPY policies ./policies
 RUN cargo build --release --locked --bin portcullis \
  && strip target/release/portcullis \
