@@ -15,6 +15,23 @@ use super::execution_model::{
     ExecutionFrame, ExecutionMode, FrameKind, RuleFrameData, RuleFramePhase,
 };
 use super::machine::RegoVM;
+use crate::rvm::program::Program;
+use alloc::sync::Arc;
+
+/// One rule's [`RuleInfo`], borrowed from the program it belongs to.
+pub(super) struct SharedRuleInfo {
+    program: Arc<Program>,
+    /// Checked against `program.rule_infos` when made.
+    index: usize,
+}
+
+impl core::ops::Deref for SharedRuleInfo {
+    type Target = RuleInfo;
+
+    fn deref(&self) -> &RuleInfo {
+        &self.program.rule_infos[self.index]
+    }
+}
 
 impl RegoVM {
     /// Returns true if the error represents a resource-limit violation that
@@ -221,16 +238,7 @@ impl RegoVM {
             });
         }
 
-        let rule_info = self
-            .program
-            .rule_infos
-            .get(rule_idx)
-            .ok_or(VmError::RuleInfoMissing {
-                index: rule_index,
-                pc: self.pc,
-                available: self.program.rule_infos.len(),
-            })?
-            .clone();
+        let rule_info = self.get_rule_info(rule_index)?;
 
         let is_function_rule = rule_info.function_info.is_some();
 
@@ -388,16 +396,7 @@ impl RegoVM {
             });
         }
 
-        let rule_info = self
-            .program
-            .rule_infos
-            .get(rule_idx)
-            .ok_or(VmError::RuleInfoMissing {
-                index: rule_index,
-                pc: self.pc,
-                available: self.program.rule_infos.len(),
-            })?
-            .clone();
+        let rule_info = self.get_rule_info(rule_index)?;
 
         let is_function_rule = rule_info.function_info.is_some();
 
@@ -737,16 +736,7 @@ impl RegoVM {
         } = frame_data;
 
         let rule_idx = usize::from(rule_index);
-        let rule_info = self
-            .program
-            .rule_infos
-            .get(rule_idx)
-            .ok_or(VmError::RuleInfoMissing {
-                index: rule_index,
-                pc: self.pc,
-                available: self.program.rule_infos.len(),
-            })?
-            .clone();
+        let rule_info = self.get_rule_info(rule_index)?;
 
         let result_from_rule = if rule_failed_due_to_inconsistency {
             Value::Undefined
@@ -897,17 +887,21 @@ impl RegoVM {
         self.rule_frame_after_failure(frame_data, &rule_info)
     }
 
-    fn get_rule_info(&self, rule_index: u16) -> Result<RuleInfo> {
-        let idx = usize::from(rule_index);
-        self.program
-            .rule_infos
-            .get(idx)
-            .cloned()
-            .ok_or(VmError::RuleInfoMissing {
+    /// The rule's metadata, shared with the program (an `Arc` count, not a copy of the
+    /// rule's name, definitions and per-definition tables on every rule call).
+    fn get_rule_info(&self, rule_index: u16) -> Result<SharedRuleInfo> {
+        let index = usize::from(rule_index);
+        if index >= self.program.rule_infos.len() {
+            return Err(VmError::RuleInfoMissing {
                 index: rule_index,
                 pc: self.pc,
                 available: self.program.rule_infos.len(),
-            })
+            });
+        }
+        Ok(SharedRuleInfo {
+            program: Arc::clone(&self.program),
+            index,
+        })
     }
 
     pub(super) fn checked_add_one(&self, value: usize, context: &'static str) -> Result<usize> {
