@@ -16,6 +16,42 @@ use portcullis::server::{self, App, GrpcListener, Listeners};
 use portcullis::telemetry::trace::{Tracer, TracingSettings};
 use portcullis::telemetry::{self, LogFormat};
 
+/// mimalloc (regorus' allocator, the global one) commits the arenas it reserves eagerly on
+/// Linux, and memory it committed that way is never returned to the system while the process
+/// runs: peak RSS under load is ~10 MB higher than with lazy commit, for no gain in CPU. This
+/// sets its `arena_eager_commit` option to 0 before the first allocation (the first arena is
+/// reserved on the first allocation, so a later setting would come too late), unless
+/// `MIMALLOC_ARENA_EAGER_COMMIT` is set in the environment, which then decides as usual.
+#[cfg(all(target_os = "linux", not(miri)))]
+mod allocator {
+    use std::ffi::{c_char, c_int, c_long};
+
+    /// `mi_option_arena_eager_commit` in mimalloc 2.2's `mi_option_t`.
+    const MI_OPTION_ARENA_EAGER_COMMIT: c_int = 4;
+
+    unsafe extern "C" {
+        /// mimalloc's, linked in by regorus' allocator crate.
+        fn mi_option_set(option: c_int, value: c_long);
+        fn getenv(name: *const c_char) -> *mut c_char;
+    }
+
+    /// Runs as an ELF constructor, before `main` and before Rust's runtime allocates.
+    extern "C" fn lazy_arena_commit() {
+        // SAFETY: getenv reads the environment with a NUL-terminated name; nothing modifies
+        // the environment this early (no other thread runs yet). mi_option_set only stores the
+        // value in mimalloc's option table, which is valid from load time.
+        unsafe {
+            if getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+                mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+            }
+        }
+    }
+
+    #[used]
+    #[unsafe(link_section = ".init_array")]
+    static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "portcullis",

@@ -387,3 +387,31 @@ async fn console_decision_logs_go_to_stdout() {
     };
     assert_eq!(event["decision_id"], id.as_str());
 }
+
+/// The allocator commits its arenas lazily (a lower peak RSS) without any environment setting,
+/// and an explicit `MIMALLOC_ARENA_EAGER_COMMIT` still decides. mimalloc's verbose mode prints
+/// each option's value at start-up.
+#[test]
+#[cfg(target_os = "linux")]
+fn the_allocator_commits_arenas_lazily_unless_the_environment_says_otherwise() {
+    let option = |env: Option<&str>| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("version")
+            .env("MIMALLOC_VERBOSE", "1")
+            .env_remove("MIMALLOC_ARENA_EAGER_COMMIT");
+        if let Some(value) = env {
+            cmd.env("MIMALLOC_ARENA_EAGER_COMMIT", value);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("mimalloc: option 'arena_eager_commit': "))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no arena_eager_commit line in:\n{stderr}"))
+    };
+    assert_eq!(option(None), "0");
+    assert_eq!(option(Some("1")), "1");
+    assert_eq!(option(Some("2")), "2");
+}

@@ -851,6 +851,10 @@ div if 1 / 0 == 0
 default strict := false
 
 strict if 1 / 0 == 0
+
+default typed := "default"
+
+typed := "sum" if input.n + 9 > 0
 "#;
 
 #[tokio::test]
@@ -967,6 +971,35 @@ async fn data_reads_answer_as_opa() {
         )
     );
     assert_eq!(b["errors"].as_array().map(Vec::len), Some(1), "{b}");
+    // An operator on the wrong types is a builtin error too: undefined without the flag (the
+    // default answers), OPA's 500 with it.
+    expect(
+        a,
+        "POST",
+        "/v1/data/testmod/typed",
+        r#"{"input": {"n": "1"}}"#,
+        200,
+        json!({"result": "default"}),
+    )
+    .await;
+    expect(
+        a,
+        "POST",
+        "/v1/data/testmod/typed",
+        r#"{"input": {"n": 1}}"#,
+        200,
+        json!({"result": "sum"}),
+    )
+    .await;
+    let (s, b) = req(
+        a,
+        "POST",
+        "/v1/data/testmod/typed?strict-builtin-errors",
+        r#"{"input": {"n": "1"}}"#,
+    )
+    .await;
+    assert_eq!(s, 500, "{b}");
+    assert_eq!(parsed(&b)["code"], json!("internal_error"), "{b}");
     // ?pretty indents by two spaces.
     let (_, b) = req(a, "GET", "/v1/data/testmod/p?pretty", "").await;
     assert_eq!(
