@@ -10,6 +10,7 @@ use super::config::{self, AuthPolicy, Authentication, Method};
 use super::jwks::{KeySource, RemoteJwks};
 use super::jwt::JwtVerifier;
 use super::metrics::AuthnMetrics;
+use super::oauth::OAuthMethod;
 use super::oidc::OidcIssuer;
 use super::{ApiKeyMethod, Authenticator, JwtMethod, Policy};
 use crate::env::Env;
@@ -102,6 +103,12 @@ fn build_policy(
         )),
         _ => None,
     };
+    let oauth = match (&p.oauth, p.methods.contains(&Method::OAuth)) {
+        (Some(c), true) => Some(Arc::new(
+            OAuthMethod::new(c, env).map_err(|e| format!("oauth: {e}"))?,
+        )),
+        _ => None,
+    };
     Ok(Policy {
         name: p.name.clone(),
         matcher: p.matcher.clone(),
@@ -111,6 +118,7 @@ fn build_policy(
         jwt,
         api_key,
         basic,
+        oauth,
     })
 }
 

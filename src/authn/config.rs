@@ -60,6 +60,8 @@ pub struct AuthPolicy {
     pub api_key: Option<ApiKeyConfig>,
     #[serde(default)]
     pub basic: Option<BasicConfig>,
+    #[serde(default)]
+    pub oauth: Option<super::oauth::OAuthConfig>,
 }
 
 fn yes() -> bool {
@@ -388,7 +390,7 @@ impl Authentication {
             if p.methods.is_empty() {
                 return Err(Invalid::new(
                     at("methods"),
-                    "list at least one of jwt, api_key, basic",
+                    "list at least one method (jwt, api_key, basic, oauth, hmac, custom, x509)",
                 ));
             }
             for prefix in &p.matcher.path_prefixes {
@@ -425,14 +427,22 @@ impl Authentication {
                             ));
                         }
                     }
-                    Method::Basic => {
-                        if p.basic.is_none() {
+                    Method::Basic if p.basic.is_none() => {
+                        return Err(Invalid::new(
+                            at("basic"),
+                            "method basic needs a basic block",
+                        ));
+                    }
+                    Method::OAuth => match &p.oauth {
+                        Some(o) => o.validate().map_err(|e| e.under(&at("oauth")))?,
+                        None => {
                             return Err(Invalid::new(
-                                at("basic"),
-                                "method basic needs a basic block",
+                                at("oauth"),
+                                "method oauth needs an oauth block",
                             ));
                         }
-                    }
+                    },
+                    _ => {}
                 }
             }
             if let Some(b) = &p.basic

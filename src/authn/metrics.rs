@@ -5,8 +5,11 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::callout::Source;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{AuthnResult, Method, Refusal};
+
+const METHODS: usize = Method::ALL.len();
 
 /// Counters of the authentication layer and the token minter.
 #[derive(Debug, Default)]
@@ -19,6 +22,10 @@ pub struct AuthnMetrics {
     pub jwks_fetch_failures: AtomicU64,
     pub tokens_minted: AtomicU64,
     pub tokens_reused: AtomicU64,
+    /// Answers of call-out methods (oauth, custom) served from their cache, by method index.
+    pub cache_hits: [AtomicU64; METHODS],
+    /// Answers of call-out methods that took a call, by method index.
+    pub cache_misses: [AtomicU64; METHODS],
     prometheus: OnceLock<Metrics>,
 }
 
@@ -53,6 +60,31 @@ impl AuthnMetrics {
         if let Some(m) = self.prometheus.get() {
             m.authn(method, AuthnResult::Failure(code));
         }
+    }
+
+    /// A call-out method's answer, from the cache or a call.
+    pub fn cache(&self, method: Method, source: Source) {
+        let counters = match source {
+            Source::Hit => &self.cache_hits,
+            Source::Miss => &self.cache_misses,
+        };
+        if let Some(c) = counters.get(method.index()) {
+            Self::inc(c);
+        }
+    }
+
+    /// Answers of `method` served from its cache.
+    pub fn cache_hits(&self, method: Method) -> u64 {
+        self.cache_hits
+            .get(method.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Answers of `method` that took a call.
+    pub fn cache_misses(&self, method: Method) -> u64 {
+        self.cache_misses
+            .get(method.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     pub fn jwks_fetch(&self, ok: bool) {

@@ -26,6 +26,9 @@
 //! - [`jwt`], [`jwks`], [`oidc`]  JWT verification, key sources, trusted OIDC issuers
 //! - [`api_key`]  the API key store
 //! - [`basic`]    Basic authentication with argon2id and lockout
+//! - [`oauth`]    OAuth 2.0 token introspection (RFC 7662)
+//! - `callout`    bounded outbound calls and the answer cache they share
+//! - `secret`     secrets from the environment or owner-only files
 //! - [`identity`] `input.identity`
 //! - [`audit`]    the audit log (JSON lines)
 //! - [`metrics`]  counters
@@ -34,14 +37,17 @@ pub mod api_key;
 pub mod audit;
 pub mod basic;
 mod build;
+pub(crate) mod callout;
 pub(crate) mod config;
 pub(crate) mod file;
 pub(crate) mod identity;
 pub(crate) mod jwks;
 pub(crate) mod jwt;
 pub(crate) mod metrics;
+pub mod oauth;
 pub(crate) mod oidc;
 pub(crate) mod request;
+pub(crate) mod secret;
 
 use std::sync::Arc;
 
@@ -53,6 +59,7 @@ use self::config::{ApiKeyConfig, Match, Method, Require};
 use self::identity::Identity;
 use self::jwt::JwtVerifier;
 use self::metrics::AuthnMetrics;
+use self::oauth::OAuthMethod;
 use self::oidc::OidcIssuer;
 use self::request::{RequestView, path_forms};
 use crate::telemetry::labels::Refusal;
@@ -104,6 +111,13 @@ struct JwtMethod {
     verifier: Option<Arc<JwtVerifier>>,
 }
 
+/// A method's refusal: the answer's code and the reason, for logs and audit events only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: Refusal,
+    pub reason: String,
+}
+
 struct ApiKeyMethod {
     config: ApiKeyConfig,
     store: Arc<ApiKeyStore>,
@@ -118,6 +132,7 @@ struct Policy {
     jwt: Option<JwtMethod>,
     api_key: Option<ApiKeyMethod>,
     basic: Option<Arc<BasicAuth>>,
+    oauth: Option<Arc<OAuthMethod>>,
 }
 
 /// The authentication layer, built once from the config.
@@ -213,6 +228,9 @@ impl Authenticator {
             }
             if p.basic.is_some() || p.methods.contains(&Method::Jwt) {
                 c.headers.push("authorization".into());
+            }
+            if let Some(o) = &p.oauth {
+                c.headers.push(o.header.clone());
             }
         }
         for list in [&mut c.headers, &mut c.query_params, &mut c.cookies] {
@@ -364,6 +382,11 @@ impl Authenticator {
                     Some(b) => try_basic(b, req).await,
                     None => None,
                 },
+                Method::OAuth => match &p.oauth {
+                    Some(o) => self.try_oauth(o, req, now).await,
+                    None => None,
+                },
+                _ => None,
             };
             match result {
                 Some(PolicyResult::Identity(id)) => return PolicyResult::Identity(id),
@@ -425,6 +448,43 @@ impl Authenticator {
             Ok(id) => PolicyResult::Identity(id),
             Err(e) => fail(e.code(), e.to_string()),
         })
+    }
+}
+
+impl Authenticator {
+    async fn try_oauth(
+        &self,
+        o: &OAuthMethod,
+        req: &RequestView<'_>,
+        now: i64,
+    ) -> Option<PolicyResult> {
+        let token = credential(req.header(&o.header)?, &o.scheme)?;
+        let print = thumbprint(token.as_bytes());
+        if token.len() > o.max_token_bytes() {
+            return Some(failed(
+                Method::OAuth,
+                print,
+                Refused {
+                    code: Refusal::InvalidToken,
+                    reason: "token too large".into(),
+                },
+            ));
+        }
+        let (answer, source) = o.authenticate(token, &print, now).await;
+        self.metrics.cache(Method::OAuth, source);
+        Some(match answer {
+            Ok(id) => PolicyResult::Identity(id),
+            Err(r) => failed(Method::OAuth, print, r),
+        })
+    }
+}
+
+fn failed(method: Method, thumbprint: String, r: Refused) -> PolicyResult {
+    PolicyResult::Failed {
+        method,
+        code: r.code,
+        reason: r.reason,
+        thumbprint,
     }
 }
 
@@ -537,13 +597,16 @@ fn challenges(policies: &[&Policy], error: Option<Refusal>) -> Vec<String> {
         for m in &p.methods {
             let c = match m {
                 // RFC 6750 §3.1 knows `invalid_token`, not which part was wrong.
-                Method::Jwt => match error {
+                Method::Jwt | Method::OAuth => match error {
                     Some(Refusal::InvalidToken | Refusal::InvalidSignature) => {
                         "Bearer realm=\"portcullis\", error=\"invalid_token\"".to_string()
                     }
                     _ => "Bearer realm=\"portcullis\"".to_string(),
                 },
                 Method::ApiKey => "ApiKey realm=\"portcullis\"".to_string(),
+                Method::Hmac => "Signature realm=\"portcullis\"".to_string(),
+                Method::Custom => "Custom realm=\"portcullis\"".to_string(),
+                Method::X509 => "ClientCertificate realm=\"portcullis\"".to_string(),
                 Method::Basic => format!(
                     "Basic realm=\"{}\", charset=\"UTF-8\"",
                     p.basic

@@ -64,6 +64,14 @@ closed_set! {
         Jwt => "jwt",
         ApiKey => "api_key",
         Basic => "basic",
+        /// OAuth 2.0 token introspection (RFC 7662).
+        OAuth => "oauth",
+        /// A webhook's HMAC signature over the request body.
+        Hmac => "hmac",
+        /// An external validator service.
+        Custom => "custom",
+        /// The client certificate Envoy forwards.
+        X509 => "x509",
     }
 }
 
@@ -100,8 +108,10 @@ impl<'de> Deserialize<'de> for Method {
             .copied()
             .find(|m| m.as_str() == name)
             .ok_or_else(|| {
+                let known: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
                 serde::de::Error::custom(format!(
-                    "unknown method {name:?}, expected one of jwt, api_key, basic"
+                    "unknown method {name:?}, expected one of {}",
+                    known.join(", ")
                 ))
             })
     }
