@@ -7,6 +7,7 @@ use super::api_key::ApiKeyStore;
 use super::audit::AuditLog;
 use super::basic::{self, BasicAuth};
 use super::config::{self, AuthPolicy, Authentication, Method};
+use super::hmac::HmacMethod;
 use super::jwks::{KeySource, RemoteJwks};
 use super::jwt::JwtVerifier;
 use super::metrics::AuthnMetrics;
@@ -109,6 +110,12 @@ fn build_policy(
         )),
         _ => None,
     };
+    let hmac = match (&p.hmac, p.methods.contains(&Method::Hmac)) {
+        (Some(c), true) => Some(Arc::new(
+            HmacMethod::new(c, env).map_err(|e| format!("hmac: {e}"))?,
+        )),
+        _ => None,
+    };
     Ok(Policy {
         name: p.name.clone(),
         matcher: p.matcher.clone(),
@@ -119,6 +126,7 @@ fn build_policy(
         api_key,
         basic,
         oauth,
+        hmac,
     })
 }
 

@@ -62,6 +62,8 @@ pub struct AuthPolicy {
     pub basic: Option<BasicConfig>,
     #[serde(default)]
     pub oauth: Option<super::oauth::OAuthConfig>,
+    #[serde(default)]
+    pub hmac: Option<super::hmac::HmacConfig>,
 }
 
 fn yes() -> bool {
@@ -232,10 +234,13 @@ pub struct ApiKeyConfig {
     pub store: PathBuf,
 }
 
-/// One prefix or several.
+/// One string or a list of them.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(from = "PrefixForm")]
-pub struct Prefixes(pub Vec<String>);
+pub struct OneOrMany(pub Vec<String>);
+
+/// One prefix or several.
+pub type Prefixes = OneOrMany;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -244,11 +249,11 @@ enum PrefixForm {
     Many(Vec<String>),
 }
 
-impl From<PrefixForm> for Prefixes {
+impl From<PrefixForm> for OneOrMany {
     fn from(f: PrefixForm) -> Self {
         match f {
-            PrefixForm::One(s) => Prefixes(vec![s]),
-            PrefixForm::Many(v) => Prefixes(v),
+            PrefixForm::One(s) => OneOrMany(vec![s]),
+            PrefixForm::Many(v) => OneOrMany(v),
         }
     }
 }
@@ -439,6 +444,15 @@ impl Authentication {
                             return Err(Invalid::new(
                                 at("oauth"),
                                 "method oauth needs an oauth block",
+                            ));
+                        }
+                    },
+                    Method::Hmac => match &p.hmac {
+                        Some(h) => h.validate().map_err(|e| e.under(&at("hmac")))?,
+                        None => {
+                            return Err(Invalid::new(
+                                at("hmac"),
+                                "method hmac needs an hmac block",
                             ));
                         }
                     },

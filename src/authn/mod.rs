@@ -27,6 +27,7 @@
 //! - [`api_key`]  the API key store
 //! - [`basic`]    Basic authentication with argon2id and lockout
 //! - [`oauth`]    OAuth 2.0 token introspection (RFC 7662)
+//! - [`hmac`]     webhook signatures (GitHub, Stripe, Slack, or a template)
 //! - `callout`    bounded outbound calls and the answer cache they share
 //! - `secret`     secrets from the environment or owner-only files
 //! - [`identity`] `input.identity`
@@ -40,6 +41,7 @@ mod build;
 pub(crate) mod callout;
 pub(crate) mod config;
 pub(crate) mod file;
+pub mod hmac;
 pub(crate) mod identity;
 pub(crate) mod jwks;
 pub(crate) mod jwt;
@@ -56,6 +58,7 @@ use self::audit::{AuditEvent, AuditLog, thumbprint};
 use self::basic::BasicAuth;
 pub use self::build::{BuildError, build_verifier};
 use self::config::{ApiKeyConfig, Match, Method, Require};
+use self::hmac::HmacMethod;
 use self::identity::Identity;
 use self::jwt::JwtVerifier;
 use self::metrics::AuthnMetrics;
@@ -133,6 +136,7 @@ struct Policy {
     api_key: Option<ApiKeyMethod>,
     basic: Option<Arc<BasicAuth>>,
     oauth: Option<Arc<OAuthMethod>>,
+    hmac: Option<Arc<HmacMethod>>,
 }
 
 /// The authentication layer, built once from the config.
@@ -231,6 +235,9 @@ impl Authenticator {
             }
             if let Some(o) = &p.oauth {
                 c.headers.push(o.header.clone());
+            }
+            if let Some(h) = &p.hmac {
+                c.headers.push(h.header.clone());
             }
         }
         for list in [&mut c.headers, &mut c.query_params, &mut c.cookies] {
@@ -386,6 +393,15 @@ impl Authenticator {
                     Some(o) => self.try_oauth(o, req, now).await,
                     None => None,
                 },
+                Method::Hmac => p.hmac.as_ref().and_then(|h| {
+                    let print = req
+                        .header(&h.header)
+                        .map(|v| thumbprint(v.trim().as_bytes()));
+                    h.verify(req, now).map(|r| match r {
+                        Ok(id) => PolicyResult::Identity(Arc::new(id)),
+                        Err(r) => failed(Method::Hmac, print.unwrap_or_default(), r),
+                    })
+                }),
                 _ => None,
             };
             match result {
