@@ -624,3 +624,178 @@ async fn oauth_config_errors_stop_start_up() {
         .unwrap_err();
     assert!(e.contains("OAUTH_SECRET"), "{e}");
 }
+
+// --- custom: an external validator ------------------------------------------------------------
+
+/// A validator service: it reads `x-session`, answers by its value, and records what it got.
+struct Validator {
+    addr: SocketAddr,
+    calls: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<Json>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+type V = (Arc<AtomicU64>, Arc<Mutex<Vec<Json>>>);
+
+async fn validate(State((calls, seen)): State<V>, body: String) -> Response {
+    calls.fetch_add(1, Ordering::SeqCst);
+    let Ok(v) = serde_json::from_str::<Json>(&body) else {
+        return (StatusCode::BAD_REQUEST, "json expected").into_response();
+    };
+    seen.lock().unwrap().push(v.clone());
+    let session = v["headers"]["x-session"].as_str().unwrap_or("").to_string();
+    match session.as_str() {
+        "good" | "slow-good" => {
+            if session == "slow-good" {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            axum::Json(json!({"subject": "svc-user", "roles": ["reader"],
+                "scopes": "a b", "claims": {"tenant": "acme"}, "expires_at": now() + 600}))
+            .into_response()
+        }
+        "expired" => axum::Json(json!({"subject": "u", "expires_at": now() - 5})).into_response(),
+        "bad" => StatusCode::UNAUTHORIZED.into_response(),
+        "err" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        "created" => (StatusCode::CREATED, axum::Json(json!({"subject": "u"}))).into_response(),
+        "garbage" => (StatusCode::OK, "yes").into_response(),
+        "nosub" => axum::Json(json!({"roles": ["admin"]})).into_response(),
+        "hang" => std::future::pending().await,
+        _ => StatusCode::FORBIDDEN.into_response(),
+    }
+}
+
+impl Validator {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route("/validate", axum::routing::post(validate))
+            .with_state((calls.clone(), seen.clone()));
+        let stop = support::server::serve_router(listener, app);
+        Self {
+            addr,
+            calls,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+async fn custom_server(url: &str) -> Portcullis {
+    Portcullis::start(&format!(
+        r#"authentication:
+  policies:
+    - name: legacy
+      methods: [custom]
+      custom: {{url: "{url}", headers: [x-session, X-Tenant], timeout_ms: 500, cache_ttl_seconds: 60}}
+"#
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn custom_validator_identity_and_only_selected_headers() {
+    let v = Validator::start().await;
+    let p = custom_server(&format!("http://{}/validate", v.addr)).await;
+    let a = p
+        .check(
+            req("/x")
+                .header("x-session", "good")
+                .header("x-tenant", "acme")
+                .header("cookie", "sid=private")
+                .bearer("unrelated"),
+        )
+        .await;
+    assert!(a.allowed(), "{}", a.json);
+    let id = a.identity();
+    assert_eq!(id["method"], "custom");
+    assert_eq!(id["subject"], "svc-user");
+    assert_eq!(id["roles"], json!(["reader"]));
+    assert_eq!(id["scopes"], json!(["a", "b"]));
+    assert_eq!(id["claims"]["tenant"], "acme");
+    // The validator got the selected headers and nothing else.
+    let seen = v.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![json!({"headers": {"x-session": "good", "x-tenant": "acme"}})]
+    );
+    // No selected header: no credential.
+    p.check(req("/x").bearer("unrelated"))
+        .await
+        .assert_refused(401, "missing_token");
+}
+
+#[tokio::test]
+async fn custom_validator_refusals_and_failures_fail_closed() {
+    let v = Validator::start().await;
+    let p = custom_server(&format!("http://{}/validate", v.addr)).await;
+    for s in [
+        "bad", "other", "err", "created", "garbage", "nosub", "expired", "hang",
+    ] {
+        let a = p.check(req("/x").header("x-session", s)).await;
+        assert!(!a.allowed(), "{s} was allowed");
+        a.assert_refused(401, "invalid_token");
+    }
+    // A 401 is remembered briefly; a 500 is asked again.
+    let before = v.calls();
+    p.check(req("/x").header("x-session", "bad"))
+        .await
+        .assert_refused(401, "invalid_token");
+    assert_eq!(v.calls(), before);
+    p.check(req("/x").header("x-session", "err"))
+        .await
+        .assert_refused(401, "invalid_token");
+    assert_eq!(v.calls(), before + 1);
+    // Validator down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = custom_server(&format!("http://{closed}/validate")).await;
+    p.check(req("/x").header("x-session", "good"))
+        .await
+        .assert_refused(401, "invalid_token");
+}
+
+#[tokio::test]
+async fn custom_validator_cached_and_one_call_for_concurrent_checks() {
+    let v = Validator::start().await;
+    let p = Arc::new(custom_server(&format!("http://{}/validate", v.addr)).await);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            p.check(req("/x").header("x-session", "slow-good")).await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().allowed());
+    }
+    assert_eq!(v.calls(), 1);
+    assert!(
+        p.check(req("/x").header("x-session", "slow-good"))
+            .await
+            .allowed()
+    );
+    assert_eq!(v.calls(), 1);
+    // Another tenant header is another credential.
+    assert!(
+        p.check(
+            req("/x")
+                .header("x-session", "slow-good")
+                .header("x-tenant", "b")
+        )
+        .await
+        .allowed()
+    );
+    assert_eq!(v.calls(), 2);
+    let m = p.security.authn.as_ref().unwrap().metrics();
+    assert_eq!(m.cache_misses(portcullis::telemetry::Method::Custom), 2);
+    assert_eq!(m.cache_hits(portcullis::telemetry::Method::Custom), 20);
+}

@@ -7,6 +7,7 @@ use super::api_key::ApiKeyStore;
 use super::audit::AuditLog;
 use super::basic::{self, BasicAuth};
 use super::config::{self, AuthPolicy, Authentication, Method};
+use super::custom::CustomMethod;
 use super::hmac::HmacMethod;
 use super::jwks::{KeySource, RemoteJwks};
 use super::jwt::JwtVerifier;
@@ -116,6 +117,12 @@ fn build_policy(
         )),
         _ => None,
     };
+    let custom = match (&p.custom, p.methods.contains(&Method::Custom)) {
+        (Some(c), true) => Some(Arc::new(
+            CustomMethod::new(c).map_err(|e| format!("custom: {e}"))?,
+        )),
+        _ => None,
+    };
     Ok(Policy {
         name: p.name.clone(),
         matcher: p.matcher.clone(),
@@ -127,6 +134,7 @@ fn build_policy(
         basic,
         oauth,
         hmac,
+        custom,
     })
 }
 

@@ -64,6 +64,8 @@ pub struct AuthPolicy {
     pub oauth: Option<super::oauth::OAuthConfig>,
     #[serde(default)]
     pub hmac: Option<super::hmac::HmacConfig>,
+    #[serde(default)]
+    pub custom: Option<super::custom::CustomConfig>,
 }
 
 fn yes() -> bool {
@@ -453,6 +455,15 @@ impl Authentication {
                             return Err(Invalid::new(
                                 at("hmac"),
                                 "method hmac needs an hmac block",
+                            ));
+                        }
+                    },
+                    Method::Custom => match &p.custom {
+                        Some(c) => c.validate().map_err(|e| e.under(&at("custom")))?,
+                        None => {
+                            return Err(Invalid::new(
+                                at("custom"),
+                                "method custom needs a custom block",
                             ));
                         }
                     },

@@ -28,6 +28,7 @@
 //! - [`basic`]    Basic authentication with argon2id and lockout
 //! - [`oauth`]    OAuth 2.0 token introspection (RFC 7662)
 //! - [`hmac`]     webhook signatures (GitHub, Stripe, Slack, or a template)
+//! - [`custom`]   an external validator service
 //! - `callout`    bounded outbound calls and the answer cache they share
 //! - `secret`     secrets from the environment or owner-only files
 //! - [`identity`] `input.identity`
@@ -40,6 +41,7 @@ pub mod basic;
 mod build;
 pub(crate) mod callout;
 pub(crate) mod config;
+pub mod custom;
 pub(crate) mod file;
 pub mod hmac;
 pub(crate) mod identity;
@@ -58,6 +60,7 @@ use self::audit::{AuditEvent, AuditLog, thumbprint};
 use self::basic::BasicAuth;
 pub use self::build::{BuildError, build_verifier};
 use self::config::{ApiKeyConfig, Match, Method, Require};
+use self::custom::CustomMethod;
 use self::hmac::HmacMethod;
 use self::identity::Identity;
 use self::jwt::JwtVerifier;
@@ -137,6 +140,7 @@ struct Policy {
     basic: Option<Arc<BasicAuth>>,
     oauth: Option<Arc<OAuthMethod>>,
     hmac: Option<Arc<HmacMethod>>,
+    custom: Option<Arc<CustomMethod>>,
 }
 
 /// The authentication layer, built once from the config.
@@ -238,6 +242,9 @@ impl Authenticator {
             }
             if let Some(h) = &p.hmac {
                 c.headers.push(h.header.clone());
+            }
+            if let Some(v) = &p.custom {
+                c.headers.extend(v.headers.iter().cloned());
             }
         }
         for list in [&mut c.headers, &mut c.query_params, &mut c.cookies] {
@@ -402,6 +409,10 @@ impl Authenticator {
                         Err(r) => failed(Method::Hmac, print.unwrap_or_default(), r),
                     })
                 }),
+                Method::Custom => match &p.custom {
+                    Some(c) => self.try_custom(c, req, now).await,
+                    None => None,
+                },
                 _ => None,
             };
             match result {
@@ -491,6 +502,24 @@ impl Authenticator {
         Some(match answer {
             Ok(id) => PolicyResult::Identity(id),
             Err(r) => failed(Method::OAuth, print, r),
+        })
+    }
+}
+
+impl Authenticator {
+    async fn try_custom(
+        &self,
+        c: &CustomMethod,
+        req: &RequestView<'_>,
+        now: i64,
+    ) -> Option<PolicyResult> {
+        let presented = c.presented(req)?;
+        let print = thumbprint(presented.as_bytes());
+        let (answer, source) = c.authenticate(&presented, &print, now).await;
+        self.metrics.cache(Method::Custom, source);
+        Some(match answer {
+            Ok(id) => PolicyResult::Identity(id),
+            Err(r) => failed(Method::Custom, print, r),
         })
     }
 }
