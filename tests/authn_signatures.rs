@@ -1,5 +1,5 @@
 //! Authentication by signature, through the Check path: webhook HMACs signed exactly as
-//! GitHub, Stripe and Slack sign them.
+//! GitHub, Stripe and Slack sign them; client certificates Envoy forwards, made at test time.
 
 mod support;
 
@@ -329,5 +329,189 @@ async fn hmac_config_errors_stop_start_up() {
         };
         assert!(e.contains(want), "{want}: {e}");
         assert!(!e.contains(SECRET), "{e}");
+    }
+}
+
+// --- x509: the client certificate Envoy forwards ----------------------------------------------
+
+use support::tls::{Ca, Leaf, LeafSpec};
+
+fn url_encoded(pem: &str) -> String {
+    percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn with_cert(mut creq: CheckRequest, leaf_pem: &str) -> CheckRequest {
+    creq.attributes
+        .as_mut()
+        .unwrap()
+        .source
+        .get_or_insert_with(Default::default)
+        .certificate = url_encoded(leaf_pem);
+    creq
+}
+
+async fn x509_server(ca: &Ca, block: &str) -> Portcullis {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("clients-ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let cfg = format!(
+        "authentication:\n  policies:\n    - name: mesh\n      methods: [x509]\n      x509: {{trusted_ca_file: {}, {block}}}\n",
+        ca_path.display()
+    );
+    Portcullis::start_in(dir, &cfg, &|_: &str| None).await
+}
+
+fn spiffe_leaf(ca: &Ca, id: &str) -> Leaf {
+    ca.leaf(LeafSpec {
+        common_name: "frontend",
+        dns: &["frontend.shop.svc"],
+        uris: &[id],
+        validity: None,
+    })
+}
+
+#[tokio::test]
+async fn x509_forwarded_certificate_is_verified() {
+    let ca = Ca::new("clients");
+    let p = x509_server(
+        &ca,
+        "allowed_spiffe_ids: [\"spiffe://cluster.local/ns/shop/*\"]",
+    )
+    .await;
+    let leaf = spiffe_leaf(&ca, "spiffe://cluster.local/ns/shop/sa/frontend");
+    let a = raw(&p, with_cert(req("/x").build(), &leaf.cert_pem)).await;
+    assert!(a.allowed(), "{}", a.json);
+    let id = a.identity();
+    assert_eq!(id["method"], "x509");
+    assert_eq!(id["subject"], "spiffe://cluster.local/ns/shop/sa/frontend");
+    assert_eq!(
+        id["claims"]["dns_names"],
+        serde_json::json!(["frontend.shop.svc"])
+    );
+    assert_eq!(id["claims"]["subject"], "CN=frontend");
+    assert_eq!(
+        id["claims"]["fingerprint_sha256"].as_str().unwrap().len(),
+        64
+    );
+
+    // Another CA's certificate with the same names; an expired one; a SPIFFE ID outside the
+    // pattern; garbage; a truncated PEM; text that is no PEM.
+    let rogue = spiffe_leaf(
+        &Ca::new("clients"),
+        "spiffe://cluster.local/ns/shop/sa/frontend",
+    );
+    let expired = ca.leaf(LeafSpec {
+        common_name: "old",
+        dns: &[],
+        uris: &["spiffe://cluster.local/ns/shop/sa/old"],
+        validity: Some(((2020, 1, 1), (2021, 1, 1))),
+    });
+    let other_ns = spiffe_leaf(&ca, "spiffe://cluster.local/ns/other/sa/frontend");
+    let truncated = &leaf.cert_pem[..leaf.cert_pem.len() / 2];
+    for (what, pem) in [
+        ("rogue CA", rogue.cert_pem.as_str()),
+        ("expired", expired.cert_pem.as_str()),
+        ("other namespace", other_ns.cert_pem.as_str()),
+        (
+            "garbage",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ),
+        ("truncated", truncated),
+        ("not PEM", "hello"),
+    ] {
+        let a = raw(&p, with_cert(req("/x").build(), pem)).await;
+        assert!(!a.allowed(), "{what} was allowed");
+        a.assert_refused(401, "invalid_token");
+    }
+    // No certificate: no credential. A forged x-forwarded-client-cert is not read by a policy
+    // that takes the certificate from the connection's attributes.
+    p.check(req("/x"))
+        .await
+        .assert_refused(401, "missing_token");
+    let forged = format!("Cert=\"{}\"", url_encoded(&leaf.cert_pem));
+    p.check(req("/x").header("x-forwarded-client-cert", &forged))
+        .await
+        .assert_refused(401, "missing_token");
+    let events = p.audit.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"].as_str().unwrap_or("").contains("not trusted")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn x509_from_xfcc_with_allowed_sans() {
+    let ca = Ca::new("clients");
+    let p = x509_server(&ca, "source: xfcc, allowed_sans: [\"*.shop.svc\"]").await;
+    let leaf = spiffe_leaf(&ca, "spiffe://cluster.local/ns/shop/sa/frontend");
+    let xfcc = format!(
+        "By=spiffe://cluster.local/ns/shop/sa/api;Hash=00;Cert=\"{}\";Subject=\"CN=frontend\";URI=spiffe://cluster.local/ns/shop/sa/frontend",
+        url_encoded(&leaf.cert_pem)
+    );
+    let a = p
+        .check(req("/x").header("x-forwarded-client-cert", &xfcc))
+        .await;
+    assert!(a.allowed(), "{}", a.json);
+    assert_eq!(
+        a.identity()["subject"],
+        "spiffe://cluster.local/ns/shop/sa/frontend"
+    );
+    // An element appended by a client in front of an unsanitizing proxy: refused.
+    let two = format!("{xfcc},Cert=\"{}\"", url_encoded(&leaf.cert_pem));
+    p.check(req("/x").header("x-forwarded-client-cert", &two))
+        .await
+        .assert_refused(401, "invalid_token");
+    // A SAN outside the allowed names.
+    let other = ca.leaf(LeafSpec {
+        common_name: "x",
+        dns: &["evil.example"],
+        uris: &[],
+        validity: None,
+    });
+    let xfcc = format!("Cert=\"{}\"", url_encoded(&other.cert_pem));
+    p.check(req("/x").header("x-forwarded-client-cert", &xfcc))
+        .await
+        .assert_refused(401, "invalid_token");
+}
+
+#[tokio::test]
+async fn x509_config_errors_stop_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "nothing here").unwrap();
+    for (block, want) in [
+        (
+            format!("{{trusted_ca_file: {}}}", not_pem.display()),
+            "no CERTIFICATE",
+        ),
+        (
+            "{trusted_ca_file: /nonexistent/ca.pem}".to_string(),
+            "/nonexistent/ca.pem",
+        ),
+        (
+            format!(
+                "{{trusted_ca_file: {}, allowed_sans: [\"a[\"]}}",
+                not_pem.display()
+            ),
+            "allowed_sans",
+        ),
+    ] {
+        let cfg = format!(
+            "authentication:\n  policies:\n    - name: mesh\n      methods: [x509]\n      x509: {block}\n"
+        );
+        let e = match support::server::Prepared::new(support::Spec {
+            config: &cfg,
+            policies: vec![("policy.rego", ECHO_POLICY)],
+            ..Default::default()
+        }) {
+            Err(e) => e,
+            Ok(p) => match p.security(&portcullis::authn::audit::AuditLog::memory(), &env) {
+                Err(e) => e,
+                Ok(_) => panic!("{block} was accepted"),
+            },
+        };
+        assert!(e.contains(want), "{want}: {e}");
     }
 }

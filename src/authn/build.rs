@@ -14,6 +14,7 @@ use super::jwt::JwtVerifier;
 use super::metrics::AuthnMetrics;
 use super::oauth::OAuthMethod;
 use super::oidc::OidcIssuer;
+use super::x509::X509Method;
 use super::{ApiKeyMethod, Authenticator, JwtMethod, Policy};
 use crate::env::Env;
 
@@ -123,6 +124,12 @@ fn build_policy(
         )),
         _ => None,
     };
+    let x509 = match (&p.x509, p.methods.contains(&Method::X509)) {
+        (Some(c), true) => Some(Arc::new(
+            X509Method::new(c).map_err(|e| format!("x509.trusted_ca_file: {e}"))?,
+        )),
+        _ => None,
+    };
     Ok(Policy {
         name: p.name.clone(),
         matcher: p.matcher.clone(),
@@ -135,6 +142,7 @@ fn build_policy(
         oauth,
         hmac,
         custom,
+        x509,
     })
 }
 

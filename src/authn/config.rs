@@ -66,6 +66,8 @@ pub struct AuthPolicy {
     pub hmac: Option<super::hmac::HmacConfig>,
     #[serde(default)]
     pub custom: Option<super::custom::CustomConfig>,
+    #[serde(default)]
+    pub x509: Option<super::x509::X509Config>,
 }
 
 fn yes() -> bool {
@@ -467,7 +469,16 @@ impl Authentication {
                             ));
                         }
                     },
-                    _ => {}
+                    Method::X509 => match &p.x509 {
+                        Some(x) => x.validate().map_err(|e| e.under(&at("x509")))?,
+                        None => {
+                            return Err(Invalid::new(
+                                at("x509"),
+                                "method x509 needs an x509 block",
+                            ));
+                        }
+                    },
+                    Method::Basic => {}
                 }
             }
             if let Some(b) = &p.basic

@@ -29,6 +29,7 @@
 //! - [`oauth`]    OAuth 2.0 token introspection (RFC 7662)
 //! - [`hmac`]     webhook signatures (GitHub, Stripe, Slack, or a template)
 //! - [`custom`]   an external validator service
+//! - [`x509`]     the client certificate Envoy forwards
 //! - `callout`    bounded outbound calls and the answer cache they share
 //! - `secret`     secrets from the environment or owner-only files
 //! - [`identity`] `input.identity`
@@ -52,6 +53,7 @@ pub mod oauth;
 pub(crate) mod oidc;
 pub(crate) mod request;
 pub(crate) mod secret;
+pub mod x509;
 
 use std::sync::Arc;
 
@@ -68,6 +70,7 @@ use self::metrics::AuthnMetrics;
 use self::oauth::OAuthMethod;
 use self::oidc::OidcIssuer;
 use self::request::{RequestView, path_forms};
+use self::x509::X509Method;
 use crate::telemetry::labels::Refusal;
 
 /// Where credentials travel in a request, as the authentication config names them.
@@ -141,6 +144,7 @@ struct Policy {
     oauth: Option<Arc<OAuthMethod>>,
     hmac: Option<Arc<HmacMethod>>,
     custom: Option<Arc<CustomMethod>>,
+    x509: Option<Arc<X509Method>>,
 }
 
 /// The authentication layer, built once from the config.
@@ -413,7 +417,12 @@ impl Authenticator {
                     Some(c) => self.try_custom(c, req, now).await,
                     None => None,
                 },
-                _ => None,
+                Method::X509 => p.x509.as_ref().and_then(|x| {
+                    x.verify(req, now).map(|r| match r {
+                        Ok(id) => PolicyResult::Identity(Arc::new(id)),
+                        Err(r) => failed(Method::X509, String::new(), r),
+                    })
+                }),
             };
             match result {
                 Some(PolicyResult::Identity(id)) => return PolicyResult::Identity(id),
