@@ -799,3 +799,38 @@ async fn custom_validator_cached_and_one_call_for_concurrent_checks() {
     assert_eq!(m.cache_misses(portcullis::telemetry::Method::Custom), 2);
     assert_eq!(m.cache_hits(portcullis::telemetry::Method::Custom), 20);
 }
+
+#[tokio::test]
+async fn per_policy_metrics_count_attempts_failures_latency_and_cache() {
+    let ep = Introspection::start("basic").await;
+    ep.answer("tok", active("u"));
+    let p = oauth_server(&ep, "basic", "").await;
+    assert!(p.check(req("/x").bearer("tok")).await.allowed());
+    assert!(p.check(req("/x").bearer("tok")).await.allowed());
+    p.check(req("/x").bearer("inactive"))
+        .await
+        .assert_refused(401, "invalid_token");
+    p.check(req("/x"))
+        .await
+        .assert_refused(401, "missing_token");
+    let (status, text) = support::http(p.server.http_addr, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"portcullis_auth_attempts_total{policy="api",method="oauth",result="success"} 2"#,
+        r#"portcullis_auth_attempts_total{policy="api",method="oauth",result="failure"} 1"#,
+        r#"portcullis_auth_attempts_total{policy="api",method="none",result="failure"} 1"#,
+        r#"portcullis_auth_failures_total{policy="api",method="oauth",reason="invalid_token"} 1"#,
+        r#"portcullis_auth_failures_total{policy="api",method="none",reason="missing_token"} 1"#,
+        r#"portcullis_auth_duration_seconds_count{policy="api",method="oauth"} 3"#,
+        r#"portcullis_auth_cache_total{policy="api",method="oauth",result="hit"} 1"#,
+        r#"portcullis_auth_cache_total{policy="api",method="oauth",result="miss"} 2"#,
+        // The method-wide series stay as they were.
+        r#"portcullis_authn_total{method="oauth",result="success"} 2"#,
+        r#"portcullis_authn_total{method="oauth",result="failure",reason="invalid_token"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}

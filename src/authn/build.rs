@@ -36,14 +36,21 @@ impl Authenticator {
         let permits = Arc::new(basic::Slots::default());
         let metrics = Arc::new(AuthnMetrics::default());
         let mut policies = Vec::new();
-        for p in &config.policies {
-            policies.push(build_policy(p, env, &permits, &metrics).map_err(|message| {
-                BuildError {
+        for (index, p) in config.policies.iter().enumerate() {
+            policies.push(
+                build_policy(index, p, env, &permits, &metrics).map_err(|message| BuildError {
                     policy: p.name.clone(),
                     message,
-                }
-            })?);
+                })?,
+            );
         }
+        metrics.set_policies(
+            config
+                .policies
+                .iter()
+                .map(|p| (p.name.clone(), p.methods.clone()))
+                .collect(),
+        );
         let oidc = config
             .trust
             .oidc
@@ -64,6 +71,7 @@ impl Authenticator {
 }
 
 fn build_policy(
+    index: usize,
     p: &AuthPolicy,
     env: &dyn Env,
     permits: &Arc<basic::Slots>,
@@ -131,6 +139,7 @@ fn build_policy(
         _ => None,
     };
     Ok(Policy {
+        index,
         name: p.name.clone(),
         matcher: p.matcher.clone(),
         methods: p.methods.clone(),

@@ -133,6 +133,8 @@ struct ApiKeyMethod {
 }
 
 struct Policy {
+    /// The position in config order (for per-policy metrics).
+    index: usize,
     name: String,
     matcher: Match,
     methods: Vec<Method>,
@@ -272,9 +274,15 @@ impl Authenticator {
         let now = crate::jose::clock::now();
         let mut identity: Option<Arc<Identity>> = None;
         for p in &matched {
-            match self.run_policy(p, req, now).await {
+            let started = std::time::Instant::now();
+            let result = self.run_policy(p, req, now).await;
+            let took = started.elapsed();
+            match result {
                 PolicyResult::Identity(id) => {
-                    if let Err(code) = check_require(&p.require, &id) {
+                    let required = check_require(&p.require, &id);
+                    self.metrics
+                        .policy_attempt(p.index, Some(id.method), required.err(), took);
+                    if let Err(code) = required {
                         self.metrics.failure(Some(id.method), code);
                         self.refuse(
                             decision_id,
@@ -297,6 +305,12 @@ impl Authenticator {
                 PolicyResult::NoCredential => {
                     if p.required {
                         self.metrics.failure(None, Refusal::MissingToken);
+                        self.metrics.policy_attempt(
+                            p.index,
+                            None,
+                            Some(Refusal::MissingToken),
+                            took,
+                        );
                         self.refuse(
                             decision_id,
                             p,
@@ -319,6 +333,8 @@ impl Authenticator {
                     thumbprint,
                 } => {
                     self.metrics.failure(Some(method), code);
+                    self.metrics
+                        .policy_attempt(p.index, Some(method), Some(code), took);
                     self.refuse(
                         decision_id,
                         p,
@@ -401,7 +417,7 @@ impl Authenticator {
                     None => None,
                 },
                 Method::OAuth => match &p.oauth {
-                    Some(o) => self.try_oauth(o, req, now).await,
+                    Some(o) => self.try_oauth(p.index, o, req, now).await,
                     None => None,
                 },
                 Method::Hmac => p.hmac.as_ref().and_then(|h| {
@@ -414,7 +430,7 @@ impl Authenticator {
                     })
                 }),
                 Method::Custom => match &p.custom {
-                    Some(c) => self.try_custom(c, req, now).await,
+                    Some(c) => self.try_custom(p.index, c, req, now).await,
                     None => None,
                 },
                 Method::X509 => p.x509.as_ref().and_then(|x| {
@@ -490,6 +506,7 @@ impl Authenticator {
 impl Authenticator {
     async fn try_oauth(
         &self,
+        policy: usize,
         o: &OAuthMethod,
         req: &RequestView<'_>,
         now: i64,
@@ -507,7 +524,7 @@ impl Authenticator {
             ));
         }
         let (answer, source) = o.authenticate(token, &print, now).await;
-        self.metrics.cache(Method::OAuth, source);
+        self.metrics.policy_cache(policy, Method::OAuth, source);
         Some(match answer {
             Ok(id) => PolicyResult::Identity(id),
             Err(r) => failed(Method::OAuth, print, r),
@@ -518,6 +535,7 @@ impl Authenticator {
 impl Authenticator {
     async fn try_custom(
         &self,
+        policy: usize,
         c: &CustomMethod,
         req: &RequestView<'_>,
         now: i64,
@@ -525,7 +543,7 @@ impl Authenticator {
         let presented = c.presented(req)?;
         let print = thumbprint(presented.as_bytes());
         let (answer, source) = c.authenticate(&presented, &print, now).await;
-        self.metrics.cache(Method::Custom, source);
+        self.metrics.policy_cache(policy, Method::Custom, source);
         Some(match answer {
             Ok(id) => PolicyResult::Identity(id),
             Err(r) => failed(Method::Custom, print, r),
