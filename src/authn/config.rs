@@ -102,6 +102,15 @@ pub struct Require {
     /// Every listed scope must be held.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The credential's `amr` claim must contain `mfa` (RFC 8176).
+    #[serde(default)]
+    pub mfa: bool,
+    /// Every listed method must be in the credential's `amr` claim.
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// The credential's `acr` claim must be one of these.
+    #[serde(default)]
+    pub acr: Vec<String>,
 }
 
 /// `require.roles`.

@@ -659,6 +659,24 @@ fn check_require(r: &Require, id: &Identity) -> Result<(), Refusal> {
     if !r.scopes.iter().all(|s| id.has_scope(s)) {
         return Err(Refusal::InsufficientScope);
     }
+    if r.mfa || !r.amr.is_empty() {
+        // `amr` as the credential states it: an array of strings (RFC 8176), nothing else.
+        let amr: Vec<&str> = match id.claims.get("amr") {
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(serde_json::Value::as_str).collect()
+            }
+            _ => Vec::new(),
+        };
+        if (r.mfa && !amr.contains(&"mfa")) || !r.amr.iter().all(|m| amr.contains(&m.as_str())) {
+            return Err(Refusal::InsufficientAuthentication);
+        }
+    }
+    if !r.acr.is_empty() {
+        let acr = id.claims.get("acr").and_then(serde_json::Value::as_str);
+        if !acr.is_some_and(|a| r.acr.iter().any(|x| x == a)) {
+            return Err(Refusal::InsufficientAuthentication);
+        }
+    }
     Ok(())
 }
 
@@ -710,6 +728,7 @@ mod tests {
                 all_of: all.iter().map(|s| s.to_string()).collect(),
             }),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         };
         assert_eq!(
             check_require(&r(&["reader", "admin"], &[], &["a"]), &id),

@@ -84,6 +84,9 @@ closed_set! {
         InvalidApiKey => "invalid_api_key",
         InsufficientScope => "insufficient_scope",
         InsufficientRole => "insufficient_role",
+        /// The credential was not obtained with the authentication a policy requires
+        /// (`require.mfa`, `amr`, `acr`).
+        InsufficientAuthentication => "insufficient_authentication",
         /// Too many Basic attempts waiting for verification.
         TooManyRequests => "too_many_requests",
     }
@@ -93,7 +96,9 @@ impl Refusal {
     /// The HTTP status of the answer.
     pub fn http_status(self) -> u16 {
         match self {
-            Refusal::InsufficientScope | Refusal::InsufficientRole => 403,
+            Refusal::InsufficientScope
+            | Refusal::InsufficientRole
+            | Refusal::InsufficientAuthentication => 403,
             Refusal::TooManyRequests => 429,
             _ => 401,
         }
