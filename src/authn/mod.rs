@@ -436,7 +436,7 @@ impl Authenticator {
                 Method::X509 => p.x509.as_ref().and_then(|x| {
                     x.verify(req, now).map(|r| match r {
                         Ok(id) => PolicyResult::Identity(Arc::new(id)),
-                        Err(r) => failed(Method::X509, String::new(), r),
+                        Err(r) => failed(Method::X509, thumbprint(x.forwarded(req).as_bytes()), r),
                     })
                 }),
             };

@@ -120,6 +120,14 @@ impl X509Method {
         })
     }
 
+    /// The forwarded certificate as sent (for the audit thumbprint).
+    pub fn forwarded<'a>(&self, req: &RequestView<'a>) -> &'a str {
+        match self.source {
+            CertSource::Attributes => req.source_certificate,
+            CertSource::Xfcc => req.header(XFCC).unwrap_or(""),
+        }
+    }
+
     /// The identity in the forwarded certificate; `None` when none was forwarded.
     pub fn verify(&self, req: &RequestView<'_>, now: i64) -> Option<Result<Identity, Refused>> {
         let encoded = match self.source {
