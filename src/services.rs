@@ -149,6 +149,20 @@ pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// An HTTP client for calls that decide who a caller is (token introspection, external
+/// validators): as [`http_client`], but following no redirect, so an answer always comes from
+/// the configured host.
+pub fn callout_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    CRYPTO.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

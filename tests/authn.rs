@@ -614,3 +614,63 @@ async fn failures_are_audited_with_a_thumbprint_never_the_token() {
     assert!(e["decision_id"].as_str().is_some_and(|d| !d.is_empty()));
     assert!(!e.to_string().contains(&token));
 }
+
+// --- require: mfa, amr, acr ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn required_mfa_amr_and_acr_refuse_weaker_authentication() {
+    let key = ec();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(&[&key]).to_string()).unwrap();
+    let cfg = jwt_config(
+        &format!("jwks_file: {}", path.display()),
+        "      require: {mfa: true, amr: [hwk], acr: [\"urn:acr:high\", \"urn:acr:max\"]}\n",
+    );
+    let p = Portcullis::start_in(dir, &cfg, &|_: &str| None).await;
+    let with = |amr: serde_json::Value, acr: serde_json::Value| {
+        let mut c = claims("alice");
+        c["amr"] = amr;
+        c["acr"] = acr;
+        key.sign(&c)
+    };
+    let strong = with(
+        serde_json::json!(["pwd", "hwk", "mfa"]),
+        "urn:acr:high".into(),
+    );
+    let a = p.check(req("/v1/orders").bearer(&strong)).await;
+    assert!(a.allowed(), "{}", a.json);
+    for (what, token) in [
+        (
+            "no mfa",
+            with(serde_json::json!(["pwd", "hwk"]), "urn:acr:high".into()),
+        ),
+        (
+            "no hwk",
+            with(
+                serde_json::json!(["pwd", "otp", "mfa"]),
+                "urn:acr:high".into(),
+            ),
+        ),
+        (
+            "amr as a string",
+            with("mfa hwk".into(), "urn:acr:high".into()),
+        ),
+        (
+            "low acr",
+            with(serde_json::json!(["hwk", "mfa"]), "urn:acr:low".into()),
+        ),
+        (
+            "acr as an array",
+            with(
+                serde_json::json!(["hwk", "mfa"]),
+                serde_json::json!(["urn:acr:high"]),
+            ),
+        ),
+        ("no claims", key.sign(&claims("alice"))),
+    ] {
+        let a = p.check(req("/v1/orders").bearer(&token)).await;
+        assert!(!a.allowed(), "{what} was allowed");
+        a.assert_refused(403, "insufficient_authentication");
+    }
+}

@@ -7,10 +7,14 @@ use super::api_key::ApiKeyStore;
 use super::audit::AuditLog;
 use super::basic::{self, BasicAuth};
 use super::config::{self, AuthPolicy, Authentication, Method};
+use super::custom::CustomMethod;
+use super::hmac::HmacMethod;
 use super::jwks::{KeySource, RemoteJwks};
 use super::jwt::JwtVerifier;
 use super::metrics::AuthnMetrics;
+use super::oauth::OAuthMethod;
 use super::oidc::OidcIssuer;
+use super::x509::X509Method;
 use super::{ApiKeyMethod, Authenticator, JwtMethod, Policy};
 use crate::env::Env;
 
@@ -32,14 +36,21 @@ impl Authenticator {
         let permits = Arc::new(basic::Slots::default());
         let metrics = Arc::new(AuthnMetrics::default());
         let mut policies = Vec::new();
-        for p in &config.policies {
-            policies.push(build_policy(p, env, &permits, &metrics).map_err(|message| {
-                BuildError {
+        for (index, p) in config.policies.iter().enumerate() {
+            policies.push(
+                build_policy(index, p, env, &permits, &metrics).map_err(|message| BuildError {
                     policy: p.name.clone(),
                     message,
-                }
-            })?);
+                })?,
+            );
         }
+        metrics.set_policies(
+            config
+                .policies
+                .iter()
+                .map(|p| (p.name.clone(), p.methods.clone()))
+                .collect(),
+        );
         let oidc = config
             .trust
             .oidc
@@ -60,6 +71,7 @@ impl Authenticator {
 }
 
 fn build_policy(
+    index: usize,
     p: &AuthPolicy,
     env: &dyn Env,
     permits: &Arc<basic::Slots>,
@@ -102,7 +114,32 @@ fn build_policy(
         )),
         _ => None,
     };
+    let oauth = match (&p.oauth, p.methods.contains(&Method::OAuth)) {
+        (Some(c), true) => Some(Arc::new(
+            OAuthMethod::new(c, env).map_err(|e| format!("oauth: {e}"))?,
+        )),
+        _ => None,
+    };
+    let hmac = match (&p.hmac, p.methods.contains(&Method::Hmac)) {
+        (Some(c), true) => Some(Arc::new(
+            HmacMethod::new(c, env).map_err(|e| format!("hmac: {e}"))?,
+        )),
+        _ => None,
+    };
+    let custom = match (&p.custom, p.methods.contains(&Method::Custom)) {
+        (Some(c), true) => Some(Arc::new(
+            CustomMethod::new(c).map_err(|e| format!("custom: {e}"))?,
+        )),
+        _ => None,
+    };
+    let x509 = match (&p.x509, p.methods.contains(&Method::X509)) {
+        (Some(c), true) => Some(Arc::new(
+            X509Method::new(c).map_err(|e| format!("x509.trusted_ca_file: {e}"))?,
+        )),
+        _ => None,
+    };
     Ok(Policy {
+        index,
         name: p.name.clone(),
         matcher: p.matcher.clone(),
         methods: p.methods.clone(),
@@ -111,6 +148,10 @@ fn build_policy(
         jwt,
         api_key,
         basic,
+        oauth,
+        hmac,
+        custom,
+        x509,
     })
 }
 

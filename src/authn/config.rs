@@ -60,6 +60,14 @@ pub struct AuthPolicy {
     pub api_key: Option<ApiKeyConfig>,
     #[serde(default)]
     pub basic: Option<BasicConfig>,
+    #[serde(default)]
+    pub oauth: Option<super::oauth::OAuthConfig>,
+    #[serde(default)]
+    pub hmac: Option<super::hmac::HmacConfig>,
+    #[serde(default)]
+    pub custom: Option<super::custom::CustomConfig>,
+    #[serde(default)]
+    pub x509: Option<super::x509::X509Config>,
 }
 
 fn yes() -> bool {
@@ -94,6 +102,15 @@ pub struct Require {
     /// Every listed scope must be held.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The credential's `amr` claim must contain `mfa` (RFC 8176).
+    #[serde(default)]
+    pub mfa: bool,
+    /// Every listed method must be in the credential's `amr` claim.
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// The credential's `acr` claim must be one of these.
+    #[serde(default)]
+    pub acr: Vec<String>,
 }
 
 /// `require.roles`.
@@ -230,10 +247,13 @@ pub struct ApiKeyConfig {
     pub store: PathBuf,
 }
 
-/// One prefix or several.
+/// One string or a list of them.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(from = "PrefixForm")]
-pub struct Prefixes(pub Vec<String>);
+pub struct OneOrMany(pub Vec<String>);
+
+/// One prefix or several.
+pub type Prefixes = OneOrMany;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -242,11 +262,11 @@ enum PrefixForm {
     Many(Vec<String>),
 }
 
-impl From<PrefixForm> for Prefixes {
+impl From<PrefixForm> for OneOrMany {
     fn from(f: PrefixForm) -> Self {
         match f {
-            PrefixForm::One(s) => Prefixes(vec![s]),
-            PrefixForm::Many(v) => Prefixes(v),
+            PrefixForm::One(s) => OneOrMany(vec![s]),
+            PrefixForm::Many(v) => OneOrMany(v),
         }
     }
 }
@@ -388,7 +408,7 @@ impl Authentication {
             if p.methods.is_empty() {
                 return Err(Invalid::new(
                     at("methods"),
-                    "list at least one of jwt, api_key, basic",
+                    "list at least one method (jwt, api_key, basic, oauth, hmac, custom, x509)",
                 ));
             }
             for prefix in &p.matcher.path_prefixes {
@@ -425,14 +445,49 @@ impl Authentication {
                             ));
                         }
                     }
-                    Method::Basic => {
-                        if p.basic.is_none() {
+                    Method::Basic if p.basic.is_none() => {
+                        return Err(Invalid::new(
+                            at("basic"),
+                            "method basic needs a basic block",
+                        ));
+                    }
+                    Method::OAuth => match &p.oauth {
+                        Some(o) => o.validate().map_err(|e| e.under(&at("oauth")))?,
+                        None => {
                             return Err(Invalid::new(
-                                at("basic"),
-                                "method basic needs a basic block",
+                                at("oauth"),
+                                "method oauth needs an oauth block",
                             ));
                         }
-                    }
+                    },
+                    Method::Hmac => match &p.hmac {
+                        Some(h) => h.validate().map_err(|e| e.under(&at("hmac")))?,
+                        None => {
+                            return Err(Invalid::new(
+                                at("hmac"),
+                                "method hmac needs an hmac block",
+                            ));
+                        }
+                    },
+                    Method::Custom => match &p.custom {
+                        Some(c) => c.validate().map_err(|e| e.under(&at("custom")))?,
+                        None => {
+                            return Err(Invalid::new(
+                                at("custom"),
+                                "method custom needs a custom block",
+                            ));
+                        }
+                    },
+                    Method::X509 => match &p.x509 {
+                        Some(x) => x.validate().map_err(|e| e.under(&at("x509")))?,
+                        None => {
+                            return Err(Invalid::new(
+                                at("x509"),
+                                "method x509 needs an x509 block",
+                            ));
+                        }
+                    },
+                    Method::Basic => {}
                 }
             }
             if let Some(b) = &p.basic

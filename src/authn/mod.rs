@@ -26,6 +26,12 @@
 //! - [`jwt`], [`jwks`], [`oidc`]  JWT verification, key sources, trusted OIDC issuers
 //! - [`api_key`]  the API key store
 //! - [`basic`]    Basic authentication with argon2id and lockout
+//! - [`oauth`]    OAuth 2.0 token introspection (RFC 7662)
+//! - [`hmac`]     webhook signatures (GitHub, Stripe, Slack, or a template)
+//! - [`custom`]   an external validator service
+//! - [`x509`]     the client certificate Envoy forwards
+//! - `callout`    bounded outbound calls and the answer cache they share
+//! - `secret`     secrets from the environment or owner-only files
 //! - [`identity`] `input.identity`
 //! - [`audit`]    the audit log (JSON lines)
 //! - [`metrics`]  counters
@@ -34,14 +40,20 @@ pub mod api_key;
 pub mod audit;
 pub mod basic;
 mod build;
+pub(crate) mod callout;
 pub(crate) mod config;
+pub mod custom;
 pub(crate) mod file;
+pub mod hmac;
 pub(crate) mod identity;
 pub(crate) mod jwks;
 pub(crate) mod jwt;
 pub(crate) mod metrics;
+pub mod oauth;
 pub(crate) mod oidc;
 pub(crate) mod request;
+pub(crate) mod secret;
+pub mod x509;
 
 use std::sync::Arc;
 
@@ -50,11 +62,15 @@ use self::audit::{AuditEvent, AuditLog, thumbprint};
 use self::basic::BasicAuth;
 pub use self::build::{BuildError, build_verifier};
 use self::config::{ApiKeyConfig, Match, Method, Require};
+use self::custom::CustomMethod;
+use self::hmac::HmacMethod;
 use self::identity::Identity;
 use self::jwt::JwtVerifier;
 use self::metrics::AuthnMetrics;
+use self::oauth::OAuthMethod;
 use self::oidc::OidcIssuer;
 use self::request::{RequestView, path_forms};
+use self::x509::X509Method;
 use crate::telemetry::labels::Refusal;
 
 /// Where credentials travel in a request, as the authentication config names them.
@@ -104,12 +120,21 @@ struct JwtMethod {
     verifier: Option<Arc<JwtVerifier>>,
 }
 
+/// A method's refusal: the answer's code and the reason, for logs and audit events only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: Refusal,
+    pub reason: String,
+}
+
 struct ApiKeyMethod {
     config: ApiKeyConfig,
     store: Arc<ApiKeyStore>,
 }
 
 struct Policy {
+    /// The position in config order (for per-policy metrics).
+    index: usize,
     name: String,
     matcher: Match,
     methods: Vec<Method>,
@@ -118,6 +143,10 @@ struct Policy {
     jwt: Option<JwtMethod>,
     api_key: Option<ApiKeyMethod>,
     basic: Option<Arc<BasicAuth>>,
+    oauth: Option<Arc<OAuthMethod>>,
+    hmac: Option<Arc<HmacMethod>>,
+    custom: Option<Arc<CustomMethod>>,
+    x509: Option<Arc<X509Method>>,
 }
 
 /// The authentication layer, built once from the config.
@@ -214,6 +243,15 @@ impl Authenticator {
             if p.basic.is_some() || p.methods.contains(&Method::Jwt) {
                 c.headers.push("authorization".into());
             }
+            if let Some(o) = &p.oauth {
+                c.headers.push(o.header.clone());
+            }
+            if let Some(h) = &p.hmac {
+                c.headers.push(h.header.clone());
+            }
+            if let Some(v) = &p.custom {
+                c.headers.extend(v.headers.iter().cloned());
+            }
         }
         for list in [&mut c.headers, &mut c.query_params, &mut c.cookies] {
             list.sort();
@@ -236,9 +274,15 @@ impl Authenticator {
         let now = crate::jose::clock::now();
         let mut identity: Option<Arc<Identity>> = None;
         for p in &matched {
-            match self.run_policy(p, req, now).await {
+            let started = std::time::Instant::now();
+            let result = self.run_policy(p, req, now).await;
+            let took = started.elapsed();
+            match result {
                 PolicyResult::Identity(id) => {
-                    if let Err(code) = check_require(&p.require, &id) {
+                    let required = check_require(&p.require, &id);
+                    self.metrics
+                        .policy_attempt(p.index, Some(id.method), required.err(), took);
+                    if let Err(code) = required {
                         self.metrics.failure(Some(id.method), code);
                         self.refuse(
                             decision_id,
@@ -261,6 +305,12 @@ impl Authenticator {
                 PolicyResult::NoCredential => {
                     if p.required {
                         self.metrics.failure(None, Refusal::MissingToken);
+                        self.metrics.policy_attempt(
+                            p.index,
+                            None,
+                            Some(Refusal::MissingToken),
+                            took,
+                        );
                         self.refuse(
                             decision_id,
                             p,
@@ -283,6 +333,8 @@ impl Authenticator {
                     thumbprint,
                 } => {
                     self.metrics.failure(Some(method), code);
+                    self.metrics
+                        .policy_attempt(p.index, Some(method), Some(code), took);
                     self.refuse(
                         decision_id,
                         p,
@@ -364,6 +416,29 @@ impl Authenticator {
                     Some(b) => try_basic(b, req).await,
                     None => None,
                 },
+                Method::OAuth => match &p.oauth {
+                    Some(o) => self.try_oauth(p.index, o, req, now).await,
+                    None => None,
+                },
+                Method::Hmac => p.hmac.as_ref().and_then(|h| {
+                    let print = req
+                        .header(&h.header)
+                        .map(|v| thumbprint(v.trim().as_bytes()));
+                    h.verify(req, now).map(|r| match r {
+                        Ok(id) => PolicyResult::Identity(Arc::new(id)),
+                        Err(r) => failed(Method::Hmac, print.unwrap_or_default(), r),
+                    })
+                }),
+                Method::Custom => match &p.custom {
+                    Some(c) => self.try_custom(p.index, c, req, now).await,
+                    None => None,
+                },
+                Method::X509 => p.x509.as_ref().and_then(|x| {
+                    x.verify(req, now).map(|r| match r {
+                        Ok(id) => PolicyResult::Identity(Arc::new(id)),
+                        Err(r) => failed(Method::X509, thumbprint(x.forwarded(req).as_bytes()), r),
+                    })
+                }),
             };
             match result {
                 Some(PolicyResult::Identity(id)) => return PolicyResult::Identity(id),
@@ -425,6 +500,63 @@ impl Authenticator {
             Ok(id) => PolicyResult::Identity(id),
             Err(e) => fail(e.code(), e.to_string()),
         })
+    }
+}
+
+impl Authenticator {
+    async fn try_oauth(
+        &self,
+        policy: usize,
+        o: &OAuthMethod,
+        req: &RequestView<'_>,
+        now: i64,
+    ) -> Option<PolicyResult> {
+        let token = credential(req.header(&o.header)?, &o.scheme)?;
+        let print = thumbprint(token.as_bytes());
+        if token.len() > o.max_token_bytes() {
+            return Some(failed(
+                Method::OAuth,
+                print,
+                Refused {
+                    code: Refusal::InvalidToken,
+                    reason: "token too large".into(),
+                },
+            ));
+        }
+        let (answer, source) = o.authenticate(token, &print, now).await;
+        self.metrics.policy_cache(policy, Method::OAuth, source);
+        Some(match answer {
+            Ok(id) => PolicyResult::Identity(id),
+            Err(r) => failed(Method::OAuth, print, r),
+        })
+    }
+}
+
+impl Authenticator {
+    async fn try_custom(
+        &self,
+        policy: usize,
+        c: &CustomMethod,
+        req: &RequestView<'_>,
+        now: i64,
+    ) -> Option<PolicyResult> {
+        let presented = c.presented(req)?;
+        let print = thumbprint(presented.as_bytes());
+        let (answer, source) = c.authenticate(&presented, &print, now).await;
+        self.metrics.policy_cache(policy, Method::Custom, source);
+        Some(match answer {
+            Ok(id) => PolicyResult::Identity(id),
+            Err(r) => failed(Method::Custom, print, r),
+        })
+    }
+}
+
+fn failed(method: Method, thumbprint: String, r: Refused) -> PolicyResult {
+    PolicyResult::Failed {
+        method,
+        code: r.code,
+        reason: r.reason,
+        thumbprint,
     }
 }
 
@@ -527,6 +659,24 @@ fn check_require(r: &Require, id: &Identity) -> Result<(), Refusal> {
     if !r.scopes.iter().all(|s| id.has_scope(s)) {
         return Err(Refusal::InsufficientScope);
     }
+    if r.mfa || !r.amr.is_empty() {
+        // `amr` as the credential states it: an array of strings (RFC 8176), nothing else.
+        let amr: Vec<&str> = match id.claims.get("amr") {
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(serde_json::Value::as_str).collect()
+            }
+            _ => Vec::new(),
+        };
+        if (r.mfa && !amr.contains(&"mfa")) || !r.amr.iter().all(|m| amr.contains(&m.as_str())) {
+            return Err(Refusal::InsufficientAuthentication);
+        }
+    }
+    if !r.acr.is_empty() {
+        let acr = id.claims.get("acr").and_then(serde_json::Value::as_str);
+        if !acr.is_some_and(|a| r.acr.iter().any(|x| x == a)) {
+            return Err(Refusal::InsufficientAuthentication);
+        }
+    }
     Ok(())
 }
 
@@ -537,13 +687,16 @@ fn challenges(policies: &[&Policy], error: Option<Refusal>) -> Vec<String> {
         for m in &p.methods {
             let c = match m {
                 // RFC 6750 §3.1 knows `invalid_token`, not which part was wrong.
-                Method::Jwt => match error {
+                Method::Jwt | Method::OAuth => match error {
                     Some(Refusal::InvalidToken | Refusal::InvalidSignature) => {
                         "Bearer realm=\"portcullis\", error=\"invalid_token\"".to_string()
                     }
                     _ => "Bearer realm=\"portcullis\"".to_string(),
                 },
                 Method::ApiKey => "ApiKey realm=\"portcullis\"".to_string(),
+                Method::Hmac => "Signature realm=\"portcullis\"".to_string(),
+                Method::Custom => "Custom realm=\"portcullis\"".to_string(),
+                Method::X509 => "ClientCertificate realm=\"portcullis\"".to_string(),
                 Method::Basic => format!(
                     "Basic realm=\"{}\", charset=\"UTF-8\"",
                     p.basic
@@ -575,6 +728,7 @@ mod tests {
                 all_of: all.iter().map(|s| s.to_string()).collect(),
             }),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         };
         assert_eq!(
             check_require(&r(&["reader", "admin"], &[], &["a"]), &id),

@@ -18,6 +18,12 @@ pub struct RequestView<'a> {
     pub source_principal: &'a str,
     pub destination_principal: &'a str,
     pub namespace: Option<&'a str>,
+    /// The buffered body (`body`, else `raw_body`); empty when Envoy sent none.
+    pub body: &'a [u8],
+    /// `request.http.size`: the body length Envoy saw (0 when no body was buffered).
+    pub size: i64,
+    /// `attributes.source.certificate`: the downstream client's certificate, URL-encoded PEM.
+    pub source_certificate: &'a str,
 }
 
 impl<'a> RequestView<'a> {
@@ -50,6 +56,17 @@ impl<'a> RequestView<'a> {
             namespace: attrs
                 .and_then(|a| a.context_extensions.get("namespace"))
                 .map(String::as_str),
+            body: http.map_or(&[][..], |h| {
+                if h.body.is_empty() {
+                    h.raw_body.as_slice()
+                } else {
+                    h.body.as_bytes()
+                }
+            }),
+            size: http.map_or(0, |h| h.size),
+            source_certificate: attrs
+                .and_then(|a| a.source.as_ref())
+                .map_or("", |p| p.certificate.as_str()),
         }
     }
 

@@ -83,6 +83,7 @@ impl Security {
     pub fn connect_metrics(&self, metrics: &crate::telemetry::Metrics) {
         if let Some(a) = &self.authn {
             a.metrics().connect(metrics.clone());
+            metrics.connect_authn(a.metrics().clone());
         }
         if let Some(m) = &self.minter {
             m.metrics().connect(metrics.clone());

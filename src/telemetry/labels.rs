@@ -64,6 +64,14 @@ closed_set! {
         Jwt => "jwt",
         ApiKey => "api_key",
         Basic => "basic",
+        /// OAuth 2.0 token introspection (RFC 7662).
+        OAuth => "oauth",
+        /// A webhook's HMAC signature over the request body.
+        Hmac => "hmac",
+        /// An external validator service.
+        Custom => "custom",
+        /// The client certificate Envoy forwards.
+        X509 => "x509",
     }
 }
 
@@ -76,6 +84,9 @@ closed_set! {
         InvalidApiKey => "invalid_api_key",
         InsufficientScope => "insufficient_scope",
         InsufficientRole => "insufficient_role",
+        /// The credential was not obtained with the authentication a policy requires
+        /// (`require.mfa`, `amr`, `acr`).
+        InsufficientAuthentication => "insufficient_authentication",
         /// Too many Basic attempts waiting for verification.
         TooManyRequests => "too_many_requests",
     }
@@ -85,7 +96,9 @@ impl Refusal {
     /// The HTTP status of the answer.
     pub fn http_status(self) -> u16 {
         match self {
-            Refusal::InsufficientScope | Refusal::InsufficientRole => 403,
+            Refusal::InsufficientScope
+            | Refusal::InsufficientRole
+            | Refusal::InsufficientAuthentication => 403,
             Refusal::TooManyRequests => 429,
             _ => 401,
         }
@@ -100,8 +113,10 @@ impl<'de> Deserialize<'de> for Method {
             .copied()
             .find(|m| m.as_str() == name)
             .ok_or_else(|| {
+                let known: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
                 serde::de::Error::custom(format!(
-                    "unknown method {name:?}, expected one of jwt, api_key, basic"
+                    "unknown method {name:?}, expected one of {}",
+                    known.join(", ")
                 ))
             })
     }

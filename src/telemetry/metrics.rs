@@ -17,6 +17,10 @@
 //! | `portcullis_policy_reloads_total` / `portcullis_policy_reload_errors_total` | counter | |
 //! | `portcullis_policy_revision` | gauge | |
 //! | `portcullis_authn_total` | counter | `method`, `result`, `reason` on failures |
+//! | `portcullis_auth_attempts_total` | counter | `policy`, `method` (`none`: no credential), `result` |
+//! | `portcullis_auth_failures_total` | counter | `policy`, `method`, `reason` |
+//! | `portcullis_auth_duration_seconds` | histogram | `policy`, `method` |
+//! | `portcullis_auth_cache_total` | counter | `policy`, `method` (`oauth`, `custom`), `result` (`hit`, `miss`) |
 //! | `portcullis_jwks_fetches_total` | counter | `result` (`success`, `failure`) |
 //! | `portcullis_tokens_minted_total` / `portcullis_tokens_reused_total` | counter | |
 //! | `portcullis_decision_logs_total` | counter | |
@@ -110,6 +114,26 @@ pub trait DecisionLogStats: std::fmt::Debug + Send + Sync {
     fn buffer_bytes(&self) -> u64;
 }
 
+/// Per-policy authentication counters, read at scrape time (the policies are known only once
+/// [`crate::authn`] is built).
+pub trait AuthnStats: std::fmt::Debug + Send + Sync {
+    fn policies(&self) -> Vec<PolicyStats>;
+}
+
+/// One authentication policy's counters.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyStats {
+    pub policy: String,
+    /// (method, `success` | `failure`, count)
+    pub attempts: Vec<(&'static str, &'static str, u64)>,
+    /// (method, reason, count)
+    pub failures: Vec<(&'static str, &'static str, u64)>,
+    /// (method, time taken)
+    pub durations: Vec<(&'static str, Histogram)>,
+    /// (method, `hit` | `miss`, count)
+    pub cache: Vec<(&'static str, &'static str, u64)>,
+}
+
 /// How one Check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckOutcome {
@@ -169,6 +193,7 @@ struct Inner {
     jwks: Series<Count>,
     minted: Count,
     reused: Count,
+    authn_stats: Arc<std::sync::OnceLock<Arc<dyn AuthnStats>>>,
 }
 
 impl Default for Metrics {
@@ -320,6 +345,8 @@ impl Metrics {
         );
 
         registry.register_collector(Box::new(LogCollector(log)));
+        let authn_stats: Arc<std::sync::OnceLock<Arc<dyn AuthnStats>>> = Arc::default();
+        registry.register_collector(Box::new(AuthnCollector(authn_stats.clone())));
         registry.register(
             "portcullis_build_info",
             "Build information; the value is always 1",
@@ -344,6 +371,7 @@ impl Metrics {
                 jwks,
                 minted,
                 reused,
+                authn_stats,
             }),
         }
     }
@@ -394,6 +422,12 @@ impl Metrics {
             AuthnResult::Failure(f) => 1 + f.index(),
         };
         self.inner.authn.at(m * per_method + r).inc();
+    }
+
+    /// Reads per-policy authentication counters from `stats` at every scrape (the first call
+    /// wins).
+    pub fn connect_authn(&self, stats: Arc<dyn AuthnStats>) {
+        let _ = self.inner.authn_stats.set(stats);
     }
 
     /// Records one JWKS fetch.
@@ -511,6 +545,11 @@ struct HistogramInner {
 }
 
 impl Histogram {
+    /// A histogram with Portcullis' latency buckets.
+    pub fn latency() -> Self {
+        Self::new(LATENCY_BUCKETS)
+    }
+
     fn new(bounds: &[f64]) -> Self {
         let mut bounds: Vec<f64> = bounds.iter().copied().filter(|b| b.is_finite()).collect();
         bounds.sort_by(f64::total_cmp);
@@ -523,7 +562,7 @@ impl Histogram {
         }))
     }
 
-    fn observe(&self, d: Duration) {
+    pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = self.0.bounds.partition_point(|b| *b < secs);
         if let Some(c) = self.0.counts.get(i) {
@@ -598,6 +637,89 @@ impl<M: EncodeMetric + Clone> EncodeMetric for Series<M> {
 
     fn metric_type(&self) -> MetricType {
         self.kind
+    }
+}
+
+/// Reads the per-policy authentication counters at scrape time.
+#[derive(Debug)]
+struct AuthnCollector(Arc<std::sync::OnceLock<Arc<dyn AuthnStats>>>);
+
+impl Collector for AuthnCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let policies = self.0.get().map(|s| s.policies()).unwrap_or_default();
+        let count = |v: u64| Count {
+            value: Arc::new(AtomicU64::new(v)),
+            untyped: false,
+        };
+        {
+            let mut e = encoder.encode_descriptor(
+                "portcullis_auth_attempts",
+                "Authentication attempts, by policy, method and result",
+                None,
+                MetricType::Counter,
+            )?;
+            for p in &policies {
+                for (method, result, v) in &p.attempts {
+                    let labels = [
+                        ("policy", p.policy.as_str()),
+                        ("method", method),
+                        ("result", result),
+                    ];
+                    count(*v).encode(e.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "portcullis_auth_failures",
+                "Authentication refusals, by policy, method and reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for p in &policies {
+                for (method, reason, v) in &p.failures {
+                    let labels = [
+                        ("policy", p.policy.as_str()),
+                        ("method", method),
+                        ("reason", reason),
+                    ];
+                    count(*v).encode(e.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "portcullis_auth_duration_seconds",
+                "Time to run one authentication policy, by policy and the method that decided",
+                None,
+                MetricType::Histogram,
+            )?;
+            for p in &policies {
+                for (method, h) in &p.durations {
+                    let labels = [("policy", p.policy.as_str()), ("method", method)];
+                    h.encode(e.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "portcullis_auth_cache",
+                "Answers of call-out methods (oauth, custom), from the cache or a call",
+                None,
+                MetricType::Counter,
+            )?;
+            for p in &policies {
+                for (method, result, v) in &p.cache {
+                    let labels = [
+                        ("policy", p.policy.as_str()),
+                        ("method", method),
+                        ("result", result),
+                    ];
+                    count(*v).encode(e.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

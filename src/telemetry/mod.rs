@@ -13,6 +13,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
+pub use labels::{CheckReason, Method, Refusal};
 pub use metrics::Metrics;
 
 /// Log output format (`--log-format`).
