@@ -367,6 +367,7 @@ fn spiffe_leaf(ca: &Ca, id: &str) -> Leaf {
         dns: &["frontend.shop.svc"],
         uris: &[id],
         validity: None,
+        names: &[],
     })
 }
 
@@ -405,6 +406,7 @@ async fn x509_forwarded_certificate_is_verified() {
         dns: &[],
         uris: &["spiffe://cluster.local/ns/shop/sa/old"],
         validity: Some(((2020, 1, 1), (2021, 1, 1))),
+        names: &[],
     });
     let other_ns = spiffe_leaf(&ca, "spiffe://cluster.local/ns/other/sa/frontend");
     let truncated = &leaf.cert_pem[..leaf.cert_pem.len() / 2];
@@ -469,6 +471,7 @@ async fn x509_from_xfcc_with_allowed_sans() {
         dns: &["evil.example"],
         uris: &[],
         validity: None,
+        names: &[],
     });
     let xfcc = format!("Cert=\"{}\"", url_encoded(&other.cert_pem));
     p.check(req("/x").header("x-forwarded-client-cert", &xfcc))
