@@ -648,7 +648,39 @@ impl<'source> Parser<'source> {
         Ok(node)
     }
 
+    /// Whether a `|` comes at this bracket's own nesting level before the bracket closes.
+    /// Without one the bracket cannot hold a comprehension, and trying one first would parse
+    /// every nested bracket twice: time exponential in the nesting depth.
+    fn may_be_compr(&self) -> bool {
+        let mut lexer = self.lexer.clone();
+        let mut tok = self.tok.clone();
+        let mut depth = 0usize;
+        loop {
+            match tok.0 {
+                TokenKind::Eof => return false,
+                TokenKind::Symbol => match tok.1.text() {
+                    "[" | "{" | "(" => depth += 1,
+                    "]" | "}" | ")" => match depth.checked_sub(1) {
+                        Some(d) => depth = d,
+                        None => return false,
+                    },
+                    "|" if depth == 0 => return true,
+                    _ => {}
+                },
+                _ => {}
+            }
+            tok = match lexer.next_token() {
+                Ok(t) => t,
+                // Let the parse itself report the error.
+                Err(_) => return true,
+            };
+        }
+    }
+
     fn parse_compr(&mut self, delim: &str) -> Result<(Expr, Query)> {
+        if !self.may_be_compr() {
+            bail!("internal error: not a compr");
+        }
         // Save the state.
         let state = self.clone();
         let mut span = self.tok.1.clone();
