@@ -117,21 +117,7 @@ fn parse_lines_1(text: &str) -> Result<Secrets, String> {
 /// Refuses a secret file that others can read or write.
 fn check_mode(path: &Path) -> Result<(), String> {
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{}: a secret file must be readable by its owner only (mode {:o}; chmod 600, or \
-                 defaultMode: 0400 on a Kubernetes Secret volume)",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
+    crate::jose::keys::check_owner_only(path, "a secret file")?;
     Ok(())
 }
 

@@ -444,6 +444,12 @@ fn jwk_bytes(jwk: &Map<String, Json>, field: &str) -> Result<Vec<u8>, KeyError> 
 /// Refuses a private key file that others can read or write.
 #[cfg(unix)]
 pub fn check_private_key_mode(path: &std::path::Path) -> Result<(), String> {
+    check_owner_only(path, "a private key")
+}
+
+/// Refuses a file holding `what` (a private key, a secret) that others can read or write.
+#[cfg(unix)]
+pub fn check_owner_only(path: &std::path::Path, what: &str) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
@@ -451,7 +457,7 @@ pub fn check_private_key_mode(path: &std::path::Path) -> Result<(), String> {
         .mode();
     if mode & 0o077 != 0 {
         return Err(format!(
-            "{}: a private key must be readable by its owner only (mode {:o}; chmod 600, or \
+            "{}: {what} must be readable by its owner only (mode {:o}; chmod 600, or \
              defaultMode: 0400 on a Kubernetes Secret volume)",
             path.display(),
             mode & 0o777
