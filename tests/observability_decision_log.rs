@@ -374,3 +374,40 @@ allow if {
         server.stop().await;
     }
 }
+
+/// A request body holding numbers a double cannot carry (`1e999`, a 400-digit integer) is
+/// still logged whole: the caller cannot keep its request out of the decision log by adding
+/// such a number. The numbers are logged as their decimal text.
+#[tokio::test]
+async fn inputs_with_numbers_beyond_doubles_are_logged_whole() {
+    let (server, log, file) = start(vec![("p.rego", POLICY)], "").await;
+    let mut client = server.client().await;
+    let digits = "9".repeat(400);
+    let body = format!(r#"{{"huge": -1e999, "wide": {digits}, "user": "mallory"}}"#);
+    let spec = json!({
+        "path": "/ok/upload",
+        "method": "POST",
+        "headers": {"content-type": "application/json"},
+        "body": body,
+    });
+    let resp = client
+        .check(request(&spec.to_string()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.status.as_ref().map(|s| s.code),
+        Some(0),
+        "the policy allows /ok"
+    );
+    log.flush().await;
+    let events = events(&file);
+    let e = by_id(&events, &decision_id(&resp));
+    let parsed = &e["input"]["parsed_body"];
+    assert_eq!(parsed["user"], "mallory", "{e}");
+    assert_eq!(e["input"]["parsed_path"], json!(["ok", "upload"]));
+    let huge = parsed["huge"].as_str().expect("kept as decimal text");
+    assert!(huge.starts_with("-1") && huge.len() > 999, "{huge:.40}");
+    assert_eq!(parsed["wide"], json!(digits));
+    server.stop().await;
+}

@@ -97,10 +97,7 @@ impl DecisionRecord {
         let mut e = Map::new();
         e.insert("labels".into(), labels.clone());
         e.insert("decision_id".into(), json!(self.decision_id));
-        let input = self
-            .input
-            .as_ref()
-            .and_then(|v| serde_json::to_value(v).ok());
+        let input = self.input.as_ref().map(to_json);
         let trace = self
             .trace
             .map(|t| (hex(&t.trace_id), Some(hex(&t.span_id))));
@@ -146,9 +143,8 @@ impl DecisionRecord {
         }
         if let Some(result) = &self.result
             && !matches!(result, regorus::Value::Undefined)
-            && let Ok(result) = serde_json::to_value(result)
         {
-            e.insert("result".into(), result);
+            e.insert("result".into(), to_json(result));
         }
         if !self.rule_labels.is_empty() {
             e.insert("rule_labels".into(), Json::Array(self.rule_labels.clone()));
@@ -190,6 +186,34 @@ use crate::jose::b64::hex;
 
 /// The trace id of the caller's trace (W3C `traceparent`, else B3), for events logged while
 /// tracing is off.
+/// A regorus value as the event's JSON. A number JSON cannot carry as a double (`1e999` or a
+/// 400-digit integer in a request body: regorus keeps it exactly, `serde_json` refuses it) is
+/// written as its decimal text rather than losing the whole value, so no request can keep
+/// itself out of the log that way. Object keys that are not strings are written as JSON text.
+fn to_json(v: &regorus::Value) -> Json {
+    use regorus::Value;
+    match v {
+        Value::Number(n) => {
+            serde_json::to_value(n).unwrap_or_else(|_| Json::String(n.format_decimal()))
+        }
+        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Set(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Object(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Value::String(s) => s.to_string(),
+                        other => other.to_json_str().unwrap_or_default(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        other => serde_json::to_value(other).unwrap_or(Json::Null),
+    }
+}
+
 fn trace_id_from_headers(input: &Json) -> Option<String> {
     let headers = input.pointer("/attributes/request/http/headers")?;
     let get = |name: &str| headers.get(name).and_then(Json::as_str);
