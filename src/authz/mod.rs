@@ -4,11 +4,11 @@
 //! `http` the HTTP listener for proxies that ask over plain HTTP (NGINX, Traefik, Caddy, Envoy's
 //! `http_service`); `ext_proc` answers Envoy's external processing streams through the same service.
 
-pub(crate) mod decision;
+pub mod decision;
 pub(crate) mod error;
 pub mod ext_proc;
 pub mod http;
-pub(crate) mod input;
+pub mod input;
 pub(crate) mod pipeline;
 pub(crate) mod response;
 pub mod security;

@@ -20,7 +20,7 @@
 
 pub mod archive;
 pub(crate) mod config;
-pub(crate) mod manifest;
+pub mod manifest;
 pub mod signing;
 
 use std::path::{Path, PathBuf};

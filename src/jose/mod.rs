@@ -25,7 +25,7 @@ pub(crate) mod claims;
 pub mod clock;
 pub(crate) mod json;
 pub(crate) mod jws;
-pub(crate) mod keys;
+pub mod keys;
 pub(crate) mod sign;
 
 pub use alg::Alg;
