@@ -51,34 +51,22 @@ fn make_delimiters_unix_style(s: &str, delimiters: &[char]) -> Result<String> {
     Ok(s)
 }
 
+fn compile_glob(pattern: &str) -> core::result::Result<GlobMatcher, globset::Error> {
+    Ok(GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()?
+        .compile_matcher())
+}
+
+#[cfg(feature = "cache")]
+fn make_glob(pattern: &str, span: &Span) -> Result<crate::cache::Compiled<GlobMatcher>> {
+    // The cache is per thread (see `crate::cache`): no lock, no copy of the matcher.
+    crate::cache::glob(pattern, compile_glob).or_else(|_| bail!(span.error("invalid glob")))
+}
+
+#[cfg(not(feature = "cache"))]
 fn make_glob(pattern: &str, span: &Span) -> Result<GlobMatcher> {
-    #[cfg(feature = "cache")]
-    {
-        {
-            let mut cache = crate::cache::GLOB_CACHE.lock();
-            if let Some(matcher) = cache.get(pattern) {
-                return Ok(matcher.clone());
-            }
-        }
-        let matcher = GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .or_else(|_| bail!(span.error("invalid glob")))?
-            .compile_matcher();
-        {
-            let mut cache = crate::cache::GLOB_CACHE.lock();
-            cache.put(alloc::string::String::from(pattern), matcher.clone());
-        }
-        Ok(matcher)
-    }
-    #[cfg(not(feature = "cache"))]
-    {
-        Ok(GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .or_else(|_| bail!(span.error("invalid glob")))?
-            .compile_matcher())
-    }
+    compile_glob(pattern).or_else(|_| bail!(span.error("invalid glob")))
 }
 
 fn glob_match(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Result<Value> {

@@ -15,8 +15,8 @@ use regex::{Regex, RegexBuilder};
 // ---------------------------------------------------------------------------
 // Compiled-regex cache (feature = "cache")
 //
-// When enabled, compiled Regex objects are stored in a bounded LRU cache
-// protected by a Mutex (parking_lot when std, spin when no_std).
+// When enabled, compiled Regex objects are stored in a bounded LRU cache,
+// one per thread with std (no lock), one behind a spin lock without std.
 // The capacity is configurable at runtime
 // via regorus::cache::configure().
 // ---------------------------------------------------------------------------
@@ -36,28 +36,23 @@ fn compile_regex(pattern: &str) -> core::result::Result<Regex, regex::Error> {
         .build()
 }
 
+/// A compiled regex as the builtins use it (shared from the cache when there is one).
+#[cfg(feature = "cache")]
+type CompiledRegex = crate::cache::Compiled<Regex>;
+#[cfg(not(feature = "cache"))]
+type CompiledRegex = Regex;
+
 /// Compile a regex pattern, using the cache when the `cache` feature
 /// is enabled and falling back to direct compilation otherwise.
+#[cfg(feature = "cache")]
+fn get_or_compile_regex(pattern: &str) -> core::result::Result<CompiledRegex, regex::Error> {
+    crate::cache::regex(pattern, compile_regex)
+}
+
+/// Compile a regex pattern (no cache without the `cache` feature).
+#[cfg(not(feature = "cache"))]
 fn get_or_compile_regex(pattern: &str) -> core::result::Result<Regex, regex::Error> {
-    #[cfg(feature = "cache")]
-    {
-        {
-            let mut cache = crate::cache::REGEX_CACHE.lock();
-            if let Some(re) = cache.get(pattern) {
-                return Ok(re.clone());
-            }
-        }
-        let re = compile_regex(pattern)?;
-        {
-            let mut cache = crate::cache::REGEX_CACHE.lock();
-            cache.put(alloc::string::String::from(pattern), re.clone());
-            Ok(re)
-        }
-    }
-    #[cfg(not(feature = "cache"))]
-    {
-        compile_regex(pattern)
-    }
+    compile_regex(pattern)
 }
 
 /// Compile a regex for use in a builtin function.
@@ -66,7 +61,7 @@ fn get_or_compile_regex(pattern: &str) -> core::result::Result<Regex, regex::Err
 ///   that it propagates as a hard error even in non-strict mode.
 /// - Syntax errors produce a span-attached "invalid regex" error that the
 ///   evaluator may swallow to `Undefined` in non-strict mode (OPA-compatible).
-fn compile_regex_for_builtin(span: &Span, pattern: &str) -> Result<Regex> {
+fn compile_regex_for_builtin(span: &Span, pattern: &str) -> Result<CompiledRegex> {
     get_or_compile_regex(pattern).map_err(|e| match e {
         regex::Error::CompiledTooBig(_) => {
             anyhow::Error::new(crate::utils::limits::LimitError::RegexSizeLimitExceeded {
