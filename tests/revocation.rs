@@ -648,3 +648,37 @@ fn bad_revocation_files_stop_start_up_with_a_clear_error() {
     let doc: Json = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(doc, json!({"revocations": []}));
 }
+
+#[tokio::test]
+async fn a_full_list_of_long_ids_loads_and_lists_past_grpcs_usual_4_mib() {
+    let shared = tempfile::tempdir().unwrap();
+    let file = shared.path().join("revoked.json");
+    let exp = now() + 600;
+    let entries: Vec<Json> = (0..10_000)
+        .map(|i| json!({"jti": format!("{i:05}{}", "x".repeat(507)), "expires_at": exp}))
+        .collect();
+    write_owner_only(&file, &json!({"revocations": entries}).to_string());
+    assert!(std::fs::metadata(&file).unwrap().len() > 5 * 1024 * 1024);
+    let rig = Rig::start(&file).await;
+    let listed = AuthServiceClient::new(rig.gateway().await)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .list_revocations(support::gateway::req(
+            pb::ListRevocationsRequest {},
+            &Auth::bearer(&root_token()),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .revocations;
+    assert_eq!(listed.len(), 10_000);
+    let last = format!("09999{}", "x".repeat(507));
+    assert!(
+        !rig.passes("/v1/orders", &rig.user_token("alice", &last, Some(now())))
+            .await
+    );
+    // Full: the next revocation is refused.
+    let err = revoke(&rig.gateway().await, &root_token(), by_jti("one-more", exp))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+}

@@ -38,6 +38,9 @@ pub struct RevokeArgs {
     pub gateway: GatewayArgs,
 }
 
+/// The largest `ListRevocations` answer read.
+const MAX_LIST_BYTES: usize = 160 * 1024 * 1024;
+
 /// `portcullis token revocations`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RevocationsArgs {
@@ -153,7 +156,9 @@ pub async fn revoke(a: RevokeArgs) -> Result<(), CliError> {
 /// `token revocations`.
 pub async fn revocations(a: RevocationsArgs) -> Result<(), CliError> {
     let gw = a.gateway.connect().await?;
+    // A full list (up to 100,000 entries of at most ~1.3 KiB) is larger than gRPC's usual 4 MiB.
     let r = client(&gw)
+        .max_decoding_message_size(MAX_LIST_BYTES)
         .list_revocations(gw.request(pb::ListRevocationsRequest {}))
         .await
         .map_err(|s| gw.failed("ListRevocations", &s))?
