@@ -199,7 +199,7 @@ struct ListFile {
 
 /// The parsed list: its entries (one per `jti`, one per subject) and their indexes.
 #[derive(Debug, Default)]
-pub struct List {
+struct List {
     entries: Vec<Revocation>,
     jtis: HashMap<String, usize>,
     subjects: HashMap<String, usize>,
@@ -243,12 +243,8 @@ impl List {
         list
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     fn jti(&self, jti: &str) -> Option<&Revocation> {
@@ -260,7 +256,7 @@ impl List {
     }
 
     /// Whether `token` is refused at `now`.
-    pub fn refuses(&self, token: &Presented<'_>, now: i64) -> bool {
+    fn refuses(&self, token: &Presented<'_>, now: i64) -> bool {
         let by_jti = token
             .jti
             .and_then(|j| self.jti(j))
@@ -275,7 +271,7 @@ impl List {
     }
 
     /// Whether a token issued to `subject` at `now` would be refused.
-    pub fn refuses_new(&self, subject: &str, now: i64) -> bool {
+    fn refuses_new(&self, subject: &str, now: i64) -> bool {
         self.refuses(
             &Presented {
                 jti: None,
@@ -414,12 +410,6 @@ impl Revocations {
             max_bytes,
             subject_ttl: i64::try_from(config.subject_ttl_seconds).unwrap_or(MAX_LIFETIME),
         })
-    }
-
-    /// Sets how often the file is checked for changes (tests use zero).
-    pub fn with_check_interval(mut self, interval: std::time::Duration) -> Self {
-        self.file = self.file.with_interval(interval);
-        self
     }
 
     /// Whether `token` is revoked at `now`.

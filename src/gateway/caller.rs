@@ -87,12 +87,6 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may act on the whole sidecar: readwrite on every namespace, with no
-    /// scope restriction (what revoking others' tokens needs).
-    pub fn is_root(&self) -> bool {
-        self.allows(GrantKind::Readwrite, &Scope::default())
-    }
-
     /// Whether the caller may act on `target` with `needed`: the target is inside the
     /// token's scope and inside one grant of at least that kind.
     pub fn allows(&self, needed: GrantKind, target: &Scope) -> bool {
