@@ -12,11 +12,13 @@
 //! - [`env`]      the process environment behind one trait (tests pass a map)
 //! - [`decision_log`] OPA-format decision logs: console, file, HTTP upload, subscribers, masking
 //! - [`config`]   the config file (OPA's keys plus Portcullis sections), `--set` overrides, typed errors
-//! - [`authn`]    authentication before Rego: JWT, API keys, Basic, trusted OIDC issuers, audit log
+//! - [`authn`]    authentication before Rego: JWT, API keys, Basic, trusted OIDC issuers, audit log,
+//!   token revocation
 //! - [`authz`]    the Check path: one pipeline from request to outcome, input document, decision,
 //!   CheckResponse, authentication and internal tokens as a Check uses them, the gRPC service
 //! - [`client`]   client tools: `check`, `bench check`, `bench floor`, request case files
-//! - [`cli`]      the gateway's command line: `auth`, `decide`, `policy`, `data`, `logs`, `keys`, `status`
+//! - [`cli`]      the gateway's command line: `auth`, `decide`, `policy`, `data`, `logs`, `keys`, `status`,
+//!   `token revoke|revocations`
 //! - [`gateway`]  the gateway gRPC API (`portcullis.v1`), gRPC-Web, caller auth and scopes
 //! - [`namespaces`] isolated policy sets, each its own store; hierarchical names with `:`
 //! - [`offline`]  OPA's policy commands: `check`, `test`, `eval`, `exec`, `build`, `sign`, `capabilities`, `inspect`, `deps`, `parse`

@@ -124,7 +124,7 @@ enum Command {
     },
     /// Show what the gateway serves.
     Status(portcullis::cli::commands::StatusArgs),
-    /// Internal token tools.
+    /// Internal token tools; token revocation through the gateway.
     Token {
         #[command(subcommand)]
         cmd: TokenCommand,
@@ -158,6 +158,11 @@ enum TokenCommand {
         /// The token, or `-` to read it from standard input.
         token: String,
     },
+    /// Revoke tokens through the gateway: by --jti, every token of a --subject issued before a
+    /// time, the caller's own (--current), or a token's id (--from-token).
+    Revoke(portcullis::cli::commands::RevokeArgs),
+    /// List the revocations that still apply.
+    Revocations(portcullis::cli::commands::RevocationsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,6 +389,12 @@ fn client_command(fut: impl std::future::Future<Output = i32>) -> ExitCode {
 
 async fn token_command(cmd: TokenCommand) -> i32 {
     match cmd {
+        TokenCommand::Revoke(args) => {
+            portcullis::cli::finish(portcullis::cli::commands::revoke(args)).await
+        }
+        TokenCommand::Revocations(args) => {
+            portcullis::cli::finish(portcullis::cli::commands::revocations(args)).await
+        }
         TokenCommand::Verify {
             jwks,
             issuer,

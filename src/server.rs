@@ -382,7 +382,8 @@ impl<'a> AppBuilder<'a> {
                 .map_err(|e| config.invalid(e.under("gateway")))?;
                 Some(Gateway::new(
                     namespaces.clone(),
-                    Authenticator::new(mode, g.audience.clone()),
+                    Authenticator::new(mode, g.audience.clone())
+                        .with_revocations(security.as_ref().and_then(|s| s.revocations.clone())),
                     log,
                     ext.decision_path(),
                     g,

@@ -35,7 +35,8 @@ fn clean(cmd: &mut Command) -> &mut Command {
 }
 
 /// Starts `portcullis run` with every listener on port 0 and reads the bound addresses from
-/// its "portcullis serving" log line.
+/// its "portcullis serving" log line. Servers started in the same `dir` share its revocation
+/// list (`revoked.json`), as replicas would.
 fn start(
     dir: &std::path::Path,
     env: &[(&str, &str)],
@@ -48,9 +49,11 @@ fn start(
         &cfg,
         format!(
             "plugins:\n  envoy_ext_authz_grpc:\n    addr: 127.0.0.1:0\ngateway:\n  addr: {gateway_addr}\n\
-             authentication:\n  policies:\n    - name: keys\n      match: {{path_prefixes: [/keys-only/]}}\n      \
+             authentication:\n  revocation: {{file: \"{}\"}}\n  \
+             policies:\n    - name: keys\n      match: {{path_prefixes: [/keys-only/]}}\n      \
              methods: [api_key]\n      required: false\n      \
              api_key: {{header: x-api-key, prefix: sk_cli_, store: \"{}\"}}\n",
+            dir.join("revoked.json").display(),
             keys.display()
         ),
     )
@@ -525,4 +528,210 @@ fn open_mode_refuses_a_non_loopback_gateway() {
         &[],
     )));
     assert_eq!(status["auth_mode"], "open");
+}
+
+/// Polls `f` until it gives a value, failing with `what` after `secs` seconds.
+fn within_seconds<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {secs} s: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `status` through `gateway` with `token`: its exit code.
+fn status_code(gateway: &str, token: &str) -> Option<i32> {
+    cli(&["status", "--gateway", gateway, "--token", token], &[])
+        .status
+        .code()
+}
+
+#[test]
+fn cli_revokes_tokens_and_replicas_sharing_the_list_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("GATEWAY_JWT_SECRET", SECRET)];
+    let a = start(dir.path(), &env, "127.0.0.1:0").unwrap();
+    let b = start(dir.path(), &env, "127.0.0.1:0").unwrap();
+    let mint = |args: &[&str]| {
+        let mut all = vec!["auth"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--jwt-secret", SECRET, "--ttl", "10m"]);
+        json(&ok(cli(&all, &[])))
+    };
+    let root = mint(&["root-token"])["token"].as_str().unwrap().to_string();
+    let victim = mint(&["namespace-token", "--namespace", "acme"]);
+    let (victim_token, victim_claims) = (victim["token"].as_str().unwrap(), &victim["claims"]);
+    let other = mint(&["namespace-token", "--namespace", "acme"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(status_code(&a.gateway, victim_token), Some(0));
+    assert_eq!(status_code(&b.gateway, victim_token), Some(0));
+
+    // Revoke by the token's own id on A (read from the token; its exp is the entry's).
+    let out = json(&ok(cli(
+        &[
+            "token",
+            "revoke",
+            "--from-token",
+            victim_token,
+            "--gateway",
+            &a.gateway,
+            "--token",
+            &root,
+        ],
+        &[],
+    )));
+    assert_eq!(out["jti"], victim_claims["jti"]);
+    assert_eq!(out["expires_at"], victim_claims["exp"]);
+    assert_eq!(out["revoked_by"], "portcullis-cli");
+    let refused = cli(
+        &["status", "--gateway", &a.gateway, "--token", victim_token],
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
+    // B, another process on the same file, follows within a few seconds.
+    within_seconds(10, "B refuses the revoked token", || {
+        (status_code(&b.gateway, victim_token) == Some(1)).then_some(())
+    });
+    assert_eq!(status_code(&b.gateway, &other), Some(0));
+
+    // A namespace token may not revoke others, and says so with exit 1.
+    let denied = cli(
+        &[
+            "token",
+            "revoke",
+            "--subject",
+            "portcullis-cli",
+            "--gateway",
+            &b.gateway,
+            "--token",
+            &other,
+        ],
+        &[],
+    );
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"));
+    // ... but it may end itself.
+    ok(cli(
+        &[
+            "token",
+            "revoke",
+            "--current",
+            "--gateway",
+            &b.gateway,
+            "--token",
+            &other,
+        ],
+        &[],
+    ));
+    assert_eq!(status_code(&b.gateway, &other), Some(1));
+
+    // By subject, with an RFC 3339 time, and by id with an explicit expiry.
+    let now = chrono::Utc::now();
+    let before = now - chrono::Duration::hours(1);
+    let before_text = before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let until = (now + chrono::Duration::days(30)).timestamp().to_string();
+    let by_subject = json(&ok(cli(
+        &[
+            "token",
+            "revoke",
+            "--subject",
+            "alice",
+            "--before",
+            &before_text,
+            "--expires-at",
+            &until,
+            "--gateway",
+            &b.gateway,
+            "--token",
+            &root,
+        ],
+        &[],
+    )));
+    assert_eq!(by_subject["issued_before"], before.timestamp());
+    assert_eq!(by_subject["expires_at"].to_string(), until);
+    ok(cli(
+        &[
+            "token",
+            "revoke",
+            "--jti",
+            "some-id",
+            "--expires-at",
+            &until,
+            "--gateway",
+            &b.gateway,
+            "--token",
+            &root,
+        ],
+        &[],
+    ));
+    // A lists what B wrote once it has re-read the file.
+    let listed = within_seconds(10, "A lists 4 entries", || {
+        let out = json(&ok(cli(
+            &[
+                "token",
+                "revocations",
+                "--gateway",
+                &a.gateway,
+                "--token",
+                &root,
+            ],
+            &[],
+        )));
+        let listed = out["revocations"].as_array().unwrap().clone();
+        (listed.len() == 4).then_some(listed)
+    });
+    assert_eq!(listed[2]["subject"], "alice");
+    let table = ok(cli(
+        &[
+            "token",
+            "revocations",
+            "-o",
+            "table",
+            "--gateway",
+            &a.gateway,
+            "--token",
+            &root,
+        ],
+        &[],
+    ));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.starts_with("JTI") && table.contains("some-id"),
+        "{table}"
+    );
+
+    // Usage errors exit 2 before anything is sent.
+    for args in [
+        vec!["token", "revoke"],
+        vec!["token", "revoke", "--jti", "x"],
+        vec![
+            "token",
+            "revoke",
+            "--jti",
+            "x",
+            "--subject",
+            "y",
+            "--expires-at",
+            "1",
+        ],
+        vec!["token", "revoke", "--subject", "y", "--before", "tomorrow"],
+        vec!["token", "revoke", "--from-token", "not-a-jwt"],
+    ] {
+        let out = cli(&args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -213,6 +213,26 @@ async fn call(
                 .get_status(req(pb::GetStatusRequest::default(), auth))
                 .await,
         ),
+        R::RevokeToken => code(
+            AuthServiceClient::new(ch.clone())
+                .revoke_token(req(
+                    pb::RevokeTokenRequest {
+                        target: Some(pb::revoke_token_request::Target::Subject(
+                            pb::RevokeSubject {
+                                subject: "nobody".into(),
+                                ..Default::default()
+                            },
+                        )),
+                    },
+                    auth,
+                ))
+                .await,
+        ),
+        R::ListRevocations => code(
+            AuthServiceClient::new(ch.clone())
+                .list_revocations(req(pb::ListRevocationsRequest::default(), auth))
+                .await,
+        ),
     }
 }
 
@@ -298,9 +318,11 @@ async fn every_rpc_under_every_auth_mode() {
         let yaml = format!(
             "  addr: 127.0.0.1:0\nauthentication:\n  policies:\n    - name: keys\n      \
              match: {{path_prefixes: [/keys-only/]}}\n      methods: [api_key]\n      \
-             required: false\n      api_key: {{header: x-api-key, prefix: sk_gw_, store: \"{}\"}}\n\
+             required: false\n      api_key: {{header: x-api-key, prefix: sk_gw_, store: \"{}\"}}\n  \
+             revocation: {{file: \"{}\"}}\n\
              internal_token:\n  enabled: false\n",
-            store_path.display()
+            store_path.display(),
+            keys_dir.path().join("revoked.json").display()
         );
         let gw = Gw::start(&env, &yaml).await;
         let ch = gw.channel().await;

@@ -8,7 +8,7 @@ use support::authn::{IssuerServer, Key, jwks};
 use support::gateway::*;
 
 /// A gateway in JWT mode with an API key store, a trusted OIDC issuer granting `read` on
-/// `acme`, and internal-token keys.
+/// `acme`, a token revocation list, and internal-token keys.
 async fn start(issuer: &str) -> (Gw, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("keys.json");
@@ -23,6 +23,7 @@ authentication:
       methods: [api_key]
       required: false
       api_key: {{header: x-api-key, prefix: sk_gw_, store: \"{}\"}}
+  revocation: {{file: \"{}\"}}
   trust:
     oidc:
       - issuer: {issuer}
@@ -31,7 +32,8 @@ authentication:
 internal_token:
   enabled: false
 ",
-        store.display()
+        store.display(),
+        dir.path().join("revoked.json").display()
     );
     let gw = Gw::start(&[("GATEWAY_JWT_SECRET", SECRET)], &yaml).await;
     (gw, dir)
@@ -213,20 +215,24 @@ async fn oidc_id_tokens_exchange_for_the_issuers_grants() {
     let mut auth = AuthServiceClient::new(ch.clone());
     let id_exp = now() + 90;
     let id_token = key.sign(&serde_json::json!({
-        "iss": iss, "aud": "portcullis", "sub": "alice@example.com", "exp": id_exp, "iat": now()
+        "iss": iss, "aud": "portcullis", "sub": "alice@example.com", "exp": id_exp, "iat": now(),
+        "jti": "id-1"
     }));
-    let token = auth
-        .exchange_oidc_token(req(
-            pb::ExchangeOidcTokenRequest {
-                id_token,
-                scope: None,
-                ttl_seconds: 3600,
-            },
-            &Auth::None,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let exchange = |id_token: String| {
+        let mut auth = auth.clone();
+        async move {
+            auth.exchange_oidc_token(req(
+                pb::ExchangeOidcTokenRequest {
+                    id_token,
+                    scope: None,
+                    ttl_seconds: 3600,
+                },
+                &Auth::None,
+            ))
+            .await
+        }
+    };
+    let token = exchange(id_token.clone()).await.unwrap().into_inner();
     assert!(
         token.expires_at as u64 <= id_exp,
         "no later than the ID token"
@@ -251,6 +257,20 @@ async fn oidc_id_tokens_exchange_for_the_issuers_grants() {
         code(put_policy(&ch, &alice, "acme", "a.rego", "package a\n").await),
         Code::PermissionDenied
     );
+    // A revoked ID token exchanges for nothing.
+    AuthServiceClient::new(ch.clone())
+        .revoke_token(req(
+            pb::RevokeTokenRequest {
+                target: Some(pb::revoke_token_request::Target::Jti(pb::RevokeJti {
+                    jti: "id-1".into(),
+                    expires_at: id_exp as i64,
+                })),
+            },
+            &Auth::bearer(&root_token()),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(code(exchange(id_token).await), Code::Unauthenticated);
 
     // Another key, another audience, an untrusted issuer: UNAUTHENTICATED.
     let other = Key::es256("ec256-b.key.pem", "k1");

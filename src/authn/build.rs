@@ -66,6 +66,7 @@ impl Authenticator {
             oidc,
             audit,
             metrics,
+            revocations: None,
         })
     }
 }

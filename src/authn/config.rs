@@ -19,6 +19,9 @@ pub struct Authentication {
     /// Where audit events (authentication failures, minted tokens) go.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The token deny-list.
+    #[serde(default)]
+    pub revocation: Option<super::revocation::RevocationConfig>,
 }
 
 /// `authentication.audit`.
@@ -518,6 +521,9 @@ impl Authentication {
                     format!("{a} is not an asymmetric JWS algorithm"),
                 ));
             }
+        }
+        if let Some(r) = &self.revocation {
+            r.validate().map_err(|e| e.under("revocation"))?;
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! A file parsed once and re-read when it changes (checked at most once per interval), keeping
-//! the last good contents when a new version does not parse.
+//! the last good contents when a new version does not parse or is larger than its bound.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,8 @@ pub struct WatchedFile<T> {
     value: ArcSwap<T>,
     state: Mutex<(Instant, Stamp)>,
     interval: Duration,
+    /// The largest file read.
+    max_bytes: u64,
 }
 
 impl<T> std::fmt::Debug for WatchedFile<T> {
@@ -35,11 +37,34 @@ fn stamp(path: &Path) -> std::io::Result<Stamp> {
     Ok((meta.modified().ok(), meta.len()))
 }
 
+/// The file's text, refused when it has more than `max` bytes (read no further than that).
+pub fn read_bounded(path: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(max.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(text)
+}
+
 impl<T> WatchedFile<T> {
     /// Reads and parses the file; an error names the file.
     pub fn open(path: &Path, parse: fn(&str) -> Result<T, String>) -> Result<Self, String> {
+        Self::open_bounded(path, u64::MAX, parse)
+    }
+
+    /// [`Self::open`] for a file of at most `max_bytes`, now and at every re-read.
+    pub fn open_bounded(
+        path: &Path,
+        max_bytes: u64,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Self, String> {
         let st = stamp(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = read_bounded(path, max_bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let value = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -47,6 +72,7 @@ impl<T> WatchedFile<T> {
             value: ArcSwap::from_pointee(value),
             state: Mutex::new((Instant::now(), st)),
             interval: CHECK_INTERVAL,
+            max_bytes,
         })
     }
 
@@ -94,10 +120,7 @@ impl<T> WatchedFile<T> {
         if new == st.1 && !force {
             return;
         }
-        match std::fs::read_to_string(&self.path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| (self.parse)(&t))
-        {
+        match read_bounded(&self.path, self.max_bytes).and_then(|t| (self.parse)(&t)) {
             Ok(v) => {
                 st.1 = new;
                 self.value.store(Arc::new(v));

@@ -22,7 +22,7 @@ use super::config::{ClaimsMap, Grant, Method};
 use super::identity::Identity;
 use super::jwks::{KeySet, KeySource, Keys};
 use crate::jose::claims::{self, Expect};
-use crate::jose::{Alg, Jws, JwsError, KeyMaterial, Rules, b64};
+use crate::jose::{Alg, Jws, JwsError, KeyMaterial, Rules};
 use crate::telemetry::labels::Refusal;
 
 /// Why a token was refused. The `Display` text is for logs only; the caller gets [`code`].
@@ -133,9 +133,7 @@ pub struct Verified {
 
 /// The unverified `iss` of a token, used only to pick which verifier checks it.
 pub fn peek_issuer(token: &str, max: usize) -> Option<String> {
-    let (_, p, _) = crate::jose::jws::split(token, max).ok()?;
-    let payload: Map<String, Json> =
-        serde_json::from_slice(&b64::decode(p, b64::Base64::Url).ok()?).ok()?;
+    let payload = crate::jose::jws::unverified_payload(token, max)?;
     payload.get("iss")?.as_str().map(str::to_owned)
 }
 

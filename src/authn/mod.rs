@@ -32,6 +32,7 @@
 //! - [`x509`]     the client certificate Envoy forwards
 //! - `callout`    bounded outbound calls and the answer cache they share
 //! - `secret`     secrets from the environment or owner-only files
+//! - [`revocation`] the token deny-list (by `jti`, by subject), shared through a file
 //! - [`identity`] `input.identity`
 //! - [`audit`]    the audit log (JSON lines)
 //! - [`metrics`]  counters
@@ -52,6 +53,7 @@ pub(crate) mod metrics;
 pub mod oauth;
 pub(crate) mod oidc;
 pub(crate) mod request;
+pub mod revocation;
 pub(crate) mod secret;
 pub mod x509;
 
@@ -70,6 +72,7 @@ use self::metrics::AuthnMetrics;
 use self::oauth::OAuthMethod;
 use self::oidc::OidcIssuer;
 use self::request::{RequestView, path_forms};
+use self::revocation::{Presented, Revocations};
 use self::x509::X509Method;
 use crate::telemetry::labels::Refusal;
 
@@ -155,7 +158,12 @@ pub struct Authenticator {
     oidc: Vec<OidcIssuer>,
     audit: AuditLog,
     metrics: Arc<AuthnMetrics>,
+    /// The token deny-list (`authentication.revocation`), consulted after every JWT verifies.
+    revocations: Option<Arc<Revocations>>,
 }
+
+/// The reason logged and audited when a token that verified is on the deny-list.
+pub const REVOKED: &str = "revoked";
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,6 +197,19 @@ impl Authenticator {
         &self.audit
     }
 
+    /// Consults `revocations` after every JWT verifies (also after a verified-token cache hit).
+    pub fn with_revocations(mut self, revocations: Option<Arc<Revocations>>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// Whether the token behind `id` is on the deny-list at `now`.
+    fn revoked(&self, id: &Identity, now: i64) -> bool {
+        self.revocations
+            .as_ref()
+            .is_some_and(|r| r.refuses(&Presented::from_identity(id), now))
+    }
+
     /// Verifies a token from a trusted OIDC issuer (`trust.oidc`), for the gateway's
     /// `ExchangeOidcToken`: the issuer's own rules and keys, as on the Check path. `Err` is the
     /// reason, for logs only.
@@ -211,10 +232,14 @@ impl Authenticator {
             .verifier()
             .await
             .ok_or("trusted issuer's keys unavailable")?;
-        verifier
+        let id = verifier
             .authenticate(token, now)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if self.revoked(&id, now) {
+            return Err(REVOKED.into());
+        }
+        Ok(id)
     }
 
     /// The API key store of the named policy (for the gateway's key management).
@@ -496,7 +521,9 @@ impl Authenticator {
                 }
             }
         };
+        // After the verified-token cache: a revocation holds for cached tokens at once.
         Some(match verifier.authenticate(token, now).await {
+            Ok(id) if self.revoked(&id, now) => fail(Refusal::InvalidToken, REVOKED.into()),
             Ok(id) => PolicyResult::Identity(id),
             Err(e) => fail(e.code(), e.to_string()),
         })

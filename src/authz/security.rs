@@ -1,6 +1,8 @@
 //! Authentication and the internal token, as the Check path uses them: who the caller is
 //! before Rego, and the token the upstream gets after an allow.
 
+use std::sync::Arc;
+
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 
 use super::decision::TokenAsk;
@@ -8,6 +10,7 @@ use crate::authn::audit::{AuditLog, Sink};
 use crate::authn::config::Authentication;
 use crate::authn::identity::Identity;
 use crate::authn::request::RequestView;
+use crate::authn::revocation::Revocations;
 use crate::authn::{Authenticator, AuthnOutcome, Credentials};
 use crate::env::Env;
 use crate::invalid::Invalid;
@@ -20,6 +23,8 @@ pub struct Security {
     pub authn: Option<Authenticator>,
     pub minter: Option<Minter>,
     pub audit: AuditLog,
+    /// The token deny-list (`authentication.revocation`), shared with the gateway.
+    pub revocations: Option<Arc<Revocations>>,
     credentials: Credentials,
 }
 
@@ -47,13 +52,25 @@ impl Security {
         audit: AuditLog,
         env: &dyn Env,
     ) -> Result<Self, Invalid> {
+        let revocations = match authentication.and_then(|a| a.revocation.as_ref()) {
+            Some(c) => {
+                Some(Arc::new(Revocations::open(c).map_err(|m| {
+                    Invalid::new("authentication.revocation.file", m)
+                })?))
+            }
+            None => None,
+        };
         let authn = match authentication {
-            Some(a) => Some(Authenticator::build(a, audit.clone(), env).map_err(|e| {
-                Invalid::new(
-                    format!("authentication.policies[{:?}]", e.policy),
-                    e.message,
-                )
-            })?),
+            Some(a) => Some(
+                Authenticator::build(a, audit.clone(), env)
+                    .map_err(|e| {
+                        Invalid::new(
+                            format!("authentication.policies[{:?}]", e.policy),
+                            e.message,
+                        )
+                    })?
+                    .with_revocations(revocations.clone()),
+            ),
             None => None,
         };
         let metrics = authn
@@ -63,7 +80,8 @@ impl Security {
         let minter = match internal_token {
             Some(t) => Some(
                 Minter::new(t.clone(), audit.clone(), metrics)
-                    .map_err(|m| Invalid::new("internal_token", m))?,
+                    .map_err(|m| Invalid::new("internal_token", m))?
+                    .with_revocations(revocations.clone()),
             ),
             None => None,
         };
@@ -75,6 +93,7 @@ impl Security {
             authn,
             minter,
             audit,
+            revocations,
             credentials,
         })
     }

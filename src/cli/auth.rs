@@ -182,6 +182,7 @@ impl AuthCommand {
             aud: Audience::One(a.audience.clone()),
             exp: issued_at.saturating_add(a.ttl.as_secs().max(1)),
             iat: Some(issued_at),
+            jti: Some(uuid::Uuid::new_v4().to_string()),
             scope: ScopeClaims::from(&scope),
             grants: Some(vec![Grant::all(grant)]),
         })

@@ -120,6 +120,7 @@ impl GatewayArgs {
                 aud: Audience::One(self.audience.clone()),
                 exp: now() + 300,
                 iat: Some(now()),
+                jti: None,
                 scope: ScopeClaims::default(),
                 grants: Some(vec![Grant::all(GrantKind::Readwrite)]),
             };

@@ -1,5 +1,6 @@
 //! The gateway's command line: `portcullis auth …` mints gateway tokens locally; `decide`,
-//! `policy`, `data`, `logs`, `keys` and `status` call a running gateway.
+//! `policy`, `data`, `logs`, `keys`, `status` and `token revoke|revocations` call a running
+//! gateway.
 //!
 //! - [`auth`]     `auth root-token|namespace-token|agent-token|session-token|channel-token`
 //! - [`commands`] the gateway client commands

@@ -11,6 +11,8 @@
 //! | `AuthService/MintAccessToken` | read (it only narrows) | the new token's scope |
 //! | `AuthService/ListApiKeys` | read | the default namespace, namespace-level |
 //! | `AuthService/CreateApiKey`, `RevokeApiKey` | readwrite | the default namespace, namespace-level |
+//! | `AuthService/RevokeToken` | readwrite | the root scope: no namespace, agent, session or channel; revoking the caller's own token (`current`) needs only the token |
+//! | `AuthService/ListRevocations` | read | the root scope |
 //! | `AuthService/ExchangeApiKey`, `ExchangeOidcToken`, `GetJwks` | public: the credential is in the request, or the answer is public | — |
 //! | `StatusService/GetStatus` | read | the caller's own scope |
 //!
@@ -80,6 +82,8 @@ rpcs! {
     RevokeApiKey => "/portcullis.v1.AuthService/RevokeApiKey", ReadWrite;
     ExchangeApiKey => "/portcullis.v1.AuthService/ExchangeApiKey", Public;
     GetJwks => "/portcullis.v1.AuthService/GetJwks", Public;
+    RevokeToken => "/portcullis.v1.AuthService/RevokeToken", ReadWrite;
+    ListRevocations => "/portcullis.v1.AuthService/ListRevocations", Read;
     GetStatus => "/portcullis.v1.StatusService/GetStatus", Read;
 }
 

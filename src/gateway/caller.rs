@@ -20,6 +20,11 @@
 //! `[{kind: read|readwrite, namespace?, agent?, session?, channel?}]`. A missing `grants`
 //! claim grants nothing. Empty strings in scope claims or grants make the token invalid
 //! (never "unrestricted"); so do unknown keys in a grant.
+//!
+//! With a revocation list (`authentication.revocation`), a JWT that verifies is refused when
+//! the list names its `jti`, or its `sub` with an `iat` at or before the entry's time.
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
@@ -30,6 +35,7 @@ pub use super::claims::{
 };
 use super::config::AuthMode;
 pub use super::scope::{Grant, GrantKind, MAX_GRANTS, MAX_SCOPE_VALUE, Scope};
+use crate::authn::revocation::{Presented, Revocations};
 use crate::jose::clock::now_u64 as now;
 
 /// How a caller authenticated.
@@ -64,6 +70,8 @@ pub struct Caller {
     pub grants: Vec<Grant>,
     /// `exp` of the token (JWT callers).
     pub expires_at: Option<u64>,
+    /// `jti` of the token (JWT callers whose token has one).
+    pub token_id: Option<String>,
 }
 
 impl Caller {
@@ -75,6 +83,7 @@ impl Caller {
             scope: Scope::default(),
             grants: vec![Grant::all(GrantKind::Readwrite)],
             expires_at: None,
+            token_id: None,
         }
     }
 
@@ -101,6 +110,12 @@ pub enum AuthError {
     Mismatch,
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    /// The token verified and is on the revocation list.
+    #[error("{}", crate::authn::REVOKED)]
+    Revoked {
+        /// SHA-256 (hex) of the token, for the log line.
+        credential_sha256: String,
+    },
 }
 
 /// Checks credentials against the mode.
@@ -108,6 +123,7 @@ pub enum AuthError {
 pub struct Authenticator {
     mode: AuthMode,
     audience: String,
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -124,7 +140,19 @@ impl Authenticator {
         Self {
             mode,
             audience: audience.into(),
+            revocations: None,
         }
+    }
+
+    /// Refuses JWTs that `revocations` names.
+    pub fn with_revocations(mut self, revocations: Option<Arc<Revocations>>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// The revocation list, when there is one.
+    pub fn revocations(&self) -> Option<&Arc<Revocations>> {
+        self.revocations.as_ref()
     }
 
     pub fn mode(&self) -> &AuthMode {
@@ -163,7 +191,20 @@ impl Authenticator {
         let value = value.trim();
         match &self.mode {
             AuthMode::Jwt(secret) if scheme.eq_ignore_ascii_case("bearer") => {
-                let claims = verify(value, secret, &self.audience, now())?;
+                let at = now();
+                let claims = verify(value, secret, &self.audience, at)?;
+                if let Some(r) = &self.revocations {
+                    let token = Presented {
+                        jti: claims.jti.as_deref(),
+                        subject: &claims.sub,
+                        issued_at: claims.iat.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+                    };
+                    if r.refuses(&token, i64::try_from(at).unwrap_or(i64::MAX)) {
+                        return Err(AuthError::Revoked {
+                            credential_sha256: crate::authn::audit::thumbprint(value.as_bytes()),
+                        });
+                    }
+                }
                 caller_from_claims(claims)
             }
             AuthMode::Token(token) if scheme.eq_ignore_ascii_case("bearer") => {

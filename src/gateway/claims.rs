@@ -22,6 +22,9 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// The token's id, by which it can be revoked; [`sign`] sets a random one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     #[serde(flatten)]
     pub scope: ScopeClaims,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,8 +74,19 @@ pub enum Audience {
     Many(Vec<String>),
 }
 
-/// Signs gateway claims with HS256.
+/// Signs gateway claims with HS256, with a random `jti` (a UUID) unless the claims have one,
+/// so that every token Portcullis signs can be revoked by its id.
 pub fn sign(claims: &Claims, secret: &[u8]) -> Result<String, String> {
+    let with_id;
+    let claims = if claims.jti.is_some() {
+        claims
+    } else {
+        with_id = Claims {
+            jti: Some(uuid::Uuid::new_v4().to_string()),
+            ..claims.clone()
+        };
+        &with_id
+    };
     Signer::hmac(Alg::HS256, secret)
         .and_then(|s| s.jwt(None, claims))
         .map_err(|e| e.to_string())
@@ -126,6 +140,7 @@ pub fn caller_from_claims(claims: Claims) -> Result<Caller, AuthError> {
         scope,
         grants,
         expires_at: Some(claims.exp),
+        token_id: claims.jti,
     })
 }
 
@@ -201,6 +216,7 @@ pub fn delegate(
         aud: Audience::One(audience.to_string()),
         exp,
         iat: Some(now),
+        jti: None,
         scope: ScopeClaims::from(&scope),
         grants: Some(grants),
     })

@@ -4,6 +4,7 @@ use tonic::Status;
 
 use super::access::Denied;
 use super::caller::DelegationError;
+use crate::authn::revocation::RevocationError;
 use crate::namespaces::NamespaceError;
 use crate::policy::overlay::WriteError;
 
@@ -21,6 +22,8 @@ pub enum GatewayError {
     Write(#[from] WriteError),
     #[error(transparent)]
     Delegation(#[from] DelegationError),
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
     /// A malformed request.
     #[error("{0}")]
     Invalid(String),
@@ -37,6 +40,7 @@ pub enum GatewayError {
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
         use super::caller::DelegationError as D;
+        use crate::authn::revocation::RevocationError as R;
         use crate::namespaces::NamespaceError as N;
         use crate::policy::overlay::WriteError as W;
         use GatewayError as G;
@@ -59,6 +63,12 @@ impl From<GatewayError> for Status {
             G::Delegation(e @ D::NotJwt) => Status::failed_precondition(e.to_string()),
             G::Delegation(e @ D::Invalid(_)) => Status::invalid_argument(e.to_string()),
             G::Delegation(D::Widens(_)) => Status::permission_denied("permission denied"),
+            G::Revocation(R::Invalid(m)) => Status::invalid_argument(m),
+            G::Revocation(e @ R::Full(_)) => Status::resource_exhausted(e.to_string()),
+            G::Revocation(R::File(m)) => {
+                tracing::error!(error = %m, "revocation list cannot be written");
+                Status::internal("internal error")
+            }
             G::Invalid(m) => Status::invalid_argument(m),
             G::Precondition(m) => Status::failed_precondition(m),
             G::Internal(m) => {

@@ -6,7 +6,7 @@
 //! `/portcullis.v1.` that is not in the table is refused (UNIMPLEMENTED) here, so an RPC added
 //! to the protos without a table entry can never be reached unauthenticated. Health and
 //! reflection pass. Failures answer UNAUTHENTICATED with one generic message; the reason is
-//! logged at debug level, never the credential.
+//! logged at debug level (a revoked token at info, with its SHA-256), never the credential.
 //!
 //! Then the request's origin is checked ([`Origins`]), against DNS rebinding and cross-site
 //! calls from a browser:
@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use tonic::Status;
 
 use super::access::{Access, Rpc};
-use super::caller::Authenticator;
+use super::caller::{AuthError, Authenticator};
 use crate::listen::is_loopback_authority;
 
 /// The message of every UNAUTHENTICATED answer.
@@ -173,6 +173,15 @@ where
                             "gateway call"
                         );
                         req.extensions_mut().insert(caller);
+                    }
+                    Err(AuthError::Revoked { credential_sha256 }) => {
+                        tracing::info!(
+                            gateway.rpc = rpc.path(),
+                            reason = crate::authn::REVOKED,
+                            credential.sha256 = %credential_sha256,
+                            "gateway caller refused"
+                        );
+                        return refuse(Status::unauthenticated(UNAUTHENTICATED));
                     }
                     Err(e) => {
                         tracing::debug!(gateway.rpc = rpc.path(), reason = %e, "gateway caller refused");

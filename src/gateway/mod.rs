@@ -7,7 +7,7 @@
 //! - [`access`]   the one table of RPC → read/readwrite, and request target scopes
 //! - [`layer`]    the tower layer that authenticates every call against that table
 //! - [`decision`], [`policy`], [`data`], [`logs`], [`tokens`], [`status`]: one file per
-//!   service; thin handlers
+//!   service; thin handlers ([`revocations`]: `AuthService`'s token revocation RPCs)
 //!
 //! Errors become `tonic::Status` in `crate::grpc::status`.
 
@@ -22,6 +22,7 @@ pub(crate) mod layer;
 pub mod logs;
 pub mod pb;
 pub(crate) mod policy;
+pub(crate) mod revocations;
 pub(crate) mod scope;
 pub(crate) mod status;
 pub(crate) mod tokens;

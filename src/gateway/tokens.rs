@@ -13,6 +13,8 @@
 //!   is in that response only; listings never show secrets or hashes.
 //! - `GetJwks` (public): the internal-token signing keys (`internal_token`), never the
 //!   gateway's HS256 secret; an empty set without `internal_token`.
+//! - `RevokeToken` / `ListRevocations`: the token revocation list, in [`super::revocations`].
+//!   No token is signed here for a subject the list refuses new tokens for.
 //!
 //! **Gateway grants of API keys** are scopes of the form `gateway:read` or
 //! `gateway:readwrite`, optionally narrowed to a namespace with `@`: `gateway:readwrite@acme`.
@@ -244,6 +246,7 @@ fn issue(
         aud: Audience::One(auth.audience().to_string()),
         exp,
         iat: Some(now),
+        jti: None,
         scope: ScopeClaims::from(&scope),
         grants: Some(grants),
     };
@@ -251,6 +254,12 @@ fn issue(
 }
 
 fn access_token(gw: &Gateway, claims: &Claims) -> Result<AccessToken, GatewayError> {
+    if let Some(r) = gw.authenticator().revocations()
+        && r.refuses_new(&claims.sub, crate::jose::clock::now())
+    {
+        tracing::info!(authn.subject = %claims.sub, reason = crate::authn::REVOKED, "no gateway token issued");
+        return Err(GatewayError::Unauthenticated);
+    }
     let token = gw
         .authenticator()
         .sign(claims)
@@ -538,6 +547,22 @@ impl pb::auth_service_server::AuthService for Service {
         )?;
         tracing::info!(api_key.id = %record.id, authn.subject = %record.subject, "gateway token issued for an API key");
         Ok(Response::new(token))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        Ok(Response::new(
+            super::revocations::revoke(&self.0, request).await?,
+        ))
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
+        Ok(Response::new(super::revocations::list(&self.0, &request)?))
     }
 
     async fn get_jwks(

@@ -22,7 +22,14 @@
 //!
 //! A token is reused for a request that would produce the same claims (subject, scope,
 //! audience, scope claims, grants, actor, extra claims, signing key) until half its lifetime has
-//! passed, and only while its `exp` is not later than the new request's cap.
+//! passed, only while its `exp` is not later than the new request's cap, and never once it is
+//! revoked (`authentication.revocation`).
+//!
+//! # Revocation
+//!
+//! No token is minted for a subject the revocation list refuses new tokens for (a subject
+//! entry whose `issued_before` lies ahead): such a token would be refused wherever it is
+//! presented back.
 
 pub(crate) mod config;
 pub(crate) mod keys;
@@ -41,6 +48,7 @@ use crate::authn::audit::{AuditEvent, AuditLog};
 use crate::authn::config::{Grant, GrantKind};
 use crate::authn::identity::Identity;
 use crate::authn::metrics::AuthnMetrics;
+use crate::authn::revocation::{Presented, Revocations};
 
 /// Claims the decision's `claims` may not set.
 const RESERVED: &[&str] = &[
@@ -99,6 +107,8 @@ pub enum MintError {
     NoAudience,
     #[error("signing failed: {0}")]
     Sign(String),
+    #[error("the subject's tokens are revoked (authentication.revocation)")]
+    Revoked,
 }
 
 struct Cached {
@@ -115,6 +125,7 @@ pub struct Minter {
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     audit: AuditLog,
     metrics: Arc<AuthnMetrics>,
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl std::fmt::Debug for Minter {
@@ -149,7 +160,14 @@ impl Minter {
             cache: Mutex::new(HashMap::new()),
             audit,
             metrics,
+            revocations: None,
         }
+    }
+
+    /// Mints nothing the deny-list would refuse, and never reuses a revoked token.
+    pub fn with_revocations(mut self, revocations: Option<Arc<Revocations>>) -> Self {
+        self.revocations = revocations;
+        self
     }
 
     pub fn metrics(&self) -> &Arc<AuthnMetrics> {
@@ -215,9 +233,14 @@ impl Minter {
                 &bounded
             }
         };
+        let id = ctx.identity;
+        if let Some(r) = &self.revocations
+            && r.refuses_new(&id.subject, now)
+        {
+            return Err(MintError::Revoked);
+        }
         let ring = self.keys.load();
         let key = ring.current().ok_or(MintError::NoKey)?;
-        let id = ctx.identity;
         let ttl = req
             .ttl_seconds
             .unwrap_or(self.config.ttl_seconds)
@@ -286,6 +309,14 @@ impl Minter {
             && let Some(c) = cache.get(&cache_key)
             && now < c.iat + (c.exp - c.iat) / 2
             && c.exp <= exp
+            && !self.revocations.as_ref().is_some_and(|r| {
+                let token = Presented {
+                    jti: Some(&c.jti),
+                    subject: &id.subject,
+                    issued_at: Some(c.iat),
+                };
+                r.refuses(&token, now)
+            })
         {
             self.metrics.reused();
             return Ok(Minted {

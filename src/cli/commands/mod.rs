@@ -1,5 +1,6 @@
 //! The gateway client commands: `decide`, `policy ls|get|put|rm`, `data get|put|rm`,
-//! `logs tail`, `keys create|ls|revoke`, `status`. Each one opens a connection, sends one
+//! `logs tail`, `keys create|ls|revoke`, `status`, `token revoke|revocations`. Each one opens a
+//! connection, sends one
 //! request (or follows one stream) and prints the answer.
 
 use std::io::Read as _;
@@ -16,6 +17,7 @@ mod decide;
 mod keys;
 mod logs;
 mod policy;
+mod revoke;
 mod status;
 
 pub use data::{DataCommand, data};
@@ -23,6 +25,7 @@ pub use decide::{DecideArgs, decide};
 pub use keys::{KeysCommand, keys};
 pub use logs::{LogsCommand, OutcomeArg, TailArgs, logs};
 pub use policy::{PolicyCommand, policy};
+pub use revoke::{RevocationsArgs, RevokeArgs, revocations, revoke};
 pub use status::{StatusArgs, status};
 
 pub(super) fn ns(n: &Option<String>) -> String {
