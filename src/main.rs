@@ -100,6 +100,11 @@ enum Command {
         #[command(subcommand)]
         cmd: portcullis::cli::auth::AuthCommand,
     },
+    /// Offline authentication tools: test a credential, list failures, API keys, passwords.
+    Authn {
+        #[command(subcommand)]
+        cmd: portcullis::cli::authn::AuthnCommand,
+    },
     /// Ask the gateway for a decision (exit 1 unless it is an allow).
     Decide(portcullis::cli::commands::DecideArgs),
     /// List, read, write and remove a namespace's policies through the gateway.
@@ -336,6 +341,9 @@ fn main() -> ExitCode {
                 }
             };
             ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Some(Command::Authn { cmd }) => {
+            client_command(portcullis::cli::finish(portcullis::cli::authn::authn(cmd)))
         }
         Some(Command::Decide(args)) => client_command(portcullis::cli::finish(
             portcullis::cli::commands::decide(args),
