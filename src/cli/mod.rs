@@ -6,7 +6,8 @@
 //!   the authentication layer
 //! - [`commands`] the gateway client commands
 //! - [`connect`]  flags shared by the client commands, the transport (gRPC or gRPC-Web) and
-//!   the caller's credentials
+//!   the caller's credentials (flags, else the saved login)
+//! - [`login`]    `auth login|logout|whoami`: OpenID Connect login for a gateway token, saved
 //! - [`output`]   JSON (default when stdout is not a terminal) or readable tables
 //! - `secret`     secrets from flags, files, standard input or a prompt that does not echo
 //!
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod authn;
 pub mod commands;
 pub(crate) mod connect;
+pub mod login;
 pub(crate) mod output;
 pub(crate) mod secret;
 
