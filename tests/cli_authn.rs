@@ -622,3 +622,168 @@ fn failures_reads_only_the_tail_of_a_huge_log() {
     assert!(v["scanned_bytes"].as_u64().unwrap() <= 8 << 20);
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+/// The call-outs of `oauth` introspection, `custom` validators and trusted OIDC discovery are
+/// made by `authn test` as by the Check path, against real servers on loopback.
+#[tokio::test(flavor = "multi_thread")]
+async fn call_outs_reach_their_servers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let calls = Arc::new(AtomicU64::new(0));
+    let (introspect, validate) = (calls.clone(), calls.clone());
+    let app = axum::Router::new()
+        .route(
+            "/introspect",
+            axum::routing::post(move |body: String| {
+                introspect.fetch_add(1, Ordering::SeqCst);
+                let active = body.contains("token=good-access-token");
+                async move {
+                    axum::Json(
+                        json!({"active": active, "sub": "svc-oauth", "scope": "orders:read"}),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/validate",
+            axum::routing::post(move |body: axum::Json<Json>| {
+                validate.fetch_add(1, Ordering::SeqCst);
+                let ok = body.0["headers"]["x-session"] == "s-1";
+                async move {
+                    if ok {
+                        (
+                            axum::http::StatusCode::OK,
+                            axum::Json(json!({"subject": "legacy-user"})),
+                        )
+                    } else {
+                        (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({})))
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _stop = support::server::serve_router(listener, app);
+    let key = Key::es256("ec256-a.key.pem", "k1");
+    let issuer = IssuerServer::start(jwks(&[&key])).await;
+    let iss = issuer.url();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "authentication:\n  policies:\n    \
+             - {{name: partner, match: {{path_prefixes: [/partner/]}}, methods: [oauth], oauth: {{introspection_url: http://{addr}/introspect, client_id: portcullis, client_secret_env: INTROSPECTION_SECRET}}}}\n    \
+             - {{name: legacy, match: {{path_prefixes: [/legacy/]}}, methods: [custom], custom: {{url: http://{addr}/validate, headers: [x-session]}}}}\n    \
+             - {{name: sso, match: {{path_prefixes: [/sso/]}}, methods: [jwt]}}\n  \
+             trust:\n    oidc:\n      - {{issuer: {iss}, audiences: [portcullis]}}\n"
+        ),
+    )
+    .unwrap();
+    let c = s(&config).to_string();
+    let test = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["authn", "test", "-c"])
+                .args(args)
+                .env("INTROSPECTION_SECRET", "introspection-secret-0123456789")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        std::iter::once(c.as_str())
+            .chain(extra.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let out = test(args(&[
+        "--policy",
+        "partner",
+        "--token",
+        "good-access-token",
+    ]))
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(json(&out)["identity"]["subject"], "svc-oauth");
+    let out = test(args(&["--policy", "partner", "--token", "revoked-token"])).await;
+    assert_eq!(code(&out), 1, "{out:?}");
+    assert_eq!(json(&out)["code"], "invalid_token");
+
+    let out = test(args(&["--path", "/legacy/x", "-H", "x-session: s-1"])).await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(json(&out)["identity"]["subject"], "legacy-user");
+    let out = test(args(&["--path", "/legacy/x", "-H", "x-session: forged"])).await;
+    assert_eq!(code(&out), 1, "{out:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "every answer came from a call"
+    );
+
+    let id_token =
+        key.sign(&json!({"iss": iss, "aud": "portcullis", "sub": "dana", "exp": now() + 60}));
+    let out = test(args(&["--policy", "sso", "--token", &id_token])).await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(json(&out)["identity"]["issuer"], iss.as_str());
+    let other =
+        key.sign(&json!({"iss": iss, "aud": "elsewhere", "sub": "dana", "exp": now() + 60}));
+    let out = test(args(&["--policy", "sso", "--token", &other])).await;
+    assert_eq!(json(&out)["code"], "invalid_token", "{out:?}");
+}
+
+/// On a terminal, `hash-password` prompts twice without echoing what is typed (`script` gives
+/// it a pseudo-terminal); two different entries are refused.
+#[test]
+fn a_typed_password_is_not_echoed() {
+    use std::io::Read as _;
+    let typed = |first: &str, second: &str| -> (i32, String) {
+        let mut child = Command::new("script")
+            .args([
+                "-qec",
+                &format!("{BIN} authn hash-password --username u"),
+                "/dev/null",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("script (util-linux)");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut seen = String::new();
+        // Each answer is typed only once its prompt is shown (echo is off by then).
+        for (prompt, answer) in [("password: ", first), ("again: ", second)] {
+            while !seen.ends_with(prompt) {
+                let mut byte = [0u8; 1];
+                assert_eq!(
+                    stdout.read(&mut byte).unwrap(),
+                    1,
+                    "no prompt {prompt:?}: {seen:?}"
+                );
+                seen.push(byte[0] as char);
+            }
+            stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        }
+        drop(stdin);
+        stdout.read_to_string(&mut seen).unwrap();
+        (child.wait().unwrap().code().unwrap_or(-1), seen)
+    };
+    let (rc, screen) = typed("s3cret-typed", "s3cret-typed");
+    assert_eq!(rc, 0, "{screen}");
+    assert!(screen.contains("$argon2id$"), "{screen}");
+    assert!(
+        !screen.contains("s3cret-typed"),
+        "the password was echoed: {screen}"
+    );
+    let (rc, screen) = typed("one", "two");
+    assert_eq!(rc, 2, "{screen}");
+    assert!(
+        screen.contains("differ") && !screen.contains("argon2"),
+        "{screen}"
+    );
+}

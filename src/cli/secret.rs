@@ -80,18 +80,16 @@ pub fn read_stdin_or_prompt(prompt: &str, confirm: bool) -> Result<String, CliEr
     Ok(first)
 }
 
-/// One line typed on the terminal with echo off (restored afterwards, also on error).
+/// One line typed on the terminal with echo off (restored afterwards, also on error). Echo
+/// goes off before the prompt shows, so nothing typed early is echoed.
 fn prompt_hidden(prompt: &str) -> Result<String, CliError> {
     let io = |e: std::io::Error| CliError::Failed(format!("terminal: {e}"));
+    let _echo = EchoOff::new()?;
     let mut err = std::io::stderr();
     err.write_all(prompt.as_bytes()).map_err(io)?;
     err.flush().map_err(io)?;
-    let line = {
-        let _echo = EchoOff::new()?;
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(io)?;
-        line
-    };
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(io)?;
     Ok(strip_line_break(&line).to_string())
 }
 
