@@ -456,9 +456,11 @@ async fn a_forged_redirect_is_refused() {
         return;
     };
     let provider = start_provider(&modules);
+    let gw = start_gateway(&provider.issuer).await;
+    let gateway = gw.gateway.to_string();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
-    let start = |wait: &str| {
+    let login = |gateway: &str, wait: &str| {
         let mut login = cli(&file);
         login.args([
             "auth",
@@ -468,12 +470,21 @@ async fn a_forged_redirect_is_refused() {
             "--client-id",
             PUBLIC,
             "--gateway",
-            "127.0.0.1:9",
+            gateway,
             "--wait",
             wait,
         ]);
         login
     };
+    // An unreachable gateway fails before anyone is asked to log in.
+    let out = output(login("127.0.0.1:9", "60s")).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("cannot connect") && !said.contains("/auth?"),
+        "{said}"
+    );
+    let start = |wait: &str| login(&gateway, wait);
     // A request to the callback with another state ends the login: nothing is exchanged.
     let (child, url, err) = start_login(start("60s")).await;
     let redirect = query_param(&url, "redirect_uri");
@@ -521,6 +532,7 @@ async fn a_forged_redirect_is_refused() {
         String::from_utf8_lossy(&out.stderr).contains("no login came back"),
         "{out:?}"
     );
+    gw.stop().await;
 }
 
 #[test]

@@ -144,7 +144,10 @@ pub async fn run(a: TestArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let check = spec.to_check_request();
     let view = RequestView::from_check(&check);
-    let matched = matching(&auth, &view);
+    let matched: Vec<String> = matching(&auth, &view)
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     let audit = AuditLog::memory();
     let authenticator = Authenticator::build(&auth, audit.clone(), &ProcessEnv)
         .map_err(|e| CliError::Failed(format!("{}: {e}", a.config.config.display())))?;
@@ -157,13 +160,12 @@ pub async fn run(a: TestArgs) -> Result<(), CliError> {
     report(&outcome, &matched, failure.as_ref(), a.output.format())
 }
 
-/// Names of the policies whose `match` holds for the request, in config order.
-fn matching(auth: &Authentication, view: &RequestView<'_>) -> Vec<String> {
+/// The policies whose `match` holds for the request, in config order.
+fn matching<'a>(auth: &'a Authentication, view: &RequestView<'_>) -> Vec<&'a AuthPolicy> {
     let paths = path_forms(view.path);
     auth.policies
         .iter()
         .filter(|p| p.matcher.matches(view, &paths))
-        .map(|p| p.name.clone())
         .collect()
 }
 
@@ -203,13 +205,7 @@ fn default_to_match(spec: &mut RequestSpec, policy: &AuthPolicy) {
 /// Puts the credential where the first matching policy that reads its kind looks for it.
 fn place(c: &Credential, auth: &Authentication, spec: &mut RequestSpec) -> Result<(), CliError> {
     let check = spec.to_check_request();
-    let view = RequestView::from_check(&check);
-    let paths = path_forms(view.path);
-    let matched: Vec<&AuthPolicy> = auth
-        .policies
-        .iter()
-        .filter(|p| p.matcher.matches(&view, &paths))
-        .collect();
+    let matched = matching(auth, &RequestView::from_check(&check));
     match c {
         Credential::Token(token) => {
             let reader = matched.iter().find_map(|p| {

@@ -111,6 +111,8 @@ pub async fn login(a: &LoginArgs, env: &dyn Env) -> Result<(), CliError> {
     )?;
     let gateway = GatewayArgs::plain(&a.gateway, a.grpc_web, a.timeout, a.output);
     let target = gateway.target()?;
+    // An unreachable gateway is said before anyone logs in for nothing.
+    drop(gateway.connect_without_credentials().await?);
     let http = crate::authn::callout::client(a.timeout).map_err(CliError::Failed)?;
     let provider = oidc::discover(&http, &a.issuer).await?;
     let callback = loopback::Callback::bind().await?;
