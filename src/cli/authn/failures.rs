@@ -2,8 +2,9 @@
 //! [`crate::authn::audit`] writes them), newest first.
 //!
 //! The file is read backwards from its end in fixed-size blocks, so a log of any size costs
-//! the same memory: at most one block and one line of [`MAX_LINE`] bytes. Reading stops once
-//! `--limit` events are found or `--max-scan` bytes were read. Lines that are not a JSON
+//! the same memory: one block, one line of at most [`MAX_LINE`] bytes, and the events kept
+//! (at most [`MAX_KEPT`] bytes of them). Reading stops once `--limit` events are found or
+//! `--max-scan` bytes were read. Lines that are not a JSON
 //! object (garbage, a line cut short by a crash, over-long lines) are skipped and counted;
 //! `audit_events_dropped` events in the range read are summed, so a full queue's losses show.
 
@@ -21,6 +22,8 @@ use crate::cli::output::{self, Format};
 const BLOCK: usize = 64 * 1024;
 /// The longest line read; longer ones are skipped (and counted).
 const MAX_LINE: usize = 64 * 1024;
+/// The most event text kept for printing; reading stops there (`partial`).
+const MAX_KEPT: usize = 64 * 1024 * 1024;
 
 /// Flags of `authn failures`.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,6 +54,8 @@ struct Scan {
     /// `authn_failure` events the audit queue dropped, as its reports count them.
     dropped: u64,
     scanned: u64,
+    /// Bytes of the events kept.
+    kept: usize,
     /// Whether reading stopped before the start of the file.
     partial: bool,
 }
@@ -93,7 +98,7 @@ fn scan(
     let mut pos = len;
     let mut block = vec![0u8; BLOCK];
     while pos > 0 && out.events.len() < limit {
-        if out.scanned >= max_scan {
+        if out.scanned >= max_scan || out.kept >= MAX_KEPT {
             out.partial = true;
             break;
         }
@@ -118,7 +123,8 @@ fn scan(
             }
             carry = Some(Vec::new());
             end = nl;
-            if out.events.len() >= limit {
+            if out.events.len() >= limit || out.kept >= MAX_KEPT {
+                out.partial |= out.kept >= MAX_KEPT;
                 return Ok(out);
             }
         }
@@ -159,6 +165,7 @@ fn take(line: &[u8], policy: Option<&str>, out: &mut Scan) {
         Some("authn_failure")
             if policy.is_none_or(|p| event.get("policy").and_then(Json::as_str) == Some(p)) =>
         {
+            out.kept += line.len();
             out.events.push(event);
         }
         Some("audit_events_dropped") => {
@@ -222,7 +229,7 @@ fn print(scan: &Scan, format: Format) -> Result<(), CliError> {
             }
             if scan.partial {
                 text.push_str(&format!(
-                    "only the last {} bytes were read (--max-scan)\n",
+                    "only the last {} bytes were read (--max-scan, or 64 MiB of events)\n",
                     scan.scanned
                 ));
             }

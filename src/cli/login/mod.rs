@@ -54,10 +54,10 @@ pub struct LoginArgs {
     /// How long to wait for the browser to come back.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub wait: Duration,
-    /// The lifetime asked of the gateway token (the gateway caps it, and the ID token's
-    /// expiry caps it) [default: the gateway's].
-    #[arg(long, value_parser = parse_duration)]
-    pub ttl: Option<Duration>,
+    /// The lifetime asked of the gateway token; it never outlives the ID token nor the
+    /// gateway's `max_token_ttl_seconds`.
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    pub ttl: Duration,
     /// Gateway address: HOST:PORT or http://HOST:PORT.
     #[arg(long, env = "PORTCULLIS_GATEWAY", default_value = DEFAULT_GATEWAY, value_name = "H:P")]
     pub gateway: String,
@@ -152,7 +152,7 @@ pub async fn login(a: &LoginArgs, env: &dyn Env) -> Result<(), CliError> {
     .exchange_oidc_token(gw.request(pb::ExchangeOidcTokenRequest {
         id_token,
         scope: None,
-        ttl_seconds: a.ttl.map_or(0, |t| t.as_secs().max(1)),
+        ttl_seconds: a.ttl.as_secs().max(1),
     }))
     .await
     .map_err(|s| gw.failed("ExchangeOidcToken", &s))?
