@@ -95,10 +95,16 @@ enum Command {
         #[command(subcommand)]
         cmd: portcullis::client::bench::BenchCommand,
     },
-    /// Mint a gateway token locally with the gateway's JWT secret.
+    /// Gateway tokens: mint one locally with the gateway's JWT secret, or log in with OpenID
+    /// Connect (`auth login|logout|whoami`).
     Auth {
         #[command(subcommand)]
         cmd: portcullis::cli::auth::AuthCommand,
+    },
+    /// Offline authentication tools: test a credential, list failures, API keys, passwords.
+    Authn {
+        #[command(subcommand)]
+        cmd: portcullis::cli::authn::AuthnCommand,
     },
     /// Ask the gateway for a decision (exit 1 unless it is an allow).
     Decide(portcullis::cli::commands::DecideArgs),
@@ -332,15 +338,11 @@ fn main() -> ExitCode {
         Some(Command::Authorize(args)) => client_command(portcullis::client::check::main(args)),
         Some(Command::Check(args)) => exit(portcullis::offline::check::main(&args)),
         Some(Command::Bench { cmd }) => client_command(cmd.main()),
-        Some(Command::Auth { cmd }) => {
-            let code = match cmd.run(&portcullis::env::ProcessEnv) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    e.exit_code()
-                }
-            };
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        Some(Command::Auth { cmd }) => client_command(portcullis::cli::finish(
+            cmd.run(&portcullis::env::ProcessEnv),
+        )),
+        Some(Command::Authn { cmd }) => {
+            client_command(portcullis::cli::finish(portcullis::cli::authn::authn(cmd)))
         }
         Some(Command::Decide(args)) => client_command(portcullis::cli::finish(
             portcullis::cli::commands::decide(args),

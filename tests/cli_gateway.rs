@@ -31,7 +31,9 @@ fn clean(cmd: &mut Command) -> &mut Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd.stdin(Stdio::null())
+    // Never a login saved on this machine.
+    cmd.env("PORTCULLIS_LOGIN_FILE", "/nonexistent/portcullis-login")
+        .stdin(Stdio::null())
 }
 
 /// Starts `portcullis run` with every listener on port 0 and reads the bound addresses from

@@ -127,6 +127,40 @@ pub struct NewApiKey {
     pub prefix: String,
 }
 
+impl NewApiKey {
+    /// A new secret (the prefix and 32 random bytes, base64url) and its record, not stored.
+    pub fn generate(self) -> Result<CreatedApiKey, String> {
+        let mut secret_bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut secret_bytes);
+        let secret = format!(
+            "{}{}",
+            self.prefix,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes)
+        );
+        let record = self.record(&secret)?;
+        Ok(CreatedApiKey { secret, record })
+    }
+
+    /// The record of `secret` (its hash, never the secret) with a new id, not stored.
+    pub fn record(self, secret: &str) -> Result<ApiKeyRecord, String> {
+        if self.subject.is_empty() {
+            return Err("subject must not be empty".into());
+        }
+        let mut id_bytes = [0u8; 8];
+        OsRng.fill_bytes(&mut id_bytes);
+        Ok(ApiKeyRecord {
+            id: format!("key_{}", hex(&id_bytes)),
+            hash: format!("sha256:{}", hex(&key_hash(secret))),
+            subject: self.subject,
+            scopes: self.scopes,
+            roles: self.roles,
+            expires_at: self.expires_at,
+            revoked: false,
+            created_at: Some(chrono::Utc::now().timestamp()),
+        })
+    }
+}
+
 /// The key store.
 #[derive(Debug)]
 pub struct ApiKeyStore {
@@ -179,33 +213,12 @@ impl ApiKeyStore {
 
     /// Creates a key, stores its hash, and returns the secret (once).
     pub fn create(&self, new: NewApiKey) -> Result<CreatedApiKey, String> {
-        if new.subject.is_empty() {
-            return Err("subject must not be empty".into());
-        }
-        let mut secret_bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut secret_bytes);
-        let secret = format!(
-            "{}{}",
-            new.prefix,
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes)
-        );
-        let mut id_bytes = [0u8; 8];
-        OsRng.fill_bytes(&mut id_bytes);
-        let record = ApiKeyRecord {
-            id: format!("key_{}", hex(&id_bytes)),
-            hash: format!("sha256:{}", hex(&key_hash(&secret))),
-            subject: new.subject,
-            scopes: new.scopes,
-            roles: new.roles,
-            expires_at: new.expires_at,
-            revoked: false,
-            created_at: Some(chrono::Utc::now().timestamp()),
-        };
+        let created = new.generate()?;
         self.update(|records| {
-            records.push(record.clone());
+            records.push(created.record.clone());
             Ok(())
         })?;
-        Ok(CreatedApiKey { secret, record })
+        Ok(created)
     }
 
     /// Marks a key revoked; `false` when no key has that id.

@@ -1,5 +1,6 @@
 //! `portcullis auth root-token|namespace-token|agent-token|session-token|channel-token`:
-//! mints a gateway JWT locally with the gateway's HS256 secret.
+//! mints a gateway JWT locally with the gateway's HS256 secret; `auth login|logout|whoami`
+//! get one from the gateway by OpenID Connect login instead ([`crate::cli::login`]).
 //!
 //! The secret comes from `--jwt-secret`, else `PORTCULLIS_JWT_SECRET`, else
 //! `GATEWAY_JWT_SECRET`. Each kind needs its scope flags (`namespace-token --namespace`,
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::CliError;
+use super::login::{self, LoginArgs, SavedArgs};
 use super::output::{self, Format};
 use crate::client::parse_duration;
 use crate::env::Env;
@@ -20,9 +22,35 @@ use crate::gateway::caller::{Audience, Claims, Grant, GrantKind, Scope, ScopeCla
 use crate::gateway::config::{DEFAULT_AUDIENCE, MIN_JWT_SECRET_BYTES};
 use crate::jose::clock::now_u64 as now;
 
-/// The token kinds.
+/// `portcullis auth`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AuthCommand {
+    #[command(flatten)]
+    Mint(MintCommand),
+    /// Log in with an OpenID provider the gateway trusts, and save the gateway token the
+    /// client commands then use.
+    Login(LoginArgs),
+    /// Remove the saved login.
+    Logout(SavedArgs),
+    /// Show the saved login: subject, grants, scope, expiry (exit 1 when expired or none).
+    Whoami(SavedArgs),
+}
+
+impl AuthCommand {
+    /// Runs the command.
+    pub async fn run(&self, env: &dyn Env) -> Result<(), CliError> {
+        match self {
+            AuthCommand::Mint(m) => m.run(env),
+            AuthCommand::Login(a) => login::login(a, env).await,
+            AuthCommand::Logout(a) => login::logout(a, env),
+            AuthCommand::Whoami(a) => login::whoami(a, env),
+        }
+    }
+}
+
+/// The token kinds minted locally.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MintCommand {
     /// A token for every namespace.
     RootToken(TokenOptions),
     /// A token for one namespace and its children (--namespace).
@@ -113,14 +141,14 @@ pub enum GrantArg {
     Readwrite,
 }
 
-impl AuthCommand {
+impl MintCommand {
     fn parts(&self) -> (&'static str, &ScopeFlags, &TokenOptions) {
         match self {
-            AuthCommand::RootToken(o) => ("root-token", &NO_SCOPE, o),
-            AuthCommand::NamespaceToken(a) => ("namespace-token", &a.scope, &a.options),
-            AuthCommand::AgentToken(a) => ("agent-token", &a.scope, &a.options),
-            AuthCommand::SessionToken(a) => ("session-token", &a.scope, &a.options),
-            AuthCommand::ChannelToken(a) => ("channel-token", &a.scope, &a.options),
+            MintCommand::RootToken(o) => ("root-token", &NO_SCOPE, o),
+            MintCommand::NamespaceToken(a) => ("namespace-token", &a.scope, &a.options),
+            MintCommand::AgentToken(a) => ("agent-token", &a.scope, &a.options),
+            MintCommand::SessionToken(a) => ("session-token", &a.scope, &a.options),
+            MintCommand::ChannelToken(a) => ("channel-token", &a.scope, &a.options),
         }
     }
 
@@ -130,17 +158,17 @@ impl AuthCommand {
         let has = |v: &Option<String>| v.is_some();
         // (required, allowed) per scope field: namespace, agent, session, channel.
         let rules: [(bool, bool); 4] = match self {
-            AuthCommand::RootToken(_) => [(false, false); 4],
-            AuthCommand::NamespaceToken(_) => {
+            MintCommand::RootToken(_) => [(false, false); 4],
+            MintCommand::NamespaceToken(_) => {
                 [(true, true), (false, false), (false, false), (false, false)]
             }
-            AuthCommand::AgentToken(_) => {
+            MintCommand::AgentToken(_) => {
                 [(true, true), (true, true), (false, false), (false, false)]
             }
-            AuthCommand::SessionToken(_) => {
+            MintCommand::SessionToken(_) => {
                 [(true, true), (true, true), (true, true), (false, false)]
             }
-            AuthCommand::ChannelToken(_) => {
+            MintCommand::ChannelToken(_) => {
                 [(true, true), (false, true), (false, false), (true, true)]
             }
         };
@@ -174,7 +202,7 @@ impl AuthCommand {
         let grant = match a.grant {
             Some(GrantArg::Read) => GrantKind::Read,
             Some(GrantArg::Readwrite) => GrantKind::Readwrite,
-            None if matches!(self, AuthCommand::RootToken(_)) => GrantKind::Readwrite,
+            None if matches!(self, MintCommand::RootToken(_)) => GrantKind::Readwrite,
             None => GrantKind::Read,
         };
         Ok(Claims {
@@ -228,7 +256,7 @@ mod tests {
     #[derive(Parser)]
     struct T {
         #[command(subcommand)]
-        cmd: AuthCommand,
+        cmd: MintCommand,
     }
 
     fn claims(args: &[&str]) -> Result<Claims, CliError> {

@@ -1,5 +1,7 @@
 //! Flags shared by the gateway client commands, and the connection they open: gRPC over
-//! HTTP/2, or gRPC-Web over HTTP/1.1 with `--grpc-web`, carrying the caller's credentials.
+//! HTTP/2, or gRPC-Web over HTTP/1.1 with `--grpc-web`, carrying the caller's credentials:
+//! `--token`, `--password` or `--jwt-secret` (or their variables), else the token `auth login`
+//! saved, when it is for this gateway and has not expired.
 
 use std::time::Duration;
 
@@ -8,9 +10,11 @@ use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
 use super::CliError;
+use super::login::store;
 use super::output::Format;
 use crate::client::parse_duration;
 use crate::client::transport::{Target, describe_status};
+use crate::env::Env;
 use crate::gateway::caller::{Audience, Claims, Grant, GrantKind, ScopeClaims, sign};
 use crate::gateway::config::DEFAULT_AUDIENCE;
 use crate::jose::clock::now_u64 as now;
@@ -104,8 +108,34 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl GatewayArgs {
-    /// The `authorization` header value these flags ask for.
-    fn authorization(&self) -> Result<Option<String>, CliError> {
+    /// Flags for `address` without credentials (for the public RPCs `auth login` calls).
+    pub fn plain(address: &str, grpc_web: bool, timeout: Duration, output: Option<Format>) -> Self {
+        Self {
+            gateway: address.to_string(),
+            token: None,
+            password: None,
+            user: "portcullis".into(),
+            jwt_secret: None,
+            audience: DEFAULT_AUDIENCE.into(),
+            grpc_web,
+            output,
+            timeout,
+        }
+    }
+
+    /// The gateway's address, parsed; only TCP.
+    pub fn target(&self) -> Result<Target, CliError> {
+        let target = Target::parse(&self.gateway).map_err(CliError::Usage)?;
+        if !target.uri.starts_with("http://") {
+            return Err(CliError::Usage(
+                "the gateway listens on TCP: use HOST:PORT".into(),
+            ));
+        }
+        Ok(target)
+    }
+
+    /// The `authorization` header value these flags ask for, else the saved login's.
+    fn authorization(&self, target: &Target, env: &dyn Env) -> Result<Option<String>, CliError> {
         if let Some(t) = &self.token {
             return Ok(Some(format!("Bearer {t}")));
         }
@@ -127,22 +157,32 @@ impl GatewayArgs {
             let token = sign(&claims, secret.as_bytes()).map_err(CliError::Usage)?;
             return Ok(Some(format!("Bearer {token}")));
         }
-        Ok(None)
+        saved_login(target, env)
     }
 
-    /// Connects (gRPC: one HTTP/2 connection; gRPC-Web: an HTTP/1.1 client).
+    /// Connects (gRPC: one HTTP/2 connection; gRPC-Web: an HTTP/1.1 client) with the
+    /// credential the flags give, else the saved login.
     pub async fn connect(&self) -> Result<Gateway, CliError> {
-        let target = Target::parse(&self.gateway).map_err(CliError::Usage)?;
-        if !target.uri.starts_with("http://") {
-            return Err(CliError::Usage(
-                "the gateway listens on TCP: use HOST:PORT".into(),
-            ));
-        }
+        let target = self.target()?;
+        let authorization = self.authorization(&target, &crate::env::ProcessEnv)?;
+        self.open(target, authorization).await
+    }
+
+    /// Connects without any credential.
+    pub async fn connect_without_credentials(&self) -> Result<Gateway, CliError> {
+        self.open(self.target()?, None).await
+    }
+
+    async fn open(
+        &self,
+        target: Target,
+        authorization: Option<String>,
+    ) -> Result<Gateway, CliError> {
         let origin: http::Uri = target
             .uri
             .parse()
             .map_err(|e| CliError::Usage(format!("--gateway: {e}")))?;
-        let authorization = match self.authorization()? {
+        let authorization = match authorization {
             Some(h) => Some(h.parse().map_err(|_| {
                 CliError::Usage("the credential has characters a header cannot carry".into())
             })?),
@@ -174,6 +214,29 @@ impl GatewayArgs {
             display: target.display,
         })
     }
+}
+
+/// The saved login's bearer for `target`: none when there is none, when it is for another
+/// gateway (never sent there) or when it has expired (each said on stderr).
+fn saved_login(target: &Target, env: &dyn Env) -> Result<Option<String>, CliError> {
+    let Some(path) = store::path(env) else {
+        return Ok(None);
+    };
+    let Some(saved) = store::load(&path)? else {
+        return Ok(None);
+    };
+    if saved.gateway != target.uri {
+        eprintln!(
+            "note: the saved login is for the gateway {}, not {}: not sent",
+            saved.gateway, target.display
+        );
+        return Ok(None);
+    }
+    if saved.expires_at <= crate::jose::clock::now() {
+        eprintln!("note: the saved login has expired: run `portcullis auth login` again");
+        return Ok(None);
+    }
+    Ok(Some(format!("Bearer {}", saved.token)))
 }
 
 impl Gateway {

@@ -3,18 +3,25 @@
 //! gateway.
 //!
 //! - [`auth`]     `auth root-token|namespace-token|agent-token|session-token|channel-token`
+//! - [`authn`]    `authn test|failures|validate-key|hash-key|hash-password`: offline tools for
+//!   the authentication layer
 //! - [`commands`] the gateway client commands
 //! - [`connect`]  flags shared by the client commands, the transport (gRPC or gRPC-Web) and
-//!   the caller's credentials
+//!   the caller's credentials (flags, else the saved login)
+//! - [`login`]    `auth login|logout|whoami`: OpenID Connect login for a gateway token, saved
 //! - [`output`]   JSON (default when stdout is not a terminal) or readable tables
+//! - `secret`     secrets from flags, files, standard input or a prompt that does not echo
 //!
 //! Exit codes: 0 success, 1 denied or failed (an RPC error, a `decide` that is not an allow),
 //! 2 usage (a bad flag or argument).
 
 pub mod auth;
+pub mod authn;
 pub mod commands;
 pub(crate) mod connect;
+pub mod login;
 pub(crate) mod output;
+pub(crate) mod secret;
 
 /// A command that did not succeed.
 #[derive(Debug, thiserror::Error)]
