@@ -295,6 +295,7 @@ impl<'a> AppBuilder<'a> {
             log.stats(),
         );
         metrics.policy_revision(store.snapshot().revision());
+        metrics.connect_bundles(Arc::new(store.bundle_status().clone()));
         if let Some(s) = &security {
             s.connect_metrics(&metrics);
         }
