@@ -680,6 +680,57 @@ async fn sighup_rereads_policy_files_and_keeps_serving() {
     assert!(status.success(), "{status:?}");
 }
 
+/// SIGHUP re-reads TLS files that changed at once, whatever the refresh period.
+#[tokio::test]
+async fn sighup_rereads_changed_tls_files() {
+    use support::tls::{Ca, LeafSpec, client_config, http1, server_leaf, write_private};
+    let ca = Ca::new("server ca");
+    let leaf = |common_name| {
+        ca.leaf(LeafSpec {
+            common_name,
+            ..Default::default()
+        })
+    };
+    let (first, second) = (leaf("first"), leaf("second"));
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    write_private(&cert, &first.cert_pem);
+    write_private(&key, &first.key_pem);
+    let validator = SlowValidator::start(Duration::ZERO);
+    let mut sidecar = Sidecar::start(
+        validator.addr,
+        ALLOW_SVC_USER,
+        &[
+            &format!("--tls-cert-file={}", cert.display()),
+            &format!("--tls-private-key-file={}", key.display()),
+            "--tls-cert-refresh-period=1h",
+        ],
+    )
+    .await;
+    // The HTTP API (--addr) serves HTTPS with these files.
+    let client = http1(client_config(&ca, None));
+    assert_eq!(server_leaf(sidecar.http, client.clone()).await, first.der);
+
+    write_private(&cert, &second.cert_pem);
+    write_private(&key, &second.key_pem);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        server_leaf(sidecar.http, client.clone()).await,
+        first.der,
+        "not before an hour, or SIGHUP"
+    );
+    sidecar.signal("HUP");
+    eventually(Duration::from_secs(10), || {
+        let client = client.clone();
+        let addr = sidecar.http;
+        let want = second.der.clone();
+        async move { server_leaf(addr, client).await == want }
+    })
+    .await
+    .expect("the new certificate after SIGHUP");
+    assert!(sidecar.running());
+}
+
 /// Replaces a file in one step, as editors and Kubernetes do.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");

@@ -102,7 +102,7 @@ impl Collector for ProcessCollector {
         if let Some(v) = s.cpu_seconds {
             let mut e = encoder.encode_descriptor(
                 "process_cpu_seconds",
-                "Total user and system CPU time spent in seconds",
+                "CPU time the process used, user and system, in seconds",
                 None,
                 MetricType::Counter,
             )?;
@@ -111,23 +111,23 @@ impl Collector for ProcessCollector {
         for (name, help, value) in [
             (
                 "process_resident_memory_bytes",
-                "Resident memory size in bytes",
+                "Memory of the process held in RAM (RSS), in bytes",
                 s.resident_bytes,
             ),
             (
                 "process_virtual_memory_bytes",
-                "Virtual memory size in bytes",
+                "Address space the process has mapped, in bytes",
                 s.virtual_bytes,
             ),
-            ("process_threads", "Number of OS threads", s.threads),
+            ("process_threads", "Threads of the process", s.threads),
             (
                 "process_open_fds",
-                "Number of open file descriptors",
+                "File descriptors the process has open",
                 s.open_fds,
             ),
             (
                 "process_max_fds",
-                "Maximum number of open file descriptors",
+                "The soft limit on open file descriptors",
                 s.max_fds,
             ),
         ] {
@@ -139,7 +139,7 @@ impl Collector for ProcessCollector {
         if let Some(v) = s.start_time_seconds {
             let mut e = encoder.encode_descriptor(
                 "process_start_time_seconds",
-                "Start time of the process since unix epoch in seconds",
+                "When the process started, in Unix seconds",
                 None,
                 MetricType::Gauge,
             )?;
