@@ -655,7 +655,7 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
     let result = server::run(app, listeners, shutdown).await;
     // The grace period covers the drain and the decision log's flush (and last upload).
     let flush = signalled.get().map_or(grace, |at| {
-        (*at + wait + grace).saturating_duration_since(tokio::time::Instant::now())
+        wait.saturating_add(grace).saturating_sub(at.elapsed())
     });
     log.shutdown(flush).await;
     match result {

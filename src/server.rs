@@ -722,7 +722,7 @@ pub async fn run(
     let grace = app.grpc.shutdown_grace;
     tracing::info!(grace = ?grace, "shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
-    let deadline = tokio::time::Instant::now() + grace;
+    let deadline = deadline_after(grace);
     let result = match tokio::time::timeout_at(deadline, &mut server).await {
         Ok(r) => r,
         Err(_) => {
@@ -738,6 +738,14 @@ pub async fn run(
         tracing::warn!(grace = ?grace, "in-flight HTTP requests did not finish in time");
     }
     result
+}
+
+/// The instant `d` from now; about 30 years from now when that is past what an `Instant` can
+/// hold (`--shutdown-grace-period` takes any number of seconds), so never a panic.
+pub fn deadline_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// Serves a gRPC router on a listener, over TLS when `tls` is set, until `stop` resolves.

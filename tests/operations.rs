@@ -630,6 +630,22 @@ async fn a_second_signal_exits_at_once() {
     }
 }
 
+/// The largest periods the flags take are waited for, never overflowed: with nothing in
+/// flight, the drain is over at once and the process exits 0.
+#[tokio::test]
+async fn the_largest_shutdown_periods_do_not_panic() {
+    let validator = SlowValidator::start(Duration::ZERO);
+    let mut sidecar = Sidecar::start(
+        validator.addr,
+        ALLOW_SVC_USER,
+        &[&format!("--shutdown-grace-period={}", u64::MAX)],
+    )
+    .await;
+    sidecar.signal("TERM");
+    let status = sidecar.exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}");
+}
+
 /// SIGHUP re-reads the policy files (without `--watch`), keeps the previous policies when the
 /// new ones do not compile, and never stops the process.
 #[tokio::test]
