@@ -735,14 +735,14 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(grace = ?grace, "in-flight HTTP requests did not finish in time");
+        tracing::warn!(grace = ?grace, "in-flight requests of the other listeners did not finish in time");
     }
     result
 }
 
 /// The instant `d` from now; about 30 years from now when that is past what an `Instant` can
 /// hold (`--shutdown-grace-period` takes any number of seconds), so never a panic.
-pub fn deadline_after(d: Duration) -> tokio::time::Instant {
+fn deadline_after(d: Duration) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
