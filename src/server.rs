@@ -164,6 +164,26 @@ pub struct ListenerTls {
 }
 
 impl ListenerTls {
+    /// Each distinct set of files once (listeners may share one), with the listener name that
+    /// logs give it.
+    fn distinct(&self) -> Vec<(&Arc<ServerTls>, &'static str)> {
+        let mut out: Vec<(&Arc<ServerTls>, &'static str)> = Vec::new();
+        for (tls, what) in [
+            (&self.ext_authz, "ext_authz"),
+            (&self.gateway, "gateway"),
+            (&self.ext_proc, "ext_proc"),
+            (&self.ext_authz_http, "ext_authz_http"),
+            (&self.http, "http"),
+            (&self.diagnostic, "http"),
+        ] {
+            let Some(tls) = tls else { continue };
+            if !out.iter().any(|(seen, _)| Arc::ptr_eq(seen, tls)) {
+                out.push((tls, what));
+            }
+        }
+        out
+    }
+
     /// Reads every configured certificate and key; errors name the file and the key.
     fn load(config: &Config) -> Result<Self, ConfigError> {
         let load = |tls: Option<&crate::tls::TlsConfig>, key: &str, alpn: &[&[u8]]| {
@@ -210,6 +230,31 @@ impl ListenerTls {
 }
 
 impl App {
+    /// Re-reads, at once, the files that are safe to swap while serving (what SIGHUP does):
+    /// the policy and data PATHs of every namespace loaded from files (each compiled and
+    /// swapped in as a whole, or refused with the previous policies serving, as `--watch`
+    /// does) and every listener's TLS files that changed. Blocking (compiles): call it off
+    /// the async workers. Downloaded bundles and the config file are not re-read.
+    pub fn reload_files(&self) {
+        for (namespace, store) in self.namespaces.all() {
+            if !store.paths().is_empty() {
+                record_reload(&self.metrics, &namespace, &store.reload());
+            }
+        }
+        for (tls, what) in self.tls.distinct() {
+            match tls.reload_if_changed() {
+                Ok(true) => tracing::info!(listener = what, "TLS certificate files reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(
+                    listener = what,
+                    key = %e.key,
+                    error = %e.message,
+                    "TLS files do not load; the previous certificate keeps serving"
+                ),
+            }
+        }
+    }
+
     /// What the HTTP API serves from, on a listener whose address is `loopback` or not, over
     /// `tls` or not.
     pub fn http_api(&self, loopback: bool, tls: bool) -> crate::http::Api {
@@ -295,6 +340,7 @@ impl<'a> AppBuilder<'a> {
             log.stats(),
         );
         metrics.policy_revision(store.snapshot().revision());
+        metrics.connect_bundles(Arc::new(store.bundle_status().clone()));
         if let Some(s) = &security {
             s.connect_metrics(&metrics);
         }
@@ -413,6 +459,27 @@ impl<'a> AppBuilder<'a> {
     }
 }
 
+/// Counts and logs one reload of `namespace`'s policies (by `--watch` or SIGHUP).
+pub fn record_reload(
+    metrics: &Metrics,
+    namespace: &str,
+    result: &Result<u64, crate::policy::PolicyError>,
+) {
+    if namespace == crate::namespaces::DEFAULT_NAMESPACE {
+        metrics.policy_reload(result);
+    } else {
+        metrics.namespace_reload(result);
+    }
+    match result {
+        Ok(revision) => tracing::info!(namespace, revision, "policies reloaded"),
+        Err(e) => tracing::error!(
+            namespace,
+            error = %e,
+            "policy reload rejected; previous policies keep serving"
+        ),
+    }
+}
+
 /// The REST API's settings the config asks for; `--authentication`/`--authorization` are off
 /// until the caller sets them.
 pub fn rest_settings(config: &Config) -> crate::http::RestSettings {
@@ -460,7 +527,11 @@ pub struct GrpcSettings {
     pub max_recv_msg_size: usize,
     pub max_send_msg_size: usize,
     pub enable_reflection: bool,
-    /// How long in-flight Checks get to finish after shutdown starts.
+    /// How long, after the shutdown signal, every listener keeps serving with gRPC health
+    /// NOT_SERVING before the drain starts (OPA's `--shutdown-wait-period`), so that Envoy
+    /// stops sending first.
+    pub shutdown_wait: Duration,
+    /// How long the drain (in-flight requests finishing) may take.
     pub shutdown_grace: Duration,
 }
 
@@ -470,6 +541,7 @@ impl Default for GrpcSettings {
             max_recv_msg_size: 4 * 1024 * 1024,
             max_send_msg_size: i32::MAX as usize,
             enable_reflection: false,
+            shutdown_wait: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -489,8 +561,14 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     builder
 }
 
-/// Serves every listener until `shutdown` resolves, then lets in-flight requests finish (up to
-/// the grace period).
+/// Serves every listener until `shutdown` resolves, then shuts down in three steps:
+///
+/// 1. gRPC health (the overall status and the Authorization service's) turns NOT_SERVING;
+/// 2. every listener keeps serving for [`GrpcSettings::shutdown_wait`], so that health-checking
+///    clients (Envoy) stop sending new requests here;
+/// 3. the drain: every listener stops accepting connections (new ones are refused), open
+///    connections are told to go away (HTTP/2 GOAWAY) and in-flight requests finish, for up to
+///    [`GrpcSettings::shutdown_grace`]; what is still running then is dropped.
 pub async fn run(
     app: App,
     listeners: Listeners,
@@ -544,22 +622,8 @@ pub async fn run(
         let router = crate::http::router(api, surface);
         tasks.spawn(crate::http::serve(l, router, tls, stopped(stop_rx.clone())));
     }
-    // Each set of files once, even when listeners share it.
-    let mut watched: Vec<&Arc<ServerTls>> = Vec::new();
-    for (tls, what) in [
-        (&app.tls.ext_authz, "ext_authz"),
-        (&app.tls.gateway, "gateway"),
-        (&app.tls.ext_proc, "ext_proc"),
-        (&app.tls.ext_authz_http, "ext_authz_http"),
-        (&app.tls.http, "http"),
-        (&app.tls.diagnostic, "http"),
-    ] {
-        let Some(tls) = tls else { continue };
-        if watched.iter().any(|w| Arc::ptr_eq(w, tls)) {
-            continue;
-        }
+    for (tls, what) in app.tls.distinct() {
         tls.watch(what);
-        watched.push(tls);
     }
     if let (Some(gateway), Some(l)) = (app.gateway.clone(), listeners.gateway) {
         let stop = stopped(stop_rx.clone());
@@ -622,28 +686,13 @@ pub async fn run(
         .add_optional_service(reflection)
         .add_optional_service(reflection_alpha);
 
-    let grace = app.grpc.shutdown_grace;
-    let grpc_stop = {
-        let health = health.clone();
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-            health_ready.abort();
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            health
-                .set_not_serving::<AuthorizationServer<AuthzService>>()
-                .await;
-        }
-    };
     let ext_authz_tls = app.tls.ext_authz.clone();
     let server = serve_grpc(
         router,
         listeners.ext_authz,
         ext_authz_tls,
         "ext_authz",
-        grpc_stop,
+        stopped(stop_rx.clone()),
     );
     tokio::pin!(server);
     tokio::select! {
@@ -651,20 +700,53 @@ pub async fn run(
             let _ = stop_tx.send(true);
             return r;
         }
-        () = shutdown => {
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stop_tx.send(true);
+        () = shutdown => {}
+    }
+    health_ready.abort();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<AuthorizationServer<AuthzService>>()
+        .await;
+    let wait = app.grpc.shutdown_wait;
+    if !wait.is_zero() {
+        tracing::info!(wait = ?wait, "shutting down: health is NOT_SERVING; draining after the wait period");
+        tokio::select! {
+            r = &mut server => {
+                let _ = stop_tx.send(true);
+                return r;
+            }
+            () = tokio::time::sleep(wait) => {}
         }
     }
-    let result = match tokio::time::timeout(grace, &mut server).await {
+    let grace = app.grpc.shutdown_grace;
+    tracing::info!(grace = ?grace, "shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    let deadline = deadline_after(grace);
+    let result = match tokio::time::timeout_at(deadline, &mut server).await {
         Ok(r) => r,
         Err(_) => {
             tracing::warn!(grace = ?grace, "in-flight requests did not finish in time");
             Ok(())
         }
     };
-    let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout_at(deadline, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(grace = ?grace, "in-flight requests of the other listeners did not finish in time");
+    }
     result
+}
+
+/// The instant `d` from now; about 30 years from now when that is past what an `Instant` can
+/// hold (`--shutdown-grace-period` takes any number of seconds), so never a panic.
+fn deadline_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// Serves a gRPC router on a listener, over TLS when `tls` is set, until `stop` resolves.

@@ -353,6 +353,64 @@ async fn broken_bundles_are_refused_while_the_old_revision_keeps_serving() {
     sc.server.stop().await;
 }
 
+/// The value of one series in the server's `/metrics`, if it is there.
+async fn metric(server: &TestServer, series: &str) -> Option<f64> {
+    let (_, text) = http(server.http_addr, "GET", "/metrics", None).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn bundle_metrics_follow_each_poll() {
+    let bundles = BundleServer::start().await;
+    bundles.put(
+        "bundles/authz.tar.gz",
+        tar_gz(&as_refs(&authz_bundle("one", true))),
+        "1",
+    );
+    let sc = sidecar("", &bundles.url()).await;
+    let polls = |result: &str| {
+        format!("portcullis_bundle_polls_total{{bundle=\"authz\",result=\"{result}\"}}")
+    };
+    let failures = "portcullis_bundle_consecutive_failures{bundle=\"authz\"}";
+    let activated_at = "portcullis_bundle_last_activation_timestamp_seconds{bundle=\"authz\"}";
+    assert_eq!(metric(&sc.server, failures).await, None, "no poll yet");
+
+    bundles.set_fail(Some(503));
+    for _ in 0..2 {
+        sc.downloader.poll_once().await.unwrap_err();
+    }
+    assert_eq!(metric(&sc.server, &polls("failure")).await, Some(2.0));
+    assert_eq!(metric(&sc.server, failures).await, Some(2.0));
+    assert_eq!(
+        metric(&sc.server, activated_at).await,
+        Some(0.0),
+        "never activated"
+    );
+
+    bundles.set_fail(None);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    sc.downloader.poll_once().await.unwrap();
+    sc.downloader.poll_once().await.unwrap();
+    assert_eq!(metric(&sc.server, &polls("activated")).await, Some(1.0));
+    assert_eq!(metric(&sc.server, &polls("not_modified")).await, Some(1.0));
+    assert_eq!(metric(&sc.server, &polls("failure")).await, Some(2.0));
+    assert_eq!(
+        metric(&sc.server, failures).await,
+        Some(0.0),
+        "reset by success"
+    );
+    let at = metric(&sc.server, activated_at).await.unwrap();
+    assert!(
+        at >= before.floor() && at < before + 60.0,
+        "{at} vs {before}"
+    );
+    sc.server.stop().await;
+}
+
 #[tokio::test]
 async fn bearer_credentials_are_sent() {
     let bundles = BundleServer::start().await;
@@ -683,6 +741,8 @@ async fn persisted_bundle_activates_before_the_first_download() {
     );
     assert!(sc.store.is_ready());
     assert_eq!(check_code(&sc.server).await, 0);
+    let activated = "portcullis_bundle_last_activation_timestamp_seconds{bundle=\"authz\"}";
+    assert!(metric(&sc.server, activated).await.unwrap() > 0.0);
     assert!(sc.downloader.poll_once().await.is_err());
     assert_eq!(revision_of(&sc.store, "authz").as_deref(), Some("kept"));
     sc.server.stop().await;

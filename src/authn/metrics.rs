@@ -1,6 +1,6 @@
 //! Authentication and token counters: relaxed atomics (cheap, readable in tests) that are also
 //! forwarded to the Prometheus registry ([`crate::telemetry::Metrics`]: `portcullis_authn_total`,
-//! JWKS fetches, tokens minted and reused) once [`AuthnMetrics::connect`] is called.
+//! JWKS fetches, tokens minted and reused, mint failures) once [`AuthnMetrics::connect`] is called.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::callout::Source;
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::{AuthnResult, AuthnStats, Histogram, Method, PolicyStats, Refusal};
+use crate::telemetry::metrics::{
+    AuthnResult, AuthnStats, Histogram, Method, MintFailure, PolicyStats, Refusal,
+};
 
 const METHODS: usize = Method::ALL.len();
 
@@ -23,6 +25,7 @@ pub struct AuthnMetrics {
     pub jwks_fetch_failures: AtomicU64,
     pub tokens_minted: AtomicU64,
     pub tokens_reused: AtomicU64,
+    pub token_mint_failures: AtomicU64,
     /// Answers of call-out methods (oauth, custom) served from their cache, by method index.
     pub cache_hits: [AtomicU64; METHODS],
     /// Answers of call-out methods that took a call, by method index.
@@ -231,6 +234,14 @@ impl AuthnMetrics {
         Self::inc(&self.tokens_minted);
         if let Some(m) = self.prometheus.get() {
             m.token_minted();
+        }
+    }
+
+    /// An internal token that was wanted and could not be minted.
+    pub fn mint_failed(&self, reason: MintFailure) {
+        Self::inc(&self.token_mint_failures);
+        if let Some(m) = self.prometheus.get() {
+            m.token_mint_failed(reason);
         }
     }
 

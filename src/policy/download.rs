@@ -67,6 +67,10 @@ pub struct BundleStatus {
     pub last_error: Option<String>,
     /// Consecutive failed polls.
     pub failures: u32,
+    /// Polls that activated a download, found the bundle current, or failed (for metrics).
+    pub polls_activated: u64,
+    pub polls_not_modified: u64,
+    pub polls_failed: u64,
 }
 
 /// Shared status of every configured bundle.
@@ -90,6 +94,27 @@ impl StatusBoard {
             });
             f(entry);
         }
+    }
+}
+
+impl crate::telemetry::metrics::BundleStats for StatusBoard {
+    fn bundles(&self) -> Vec<crate::telemetry::metrics::BundleCounters> {
+        let unix = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .ok()
+        };
+        self.all()
+            .into_iter()
+            .map(|s| crate::telemetry::metrics::BundleCounters {
+                activated: s.polls_activated,
+                not_modified: s.polls_not_modified,
+                failed: s.polls_failed,
+                consecutive_failures: u64::from(s.failures),
+                last_activation: s.last_successful_activation.and_then(unix),
+                name: s.name,
+            })
+            .collect()
     }
 }
 
@@ -160,6 +185,10 @@ impl Downloader {
         let bytes = tokio::fs::read(&path).await.ok()?;
         match self.activate_bytes(bytes, None).await {
             Ok(PollOutcome::Activated { revision, .. }) => {
+                self.status.update(&self.name, |s| {
+                    s.last_successful_activation = Some(SystemTime::now());
+                    s.active_revision = Some(revision.clone());
+                });
                 tracing::info!(bundle = %self.name, revision = %revision, path = %path.display(), "activated the persisted bundle");
                 Some(revision)
             }
@@ -182,6 +211,10 @@ impl Downloader {
                     s.last_successful_request = Some(now);
                     s.last_error = None;
                     s.failures = 0;
+                    match outcome {
+                        PollOutcome::Activated { .. } => s.polls_activated += 1,
+                        PollOutcome::NotModified => s.polls_not_modified += 1,
+                    }
                     if let PollOutcome::Activated { revision, .. } = outcome {
                         s.last_successful_download = Some(now);
                         s.last_successful_activation = Some(now);
@@ -192,6 +225,7 @@ impl Downloader {
                 Err(e) => {
                     s.last_error = Some(e.to_string());
                     s.failures = s.failures.saturating_add(1);
+                    s.polls_failed += 1;
                 }
             }
         });

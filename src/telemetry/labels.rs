@@ -92,6 +92,22 @@ closed_set! {
     }
 }
 
+closed_set! {
+    /// Why no internal token was minted for an allow that wanted one.
+    MintFailure {
+        /// The caller's credential expires before a token could be valid.
+        CallerExpired => "caller_expired",
+        /// No signing key is loaded.
+        NoKey => "no_key",
+        /// The decision asked for a token outside the namespace that decided.
+        OutsideNamespace => "outside_namespace",
+        /// Neither the decision, the config nor the request named an audience.
+        NoAudience => "no_audience",
+        /// Signing failed.
+        SignError => "sign_error",
+    }
+}
+
 impl Refusal {
     /// The HTTP status of the answer.
     pub fn http_status(self) -> u16 {
@@ -135,6 +151,9 @@ mod tests {
             assert_eq!(r.index(), i);
         }
         for (i, m) in Method::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i);
+        }
+        for (i, m) in MintFailure::ALL.iter().enumerate() {
             assert_eq!(m.index(), i);
         }
     }

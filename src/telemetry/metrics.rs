@@ -23,11 +23,16 @@
 //! | `portcullis_auth_cache_total` | counter | `policy`, `method` (`oauth`, `custom`), `result` (`hit`, `miss`) |
 //! | `portcullis_jwks_fetches_total` | counter | `result` (`success`, `failure`) |
 //! | `portcullis_tokens_minted_total` / `portcullis_tokens_reused_total` | counter | |
+//! | `portcullis_token_mint_failures_total` | counter | `reason` |
+//! | `portcullis_bundle_polls_total` | counter | `bundle`, `result` (`activated`, `not_modified`, `failure`) |
+//! | `portcullis_bundle_consecutive_failures` | gauge | `bundle` |
+//! | `portcullis_bundle_last_activation_timestamp_seconds` | gauge (0: never) | `bundle` |
 //! | `portcullis_decision_logs_total` | counter | |
 //! | `portcullis_decision_logs_dropped_total` | counter | `reason` |
 //! | `portcullis_decision_log_uploads_total` | counter | `result` |
 //! | `portcullis_decision_log_queue_depth` / `_buffer_events` / `_buffer_bytes` | gauge | |
 //! | `portcullis_build_info` | gauge (1) | `version` |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, ... | | (see [`super::process`]) |
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -39,7 +44,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-pub use super::labels::{CheckReason, Method, Refusal};
+pub use super::labels::{CheckReason, Method, MintFailure, Refusal};
 
 /// OPA-Envoy's default buckets for `grpc_request_duration_seconds`.
 pub const OPA_ENVOY_BUCKETS: &[f64] = &[
@@ -134,6 +139,27 @@ pub struct PolicyStats {
     pub cache: Vec<(&'static str, &'static str, u64)>,
 }
 
+/// The configured bundles' download state, read at scrape time ([`crate::policy`] keeps it).
+pub trait BundleStats: std::fmt::Debug + Send + Sync {
+    fn bundles(&self) -> Vec<BundleCounters>;
+}
+
+/// One configured bundle's polls.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BundleCounters {
+    pub name: String,
+    /// Polls that activated a new download.
+    pub activated: u64,
+    /// Polls that found the active bundle current.
+    pub not_modified: u64,
+    /// Polls that failed (request, status, refused or not activated).
+    pub failed: u64,
+    /// Failed polls since the last one that succeeded.
+    pub consecutive_failures: u64,
+    /// When a download (or the persisted copy) was last activated, in Unix seconds.
+    pub last_activation: Option<f64>,
+}
+
 /// How one Check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckOutcome {
@@ -193,6 +219,8 @@ struct Inner {
     jwks: Series<Count>,
     minted: Count,
     reused: Count,
+    mint_failures: Series<Count>,
+    bundle_stats: Arc<std::sync::OnceLock<Arc<dyn BundleStats>>>,
     authn_stats: Arc<std::sync::OnceLock<Arc<dyn AuthnStats>>>,
 }
 
@@ -344,7 +372,23 @@ impl Metrics {
             reused.clone(),
         );
 
+        let mint_failures = Series::new(
+            MintFailure::ALL
+                .iter()
+                .map(|r| vec![("reason", r.as_str())])
+                .collect(),
+            Count::default,
+        );
+        registry.register(
+            "portcullis_token_mint_failures",
+            "Allows that wanted an internal token and got none, by reason",
+            mint_failures.clone(),
+        );
+
         registry.register_collector(Box::new(LogCollector(log)));
+        let bundle_stats: Arc<std::sync::OnceLock<Arc<dyn BundleStats>>> = Arc::default();
+        registry.register_collector(Box::new(BundleCollector(bundle_stats.clone())));
+        registry.register_collector(Box::new(super::process::ProcessCollector));
         let authn_stats: Arc<std::sync::OnceLock<Arc<dyn AuthnStats>>> = Arc::default();
         registry.register_collector(Box::new(AuthnCollector(authn_stats.clone())));
         registry.register(
@@ -371,6 +415,8 @@ impl Metrics {
                 jwks,
                 minted,
                 reused,
+                mint_failures,
+                bundle_stats,
                 authn_stats,
             }),
         }
@@ -402,6 +448,14 @@ impl Metrics {
                 self.inner.reloads.inc();
                 self.policy_revision(*revision);
             }
+            Err(_) => self.inner.reload_errors.inc(),
+        }
+    }
+
+    /// Records a reload of a namespace other than the default one (its revision is its own).
+    pub fn namespace_reload<E>(&self, result: &Result<u64, E>) {
+        match result {
+            Ok(_) => self.inner.reloads.inc(),
             Err(_) => self.inner.reload_errors.inc(),
         }
     }
@@ -438,6 +492,16 @@ impl Metrics {
     /// Records one internal token minted.
     pub fn token_minted(&self) {
         self.inner.minted.inc();
+    }
+
+    /// Records an internal token that could not be minted.
+    pub fn token_mint_failed(&self, reason: MintFailure) {
+        self.inner.mint_failures.at(reason.index()).inc();
+    }
+
+    /// Reads the configured bundles' state from `stats` at every scrape (the first call wins).
+    pub fn connect_bundles(&self, stats: Arc<dyn BundleStats>) {
+        let _ = self.inner.bundle_stats.set(stats);
     }
 
     /// Records one internal token served from the cache instead of minted.
@@ -717,6 +781,65 @@ impl Collector for AuthnCollector {
                     ];
                     count(*v).encode(e.encode_family(&labels)?)?;
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the configured bundles' state at scrape time.
+#[derive(Debug)]
+struct BundleCollector(Arc<std::sync::OnceLock<Arc<dyn BundleStats>>>);
+
+impl Collector for BundleCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let bundles = self.0.get().map(|s| s.bundles()).unwrap_or_default();
+        {
+            let mut e = encoder.encode_descriptor(
+                "portcullis_bundle_polls",
+                "Polls of each configured bundle, by result",
+                None,
+                MetricType::Counter,
+            )?;
+            for b in &bundles {
+                for (result, v) in [
+                    ("activated", b.activated),
+                    ("not_modified", b.not_modified),
+                    ("failure", b.failed),
+                ] {
+                    let labels = [("bundle", b.name.as_str()), ("result", result)];
+                    Count {
+                        value: Arc::new(AtomicU64::new(v)),
+                        untyped: false,
+                    }
+                    .encode(e.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "portcullis_bundle_consecutive_failures",
+                "Failed polls of each configured bundle since its last successful one",
+                None,
+                MetricType::Gauge,
+            )?;
+            for b in &bundles {
+                let labels = [("bundle", b.name.as_str())];
+                e.encode_family(&labels)?
+                    .encode_gauge(&b.consecutive_failures)?;
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "portcullis_bundle_last_activation_timestamp_seconds",
+                "When each configured bundle was last activated (Unix seconds; 0: never)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for b in &bundles {
+                let labels = [("bundle", b.name.as_str())];
+                e.encode_family(&labels)?
+                    .encode_gauge(&b.last_activation.unwrap_or(0.0))?;
             }
         }
         Ok(())

@@ -3,17 +3,19 @@
 //!
 //! - [`labels`]       the closed sets (reasons, methods, refusals), defined once
 //! - [`metrics`]      the one metrics registry, lock-free recording, `/metrics` text
+//! - [`process`]      the process' CPU, memory and file descriptors, read at scrape time
 //! - [`trace`]        OTLP/gRPC span export, W3C/B3 parent extraction
 
 pub(crate) mod labels;
 pub(crate) mod metrics;
+mod process;
 pub mod trace;
 
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-pub use labels::{CheckReason, Method, Refusal};
+pub use labels::{CheckReason, Method, MintFailure, Refusal};
 pub use metrics::Metrics;
 
 /// Log output format (`--log-format`).

@@ -111,6 +111,20 @@ pub enum MintError {
     Revoked,
 }
 
+impl MintError {
+    /// The reason label of `portcullis_token_mint_failures_total`.
+    pub fn label(&self) -> crate::telemetry::MintFailure {
+        use crate::telemetry::MintFailure;
+        match self {
+            MintError::CallerExpired => MintFailure::CallerExpired,
+            MintError::NoKey => MintFailure::NoKey,
+            MintError::OutsideNamespace => MintFailure::OutsideNamespace,
+            MintError::NoAudience => MintFailure::NoAudience,
+            MintError::Sign(_) => MintFailure::SignError,
+        }
+    }
+}
+
 struct Cached {
     token: String,
     jti: String,
@@ -210,7 +224,21 @@ impl Minter {
         self.mint_at(req, ctx, crate::jose::clock::now())
     }
 
+    /// [`Minter::mint`] at the time `now`; a failure is counted by reason.
     pub fn mint_at(
+        &self,
+        req: &TokenRequest,
+        ctx: MintContext<'_>,
+        now: i64,
+    ) -> Result<Minted, MintError> {
+        let result = self.sign_at(req, ctx, now);
+        if let Err(e) = &result {
+            self.metrics.mint_failed(e.label());
+        }
+        result
+    }
+
+    fn sign_at(
         &self,
         req: &TokenRequest,
         ctx: MintContext<'_>,
@@ -453,6 +481,45 @@ mod tests {
             decision_id: "d",
             namespace: None,
         }
+    }
+
+    #[test]
+    fn failures_are_counted_by_reason() {
+        let m = minter(0);
+        let prometheus = crate::telemetry::Metrics::default();
+        m.metrics().connect(prometheus.clone());
+        let mut id = identity();
+        let c = ctx(&id);
+        m.mint_at(&TokenRequest::default(), c, 1_000_000).unwrap();
+        let mut other_ns = ctx(&id);
+        other_ns.namespace = Some("acme");
+        let outside = TokenRequest {
+            namespace: Some("payments".into()),
+            ..Default::default()
+        };
+        assert!(m.mint_at(&outside, other_ns, 1_000_000).is_err());
+        assert!(m.mint_at(&outside, other_ns, 1_000_000).is_err());
+        id.expires_at = Some(999_999);
+        assert_eq!(
+            m.mint_at(&TokenRequest::default(), ctx(&id), 1_000_000)
+                .unwrap_err(),
+            MintError::CallerExpired
+        );
+        let text = prometheus.encode();
+        for line in [
+            "portcullis_tokens_minted_total 1",
+            "portcullis_token_mint_failures_total{reason=\"outside_namespace\"} 2",
+            "portcullis_token_mint_failures_total{reason=\"caller_expired\"} 1",
+            "portcullis_token_mint_failures_total{reason=\"no_audience\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert_eq!(
+            m.metrics()
+                .token_mint_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
     }
 
     #[test]
