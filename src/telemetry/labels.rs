@@ -105,6 +105,8 @@ closed_set! {
         NoAudience => "no_audience",
         /// Signing failed.
         SignError => "sign_error",
+        /// The subject's tokens are revoked (a refusal by design, not a fault).
+        Revoked => "revoked",
     }
 }
 

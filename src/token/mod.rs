@@ -121,6 +121,7 @@ impl MintError {
             MintError::OutsideNamespace => MintFailure::OutsideNamespace,
             MintError::NoAudience => MintFailure::NoAudience,
             MintError::Sign(_) => MintFailure::SignError,
+            MintError::Revoked => MintFailure::Revoked,
         }
     }
 }
