@@ -250,6 +250,181 @@ async fn basic_requirements_answer_403() {
         .assert_refused(403, "insufficient_scope");
 }
 
+/// A Basic policy on `/admin/` over the users file `name` holding `text`.
+async fn users_file_server(name: &str, text: &str) -> Portcullis {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join(name);
+    std::fs::write(&users, text).unwrap();
+    let cfg = format!(
+        r#"authentication:
+  policies:
+    - name: admin
+      match: {{path_prefixes: ["/admin/"]}}
+      methods: [basic]
+      basic: {{users: {}}}
+"#,
+        users.display()
+    );
+    Portcullis::start_in(dir, &cfg, &|_: &str| None).await
+}
+
+#[tokio::test]
+async fn basic_bcrypt_user_in_the_json_users_file() {
+    let argon = portcullis::authn::basic::hash_password("argon pw").unwrap();
+    let bcrypt = bcrypt::hash("bcrypt pw", 10).unwrap();
+    let p = users_file_server(
+        "users.json",
+        &json!({"users": [
+            {"username": "ann", "hash": argon, "roles": ["admin"]},
+            {"username": "bob", "hash": bcrypt, "roles": ["ops"], "scopes": ["deploy"]},
+        ]})
+        .to_string(),
+    )
+    .await;
+    let a = p
+        .check(req("/admin/x").header("authorization", &basic("bob", "bcrypt pw")))
+        .await;
+    assert!(a.allowed(), "{}", a.json);
+    assert_eq!(a.identity()["subject"], "bob");
+    assert_eq!(a.identity()["roles"], json!(["ops"]));
+    assert_eq!(a.identity()["scopes"], json!(["deploy"]));
+    p.check(req("/admin/x").header("authorization", &basic("bob", "bcrypt PW")))
+        .await
+        .assert_refused(401, "invalid_token");
+    // The argon2id user still works beside it; neither password opens the other account.
+    assert!(
+        p.check(req("/admin/x").header("authorization", &basic("ann", "argon pw")))
+            .await
+            .allowed()
+    );
+    p.check(req("/admin/x").header("authorization", &basic("ann", "bcrypt pw")))
+        .await
+        .assert_refused(401, "invalid_token");
+}
+
+#[tokio::test]
+async fn basic_htpasswd_file_as_apache_writes_it() {
+    // `htpasswd -B` writes `$2y$`; other tools `$2b$` or `$2a$`: all three verify.
+    let b = bcrypt::hash("pw-b", 10).unwrap();
+    let y = bcrypt::hash_with_result("pw-y", 10)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY);
+    let a = bcrypt::hash_with_result("pw-a", 10)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoA);
+    let argon = portcullis::authn::basic::hash_password("pw-argon").unwrap();
+    let text = format!("# made by htpasswd\nbee:{b}\nwhy:{y}\r\n\nay:{a}\nargo:{argon}\n");
+    let p = users_file_server(".htpasswd", &text).await;
+    for (user, pw) in [
+        ("bee", "pw-b"),
+        ("why", "pw-y"),
+        ("ay", "pw-a"),
+        ("argo", "pw-argon"),
+    ] {
+        let ok = p
+            .check(req("/admin/x").header("authorization", &basic(user, pw)))
+            .await;
+        assert!(ok.allowed(), "{user}: {}", ok.json);
+        assert_eq!(ok.identity()["subject"], user);
+        assert_eq!(
+            ok.identity()["roles"],
+            json!([]),
+            "htpasswd carries no roles"
+        );
+    }
+    p.check(req("/admin/x").header("authorization", &basic("why", "pw-b")))
+        .await
+        .assert_refused(401, "invalid_token");
+    p.check(req("/admin/x").header("authorization", &basic("nobody", "pw-b")))
+        .await
+        .assert_refused(401, "invalid_token");
+}
+
+/// Starts the `portcullis` binary with a Basic policy over a users file holding `users`;
+/// start-up must fail: its exit code and standard error.
+fn start_fails_with_users(users: &str) -> (Option<i32>, String) {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    std::fs::write(&path, users).unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "authentication:\n  policies:\n    - name: admin\n      methods: [basic]\n      basic: {{users: {}}}\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    let mut child = support::Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--server", "--addr=127.0.0.1:0"])
+            .arg("--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:0")
+            .arg("--config-file")
+            .arg(&cfg)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server started with users file {users:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err)
+}
+
+#[test]
+fn weak_or_foreign_password_hashes_stop_start_up() {
+    let good = bcrypt::hash("pw", 10).unwrap();
+    // bcrypt below cost 10: refused, naming the user, in either format.
+    let weak = bcrypt::hash("pw", 9).unwrap();
+    let (code, err) = start_fails_with_users(
+        &json!({"users": [{"username": "ok", "hash": good}, {"username": "weakling", "hash": weak}]})
+            .to_string(),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("\"weakling\"") && err.contains("cost 9"),
+        "{err}"
+    );
+    assert!(!err.contains(&weak), "the hash is echoed: {err}");
+    let (code, err) = start_fails_with_users(&format!("ok:{good}\nweakling:{weak}\n"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("line 2") && err.contains("cost 9"), "{err}");
+    // htpasswd's MD5, SHA-1 and plain lines: refused, naming the line, never the hash.
+    for (line, kind) in [
+        ("md5user:$apr1$Vq1lH0Ff$Qx8b0y3cN2wW2z0tUuQ2d/", "MD5"),
+        ("shauser:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=", "SHA-1"),
+        ("plainuser:my-plain-password", "plain text"),
+    ] {
+        let (code, err) = start_fails_with_users(&format!("# users\nok:{good}\n\n{line}\n"));
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("line 4") && err.contains(kind),
+            "{line}: {err}"
+        );
+        let hash = line.split_once(':').unwrap().1;
+        assert!(!err.contains(hash), "the hash is echoed: {err}");
+    }
+}
+
 // --- the restrictive cascade ------------------------------------------------------------------
 
 #[tokio::test]

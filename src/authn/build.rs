@@ -11,6 +11,7 @@ use super::custom::CustomMethod;
 use super::hmac::HmacMethod;
 use super::jwks::{KeySource, RemoteJwks};
 use super::jwt::JwtVerifier;
+use super::limit::Slots;
 use super::metrics::AuthnMetrics;
 use super::oauth::OAuthMethod;
 use super::oidc::OidcIssuer;
@@ -33,7 +34,7 @@ impl Authenticator {
         audit: AuditLog,
         env: &dyn Env,
     ) -> Result<Self, BuildError> {
-        let permits = Arc::new(basic::Slots::default());
+        let permits = Arc::new(basic::slots());
         let metrics = Arc::new(AuthnMetrics::default());
         let mut policies = Vec::new();
         for (index, p) in config.policies.iter().enumerate() {
@@ -74,7 +75,7 @@ fn build_policy(
     index: usize,
     p: &AuthPolicy,
     env: &dyn Env,
-    permits: &Arc<basic::Slots>,
+    permits: &Arc<Slots>,
     metrics: &Arc<AuthnMetrics>,
 ) -> Result<Policy, String> {
     let jwt = if p.methods.contains(&Method::Jwt) {
