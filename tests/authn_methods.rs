@@ -118,6 +118,182 @@ async fn api_key_revoked_expired_wrong_prefix_and_unknown_are_refused() {
     ));
 }
 
+/// The stored records of the key store at `path`, by id.
+fn stored(path: &std::path::Path) -> std::collections::HashMap<String, serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap().to_string(), k.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn api_key_use_is_written_once_a_minute_and_audited() {
+    let (p, store_path, live, _, _) = api_key_server().await;
+    let before = now();
+    for _ in 0..5 {
+        assert!(
+            p.check(req("/v1/x").header("x-api-key", &live))
+                .await
+                .allowed()
+        );
+    }
+    // One sampled event for the five uses: the key's id and subject, never the key.
+    let used: Vec<serde_json::Value> = p
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "api_key_used")
+        .collect();
+    assert_eq!(used.len(), 1, "{used:?}");
+    let id = used[0]["key_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("key_"));
+    assert_eq!(used[0]["subject"], "billing");
+    assert_eq!(used[0]["policy"], "keys");
+    assert!(!used[0].to_string().contains(&live));
+    // Written to the store off the Check path, about a second later.
+    support::eventually(Duration::from_secs(10), || async {
+        stored(&store_path)[&id]["last_used_at"]
+            .as_i64()
+            .is_some_and(|t| t >= before && t <= now())
+    })
+    .await
+    .unwrap();
+    let keys = stored(&store_path);
+    assert_eq!(
+        keys.values()
+            .filter(|k| k.get("last_used_at").is_some())
+            .count(),
+        1,
+        "only the used key: {keys:?}"
+    );
+    // Within the minute, more uses neither write the file again nor audit again.
+    let written = std::fs::read_to_string(&store_path).unwrap();
+    for _ in 0..10 {
+        assert!(
+            p.check(req("/v1/x").header("x-api-key", &live))
+                .await
+                .allowed()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(std::fs::read_to_string(&store_path).unwrap(), written);
+    assert_eq!(
+        p.audit
+            .events()
+            .iter()
+            .filter(|e| e["event"] == "api_key_used")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn api_key_use_writes_never_lose_concurrent_creates_and_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("keys.json");
+    std::fs::write(&store_path, "{\"keys\": []}").unwrap();
+    let seed = ApiKeyStore::open(&store_path).unwrap();
+    let keys: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            let k = seed
+                .create(NewApiKey {
+                    subject: format!("svc-{i}"),
+                    ..Default::default()
+                })
+                .unwrap();
+            (k.record.id, k.secret)
+        })
+        .collect();
+    drop(seed);
+    let cfg = format!(
+        "authentication:\n  policies:\n    - name: keys\n      methods: [api_key]\n      \
+         api_key: {{header: x-api-key, store: {}}}\n",
+        store_path.display()
+    );
+    let p = Portcullis::start_in(dir, &cfg, &|_: &str| None).await;
+    // Another writer of the same file (another replica, another policy's store) creates and
+    // revokes keys back to back while the server writes the uses of the keys it sees.
+    let admin_path = store_path.clone();
+    let to_revoke: Vec<String> = keys.iter().skip(20).map(|(id, _)| id.clone()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin_stop = stop.clone();
+    let admin = std::thread::spawn(move || {
+        let admin = ApiKeyStore::open(&admin_path).unwrap();
+        let mut created = Vec::new();
+        let mut revoke = to_revoke.iter();
+        while !admin_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let k = admin
+                .create(NewApiKey {
+                    subject: format!("new-{}", created.len()),
+                    ..Default::default()
+                })
+                .unwrap();
+            created.push((k.record.id, k.secret));
+            if created.len() % 5 == 0
+                && let Some(id) = revoke.next()
+            {
+                assert!(admin.revoke(id).unwrap());
+            }
+        }
+        assert!(revoke.next().is_none(), "every revoke was made");
+        created
+    });
+    let mut allowed = Vec::new();
+    for (id, secret) in keys.iter().take(20) {
+        assert!(
+            p.check(req("/x").header("x-api-key", secret))
+                .await
+                .allowed()
+        );
+        allowed.push(id.clone());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Let the last batch of uses be written while the other writer still writes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let created = tokio::task::spawn_blocking(move || admin.join().unwrap())
+        .await
+        .unwrap();
+    // Every use written, every create and revoke kept.
+    support::eventually(Duration::from_secs(10), || async {
+        let file = stored(&store_path);
+        let missing: Vec<&String> = allowed
+            .iter()
+            .filter(|id| file[*id].get("last_used_at").is_none())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no last_used_at for {missing:?}"))
+        }
+    })
+    .await
+    .unwrap();
+    let file = stored(&store_path);
+    assert_eq!(file.len(), 30 + created.len(), "seeded and created keys");
+    for (id, _) in &created {
+        assert!(file.contains_key(id), "created key {id} lost");
+    }
+    for (i, (id, _)) in keys.iter().enumerate() {
+        assert_eq!(file[id]["revoked"], i >= 20, "{id}");
+    }
+    // The server sees the other writer's keys: a new one authenticates, a revoked one not.
+    support::eventually(Duration::from_secs(5), || async {
+        p.check(req("/x").header("x-api-key", &created.last().unwrap().1))
+            .await
+            .allowed()
+    })
+    .await
+    .unwrap();
+    p.check(req("/x").header("x-api-key", &keys[25].1))
+        .await
+        .assert_refused(401, "invalid_api_key");
+}
+
 // --- Basic ------------------------------------------------------------------------------------
 
 async fn basic_server(max_failures: u32) -> Portcullis {

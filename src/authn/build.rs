@@ -39,9 +39,11 @@ impl Authenticator {
         let mut policies = Vec::new();
         for (index, p) in config.policies.iter().enumerate() {
             policies.push(
-                build_policy(index, p, env, &permits, &metrics).map_err(|message| BuildError {
-                    policy: p.name.clone(),
-                    message,
+                build_policy(index, p, env, &permits, &metrics, &audit).map_err(|message| {
+                    BuildError {
+                        policy: p.name.clone(),
+                        message,
+                    }
                 })?,
             );
         }
@@ -77,6 +79,7 @@ fn build_policy(
     env: &dyn Env,
     permits: &Arc<Slots>,
     metrics: &Arc<AuthnMetrics>,
+    audit: &AuditLog,
 ) -> Result<Policy, String> {
     let jwt = if p.methods.contains(&Method::Jwt) {
         Some(match &p.jwt {
@@ -98,7 +101,9 @@ fn build_policy(
         (Some(c), true) => Some(ApiKeyMethod {
             config: c.clone(),
             store: Arc::new(
-                ApiKeyStore::open(&c.store).map_err(|e| format!("api_key.store: {e}"))?,
+                ApiKeyStore::open(&c.store)
+                    .map_err(|e| format!("api_key.store: {e}"))?
+                    .with_audit(audit.clone(), &p.name),
             ),
         }),
         _ => None,
