@@ -477,6 +477,14 @@ async fn hmac_config_errors_stop_start_up() {
         ),
         ("{secrets_env: WEBHOOK_SECRET}".to_string(), "header"),
         (
+            "{header: x-sig, timestamp_header: x-ts, secrets_env: WEBHOOK_SECRET}".to_string(),
+            "not signed",
+        ),
+        (
+            "{preset: stripe, signed: \"{body}\", secrets_env: WEBHOOK_SECRET}".to_string(),
+            "not signed",
+        ),
+        (
             "{preset: stripe, secrets_env: WEBHOOK_SECRET, replay_window_seconds: 60}".to_string(),
             "tolerance_seconds is the window",
         ),

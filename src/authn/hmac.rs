@@ -271,6 +271,14 @@ impl HmacConfig {
             .or_else(|| ts_header.map(str::to_owned))
             .map(|h| h.to_ascii_lowercase());
         let has_timestamp = timestamp_header.is_some() || format == Format::Stripe;
+        if has_timestamp && !template.contains(&Part::Timestamp) {
+            // An unsigned timestamp can be replaced: it would bound neither the age of a
+            // delivery nor how long a replay is remembered.
+            return Err(Invalid::new(
+                "signed",
+                "a timestamp is read but not signed: put {timestamp} in the template",
+            ));
+        }
         if template.contains(&Part::Timestamp) && !has_timestamp {
             return Err(Invalid::new(
                 "signed",
