@@ -19,7 +19,6 @@ pub struct WatchedFile<T> {
     parse: fn(&str) -> Result<T, String>,
     value: ArcSwap<T>,
     state: Mutex<(Instant, Stamp)>,
-    interval: Duration,
 }
 
 impl<T> std::fmt::Debug for WatchedFile<T> {
@@ -46,14 +45,7 @@ impl<T> WatchedFile<T> {
             parse,
             value: ArcSwap::from_pointee(value),
             state: Mutex::new((Instant::now(), st)),
-            interval: CHECK_INTERVAL,
         })
-    }
-
-    /// Sets how often the file is looked at (tests use zero).
-    pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
-        self
     }
 
     pub fn path(&self) -> &Path {
@@ -83,7 +75,7 @@ impl<T> WatchedFile<T> {
             // Someone else is checking right now.
             return;
         };
-        if !force && st.0.elapsed() < self.interval {
+        if !force && st.0.elapsed() < CHECK_INTERVAL {
             return;
         }
         st.0 = Instant::now();
