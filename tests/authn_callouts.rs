@@ -46,18 +46,53 @@ struct Endpoint {
     last_form: Vec<(String, String)>,
 }
 
+/// Calls being answered now, and the most there ever were at once.
+#[derive(Clone, Default)]
+struct Gauge(Arc<Mutex<(u64, u64)>>);
+
+/// One call counted in a [`Gauge`] for as long as it is answered (also when the caller goes
+/// away).
+struct InFlight(Gauge);
+
+impl Gauge {
+    fn enter(&self) -> InFlight {
+        let mut g = self.0.lock().unwrap();
+        g.0 += 1;
+        g.1 = g.1.max(g.0);
+        InFlight(self.clone())
+    }
+    fn now(&self) -> u64 {
+        self.0.lock().unwrap().0
+    }
+    fn max(&self) -> u64 {
+        self.0.lock().unwrap().1
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        (self.0).0.lock().unwrap().0 -= 1;
+    }
+}
+
 /// An RFC 7662 introspection endpoint that counts its calls.
 struct Introspection {
     addr: SocketAddr,
     state: Arc<Mutex<Endpoint>>,
     calls: Arc<AtomicU64>,
+    in_flight: Gauge,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-type S = (Arc<Mutex<Endpoint>>, Arc<AtomicU64>);
+type S = (Arc<Mutex<Endpoint>>, Arc<AtomicU64>, Gauge);
 
-async fn introspect(State((st, calls)): State<S>, headers: HeaderMap, body: String) -> Response {
+async fn introspect(
+    State((st, calls, gauge)): State<S>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     calls.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = gauge.enter();
     let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -146,14 +181,16 @@ impl Introspection {
             last_form: Vec::new(),
         }));
         let calls = Arc::new(AtomicU64::new(0));
+        let in_flight = Gauge::default();
         let app = axum::Router::new()
             .route("/introspect", axum::routing::post(introspect))
-            .with_state((state.clone(), calls.clone()));
+            .with_state((state.clone(), calls.clone(), in_flight.clone()));
         let stop = support::server::serve_router(listener, app);
         Self {
             addr,
             state,
             calls,
+            in_flight,
             _stop: stop,
         }
     }
@@ -563,6 +600,70 @@ async fn oauth_concurrent_identical_tokens_make_one_call() {
     assert_eq!(ep.calls(), 1);
 }
 
+/// Sends `n` Checks at once over one connection, the i-th built by `make(i)`.
+async fn burst(p: &Portcullis, n: usize, make: impl Fn(usize) -> Req) -> Vec<Answer> {
+    let client = p.server.client().await;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let mut client = client.clone();
+            let creq = make(i).build();
+            tokio::spawn(
+                async move { Answer::from(client.check(creq).await.unwrap().into_inner()) },
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn oauth_flood_of_distinct_tokens_is_capped_at_max_concurrent() {
+    let ep = Introspection::start("basic").await;
+    for i in 0..40 {
+        ep.answer(&format!("tok-{i}"), active(&format!("u{i}")));
+    }
+    ep.answer("later", active("later"));
+    ep.set(|s| s.delay = Duration::from_millis(400));
+    let p = oauth_server(&ep, "basic", "max_concurrent: 4").await;
+    // Each token is a cache miss: 4 calls run, 4 more wait for a slot, the rest are refused.
+    let answers = burst(&p, 40, |i| req("/x").bearer(&format!("tok-{i}"))).await;
+    assert_eq!(ep.in_flight.max(), 4, "calls in flight at the endpoint");
+    let allowed = answers.iter().filter(|a| a.allowed()).count();
+    let busy: Vec<&Answer> = answers.iter().filter(|a| a.http == Some(429)).collect();
+    assert_eq!(allowed + busy.len(), 40, "every other answer is 429");
+    assert!(busy.len() >= 10, "{} refused as busy", busy.len());
+    assert!(allowed >= 4, "{allowed} allowed");
+    assert_eq!(
+        ep.calls(),
+        allowed as u64,
+        "a refused token never reached the endpoint"
+    );
+    for a in &busy {
+        assert_eq!(a.body, json!({"error": "too_many_requests"}).to_string());
+    }
+    assert!(
+        p.audit
+            .events()
+            .iter()
+            .any(|e| e["result"] == "too_many_requests"
+                && e["reason"].as_str().unwrap().contains("in flight")),
+        "{:?}",
+        p.audit.events()
+    );
+    // Busy answers are not remembered: the slots free up and the same tokens pass.
+    let refused = answers.iter().position(|a| a.http == Some(429)).unwrap();
+    assert!(
+        p.check(req("/x").bearer(&format!("tok-{refused}")))
+            .await
+            .allowed()
+    );
+    assert!(p.check(req("/x").bearer("later")).await.allowed());
+    assert_eq!(ep.in_flight.now(), 0);
+}
+
 #[tokio::test]
 async fn oauth_token_header_is_scrubbed_from_logged_input() {
     let ep = Introspection::start("basic").await;
@@ -590,6 +691,19 @@ async fn oauth_config_errors_stop_start_up() {
         (
             oauth_config("http://127.0.0.1:1/i", "basic", "timeout_ms: 0"),
             "timeout_ms",
+        ),
+        // The token and the client secret would cross the network in clear.
+        (
+            oauth_config("http://auth.example.com/introspect", "basic", ""),
+            "must be https",
+        ),
+        (
+            oauth_config("http://10.0.0.1/introspect", "basic", ""),
+            "allow_insecure_http",
+        ),
+        (
+            oauth_config("http://127.0.0.1:1/i", "basic", "max_concurrent: 0"),
+            "max_concurrent",
         ),
     ];
     for (cfg, want) in cases {
@@ -623,6 +737,27 @@ async fn oauth_config_errors_stop_start_up() {
         })
         .unwrap_err();
     assert!(e.contains("OAUTH_SECRET"), "{e}");
+    // https anywhere, http to loopback, http elsewhere only when asked for.
+    for (url, extra) in [
+        ("https://auth.example.com/introspect", ""),
+        ("http://localhost:1/i", ""),
+        ("http://[::1]:1/i", ""),
+        ("http://127.0.0.2:1/i", ""),
+        ("http://auth.mesh.svc:8080/i", "allow_insecure_http: true"),
+    ] {
+        let cfg = oauth_config(url, "basic", extra);
+        let p = support::server::Prepared::new(support::Spec {
+            config: &cfg,
+            policies: vec![("policy.rego", ECHO_POLICY)],
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+        p.security(
+            &portcullis::authn::audit::AuditLog::memory(),
+            &env(CLIENT_SECRET),
+        )
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
 }
 
 // --- custom: an external validator ------------------------------------------------------------
@@ -632,21 +767,23 @@ struct Validator {
     addr: SocketAddr,
     calls: Arc<AtomicU64>,
     seen: Arc<Mutex<Vec<Json>>>,
+    in_flight: Gauge,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-type V = (Arc<AtomicU64>, Arc<Mutex<Vec<Json>>>);
+type V = (Arc<AtomicU64>, Arc<Mutex<Vec<Json>>>, Gauge);
 
-async fn validate(State((calls, seen)): State<V>, body: String) -> Response {
+async fn validate(State((calls, seen, gauge)): State<V>, body: String) -> Response {
     calls.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = gauge.enter();
     let Ok(v) = serde_json::from_str::<Json>(&body) else {
         return (StatusCode::BAD_REQUEST, "json expected").into_response();
     };
     seen.lock().unwrap().push(v.clone());
     let session = v["headers"]["x-session"].as_str().unwrap_or("").to_string();
     match session.as_str() {
-        "good" | "slow-good" => {
-            if session == "slow-good" {
+        s if s == "good" || s.starts_with("slow-") => {
+            if s.starts_with("slow-") {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             axum::Json(json!({"subject": "svc-user", "roles": ["reader"],
@@ -670,14 +807,16 @@ impl Validator {
         let addr = listener.local_addr().unwrap();
         let calls = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let in_flight = Gauge::default();
         let app = axum::Router::new()
             .route("/validate", axum::routing::post(validate))
-            .with_state((calls.clone(), seen.clone()));
+            .with_state((calls.clone(), seen.clone(), in_flight.clone()));
         let stop = support::server::serve_router(listener, app);
         Self {
             addr,
             calls,
             seen,
+            in_flight,
             _stop: stop,
         }
     }
@@ -687,16 +826,19 @@ impl Validator {
     }
 }
 
-async fn custom_server(url: &str) -> Portcullis {
-    Portcullis::start(&format!(
+fn custom_config(url: &str, extra: &str) -> String {
+    format!(
         r#"authentication:
   policies:
     - name: legacy
       methods: [custom]
-      custom: {{url: "{url}", headers: [x-session, X-Tenant], timeout_ms: 500, cache_ttl_seconds: 60}}
+      custom: {{url: "{url}", headers: [x-session, X-Tenant], timeout_ms: 500, cache_ttl_seconds: 60{extra}}}
 "#
-    ))
-    .await
+    )
+}
+
+async fn custom_server(url: &str) -> Portcullis {
+    Portcullis::start(&custom_config(url, "")).await
 }
 
 #[tokio::test]
@@ -798,6 +940,56 @@ async fn custom_validator_cached_and_one_call_for_concurrent_checks() {
     let m = p.security.authn.as_ref().unwrap().metrics();
     assert_eq!(m.cache_misses(portcullis::telemetry::Method::Custom), 2);
     assert_eq!(m.cache_hits(portcullis::telemetry::Method::Custom), 20);
+}
+
+#[tokio::test]
+async fn custom_validator_flood_is_capped_at_max_concurrent() {
+    let v = Validator::start().await;
+    let p = Portcullis::start(&custom_config(
+        &format!("http://{}/validate", v.addr),
+        ", max_concurrent: 3",
+    ))
+    .await;
+    let answers = burst(&p, 30, |i| {
+        req("/x").header("x-session", &format!("slow-{i}"))
+    })
+    .await;
+    assert_eq!(v.in_flight.max(), 3, "calls in flight at the validator");
+    let allowed = answers.iter().filter(|a| a.allowed()).count();
+    let busy = answers.iter().filter(|a| a.http == Some(429)).count();
+    assert_eq!(allowed + busy, 30);
+    assert!(busy >= 10 && allowed >= 3, "{allowed} allowed, {busy} busy");
+    assert_eq!(v.calls(), allowed as u64);
+}
+
+#[tokio::test]
+async fn custom_validator_url_must_be_https_unless_loopback() {
+    let load = |cfg: &str| {
+        support::server::Prepared::new(support::Spec {
+            config: cfg,
+            policies: vec![("policy.rego", ECHO_POLICY)],
+            ..Default::default()
+        })
+        .map(|_| ())
+    };
+    let e = load(&custom_config("http://sessions.internal:8080/validate", "")).unwrap_err();
+    assert!(
+        e.contains("custom.url") && e.contains("must be https"),
+        "{e}"
+    );
+    load(&custom_config(
+        "http://sessions.internal:8080/validate",
+        ", allow_insecure_http: true",
+    ))
+    .unwrap();
+    load(&custom_config("https://sessions.internal/validate", "")).unwrap();
+    load(&custom_config("http://localhost:8080/validate", "")).unwrap();
+    let e = load(&custom_config(
+        "https://v.internal/x",
+        ", max_concurrent: 100000",
+    ))
+    .unwrap_err();
+    assert!(e.contains("max_concurrent"), "{e}");
 }
 
 #[tokio::test]

@@ -118,6 +118,182 @@ async fn api_key_revoked_expired_wrong_prefix_and_unknown_are_refused() {
     ));
 }
 
+/// The stored records of the key store at `path`, by id.
+fn stored(path: &std::path::Path) -> std::collections::HashMap<String, serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap().to_string(), k.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn api_key_use_is_written_once_a_minute_and_audited() {
+    let (p, store_path, live, _, _) = api_key_server().await;
+    let before = now();
+    for _ in 0..5 {
+        assert!(
+            p.check(req("/v1/x").header("x-api-key", &live))
+                .await
+                .allowed()
+        );
+    }
+    // One sampled event for the five uses: the key's id and subject, never the key.
+    let used: Vec<serde_json::Value> = p
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "api_key_used")
+        .collect();
+    assert_eq!(used.len(), 1, "{used:?}");
+    let id = used[0]["key_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("key_"));
+    assert_eq!(used[0]["subject"], "billing");
+    assert_eq!(used[0]["policy"], "keys");
+    assert!(!used[0].to_string().contains(&live));
+    // Written to the store off the Check path, about a second later.
+    support::eventually(Duration::from_secs(10), || async {
+        stored(&store_path)[&id]["last_used_at"]
+            .as_i64()
+            .is_some_and(|t| t >= before && t <= now())
+    })
+    .await
+    .unwrap();
+    let keys = stored(&store_path);
+    assert_eq!(
+        keys.values()
+            .filter(|k| k.get("last_used_at").is_some())
+            .count(),
+        1,
+        "only the used key: {keys:?}"
+    );
+    // Within the minute, more uses neither write the file again nor audit again.
+    let written = std::fs::read_to_string(&store_path).unwrap();
+    for _ in 0..10 {
+        assert!(
+            p.check(req("/v1/x").header("x-api-key", &live))
+                .await
+                .allowed()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(std::fs::read_to_string(&store_path).unwrap(), written);
+    assert_eq!(
+        p.audit
+            .events()
+            .iter()
+            .filter(|e| e["event"] == "api_key_used")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn api_key_use_writes_never_lose_concurrent_creates_and_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("keys.json");
+    std::fs::write(&store_path, "{\"keys\": []}").unwrap();
+    let seed = ApiKeyStore::open(&store_path).unwrap();
+    let keys: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            let k = seed
+                .create(NewApiKey {
+                    subject: format!("svc-{i}"),
+                    ..Default::default()
+                })
+                .unwrap();
+            (k.record.id, k.secret)
+        })
+        .collect();
+    drop(seed);
+    let cfg = format!(
+        "authentication:\n  policies:\n    - name: keys\n      methods: [api_key]\n      \
+         api_key: {{header: x-api-key, store: {}}}\n",
+        store_path.display()
+    );
+    let p = Portcullis::start_in(dir, &cfg, &|_: &str| None).await;
+    // Another writer of the same file (another replica, another policy's store) creates and
+    // revokes keys back to back while the server writes the uses of the keys it sees.
+    let admin_path = store_path.clone();
+    let to_revoke: Vec<String> = keys.iter().skip(20).map(|(id, _)| id.clone()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin_stop = stop.clone();
+    let admin = std::thread::spawn(move || {
+        let admin = ApiKeyStore::open(&admin_path).unwrap();
+        let mut created = Vec::new();
+        let mut revoke = to_revoke.iter();
+        while !admin_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let k = admin
+                .create(NewApiKey {
+                    subject: format!("new-{}", created.len()),
+                    ..Default::default()
+                })
+                .unwrap();
+            created.push((k.record.id, k.secret));
+            if created.len() % 5 == 0
+                && let Some(id) = revoke.next()
+            {
+                assert!(admin.revoke(id).unwrap());
+            }
+        }
+        assert!(revoke.next().is_none(), "every revoke was made");
+        created
+    });
+    let mut allowed = Vec::new();
+    for (id, secret) in keys.iter().take(20) {
+        assert!(
+            p.check(req("/x").header("x-api-key", secret))
+                .await
+                .allowed()
+        );
+        allowed.push(id.clone());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Let the last batch of uses be written while the other writer still writes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let created = tokio::task::spawn_blocking(move || admin.join().unwrap())
+        .await
+        .unwrap();
+    // Every use written, every create and revoke kept.
+    support::eventually(Duration::from_secs(10), || async {
+        let file = stored(&store_path);
+        let missing: Vec<&String> = allowed
+            .iter()
+            .filter(|id| file[*id].get("last_used_at").is_none())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no last_used_at for {missing:?}"))
+        }
+    })
+    .await
+    .unwrap();
+    let file = stored(&store_path);
+    assert_eq!(file.len(), 30 + created.len(), "seeded and created keys");
+    for (id, _) in &created {
+        assert!(file.contains_key(id), "created key {id} lost");
+    }
+    for (i, (id, _)) in keys.iter().enumerate() {
+        assert_eq!(file[id]["revoked"], i >= 20, "{id}");
+    }
+    // The server sees the other writer's keys: a new one authenticates, a revoked one not.
+    support::eventually(Duration::from_secs(5), || async {
+        p.check(req("/x").header("x-api-key", &created.last().unwrap().1))
+            .await
+            .allowed()
+    })
+    .await
+    .unwrap();
+    p.check(req("/x").header("x-api-key", &keys[25].1))
+        .await
+        .assert_refused(401, "invalid_api_key");
+}
+
 // --- Basic ------------------------------------------------------------------------------------
 
 async fn basic_server(max_failures: u32) -> Portcullis {
@@ -248,6 +424,181 @@ async fn basic_requirements_answer_403() {
     p.check(req("/s/x").header("authorization", &basic("viewer", "pw")))
         .await
         .assert_refused(403, "insufficient_scope");
+}
+
+/// A Basic policy on `/admin/` over the users file `name` holding `text`.
+async fn users_file_server(name: &str, text: &str) -> Portcullis {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join(name);
+    std::fs::write(&users, text).unwrap();
+    let cfg = format!(
+        r#"authentication:
+  policies:
+    - name: admin
+      match: {{path_prefixes: ["/admin/"]}}
+      methods: [basic]
+      basic: {{users: {}}}
+"#,
+        users.display()
+    );
+    Portcullis::start_in(dir, &cfg, &|_: &str| None).await
+}
+
+#[tokio::test]
+async fn basic_bcrypt_user_in_the_json_users_file() {
+    let argon = portcullis::authn::basic::hash_password("argon pw").unwrap();
+    let bcrypt = bcrypt::hash("bcrypt pw", 10).unwrap();
+    let p = users_file_server(
+        "users.json",
+        &json!({"users": [
+            {"username": "ann", "hash": argon, "roles": ["admin"]},
+            {"username": "bob", "hash": bcrypt, "roles": ["ops"], "scopes": ["deploy"]},
+        ]})
+        .to_string(),
+    )
+    .await;
+    let a = p
+        .check(req("/admin/x").header("authorization", &basic("bob", "bcrypt pw")))
+        .await;
+    assert!(a.allowed(), "{}", a.json);
+    assert_eq!(a.identity()["subject"], "bob");
+    assert_eq!(a.identity()["roles"], json!(["ops"]));
+    assert_eq!(a.identity()["scopes"], json!(["deploy"]));
+    p.check(req("/admin/x").header("authorization", &basic("bob", "bcrypt PW")))
+        .await
+        .assert_refused(401, "invalid_token");
+    // The argon2id user still works beside it; neither password opens the other account.
+    assert!(
+        p.check(req("/admin/x").header("authorization", &basic("ann", "argon pw")))
+            .await
+            .allowed()
+    );
+    p.check(req("/admin/x").header("authorization", &basic("ann", "bcrypt pw")))
+        .await
+        .assert_refused(401, "invalid_token");
+}
+
+#[tokio::test]
+async fn basic_htpasswd_file_as_apache_writes_it() {
+    // `htpasswd -B` writes `$2y$`; other tools `$2b$` or `$2a$`: all three verify.
+    let b = bcrypt::hash("pw-b", 10).unwrap();
+    let y = bcrypt::hash_with_result("pw-y", 10)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY);
+    let a = bcrypt::hash_with_result("pw-a", 10)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoA);
+    let argon = portcullis::authn::basic::hash_password("pw-argon").unwrap();
+    let text = format!("# made by htpasswd\nbee:{b}\nwhy:{y}\r\n\nay:{a}\nargo:{argon}\n");
+    let p = users_file_server(".htpasswd", &text).await;
+    for (user, pw) in [
+        ("bee", "pw-b"),
+        ("why", "pw-y"),
+        ("ay", "pw-a"),
+        ("argo", "pw-argon"),
+    ] {
+        let ok = p
+            .check(req("/admin/x").header("authorization", &basic(user, pw)))
+            .await;
+        assert!(ok.allowed(), "{user}: {}", ok.json);
+        assert_eq!(ok.identity()["subject"], user);
+        assert_eq!(
+            ok.identity()["roles"],
+            json!([]),
+            "htpasswd carries no roles"
+        );
+    }
+    p.check(req("/admin/x").header("authorization", &basic("why", "pw-b")))
+        .await
+        .assert_refused(401, "invalid_token");
+    p.check(req("/admin/x").header("authorization", &basic("nobody", "pw-b")))
+        .await
+        .assert_refused(401, "invalid_token");
+}
+
+/// Starts the `portcullis` binary with a Basic policy over a users file holding `users`;
+/// start-up must fail: its exit code and standard error.
+fn start_fails_with_users(users: &str) -> (Option<i32>, String) {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    std::fs::write(&path, users).unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "authentication:\n  policies:\n    - name: admin\n      methods: [basic]\n      basic: {{users: {}}}\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    let mut child = support::Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--server", "--addr=127.0.0.1:0"])
+            .arg("--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:0")
+            .arg("--config-file")
+            .arg(&cfg)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server started with users file {users:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err)
+}
+
+#[test]
+fn weak_or_foreign_password_hashes_stop_start_up() {
+    let good = bcrypt::hash("pw", 10).unwrap();
+    // bcrypt below cost 10: refused, naming the user, in either format.
+    let weak = bcrypt::hash("pw", 9).unwrap();
+    let (code, err) = start_fails_with_users(
+        &json!({"users": [{"username": "ok", "hash": good}, {"username": "weakling", "hash": weak}]})
+            .to_string(),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("\"weakling\"") && err.contains("cost 9"),
+        "{err}"
+    );
+    assert!(!err.contains(&weak), "the hash is echoed: {err}");
+    let (code, err) = start_fails_with_users(&format!("ok:{good}\nweakling:{weak}\n"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("line 2") && err.contains("cost 9"), "{err}");
+    // htpasswd's MD5, SHA-1 and plain lines: refused, naming the line, never the hash.
+    for (line, kind) in [
+        ("md5user:$apr1$Vq1lH0Ff$Qx8b0y3cN2wW2z0tUuQ2d/", "MD5"),
+        ("shauser:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=", "SHA-1"),
+        ("plainuser:my-plain-password", "plain text"),
+    ] {
+        let (code, err) = start_fails_with_users(&format!("# users\nok:{good}\n\n{line}\n"));
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("line 4") && err.contains(kind),
+            "{line}: {err}"
+        );
+        let hash = line.split_once(':').unwrap().1;
+        assert!(!err.contains(hash), "the hash is echoed: {err}");
+    }
 }
 
 // --- the restrictive cascade ------------------------------------------------------------------

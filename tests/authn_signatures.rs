@@ -281,6 +281,171 @@ async fn template_over_method_path_and_headers_with_sha512_base64() {
     .assert_refused(401, "invalid_signature");
 }
 
+/// The `reason` of the last audit event.
+fn last_reason(p: &Portcullis) -> String {
+    p.audit
+        .events()
+        .last()
+        .and_then(|e| e["reason"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn replayed_deliveries_within_the_window_are_refused() {
+    let p = server("{preset: stripe, secrets_env: [WEBHOOK_SECRET, WEBHOOK_SECRET_NEW]}").await;
+    let v1 =
+        |secret: &str, t: i64, body: &str| hex(&hmac256(secret, format!("{t}.{body}").as_bytes()));
+    let t = now();
+    // Stripe signs with both secrets while one is rolled.
+    let header = format!(
+        "t={t},v1={},v1={}",
+        v1(SECRET, t, BODY),
+        v1(NEW_SECRET, t, BODY)
+    );
+    let send = |h: String, body: &'static str| {
+        let p = &p;
+        async move {
+            p.check(post("/hooks/stripe", body).header("stripe-signature", &h))
+                .await
+        }
+    };
+    assert!(send(header.clone(), BODY).await.allowed());
+    // The captured delivery again, as it was, or with only one of its signatures, or them
+    // swapped: the same signed message, refused.
+    for replay in [
+        header.clone(),
+        format!("t={t},v1={}", v1(NEW_SECRET, t, BODY)),
+        format!(
+            "t={t},v1={},v1={}",
+            v1(NEW_SECRET, t, BODY),
+            v1(SECRET, t, BODY)
+        ),
+    ] {
+        send(replay, BODY)
+            .await
+            .assert_refused(401, "invalid_token");
+        assert_eq!(last_reason(&p), "replayed");
+    }
+    // Another delivery (another body, or the same body at another time) is new.
+    let other = r#"{"action":"closed","number":7}"#;
+    assert!(
+        send(format!("t={t},v1={}", v1(SECRET, t, other)), other)
+            .await
+            .allowed()
+    );
+    let t2 = t - 1;
+    assert!(
+        send(format!("t={t2},v1={}", v1(SECRET, t2, BODY)), BODY)
+            .await
+            .allowed()
+    );
+    // A forged signature is refused as such and never takes a place in the cache.
+    let forged = format!("t={},v1={}", t - 2, v1(OTHER, t - 2, BODY));
+    send(forged, BODY)
+        .await
+        .assert_refused(401, "invalid_signature");
+    // Slack: the same timestamp and body twice.
+    let p = server("{preset: slack, secrets_env: WEBHOOK_SECRET}").await;
+    let ts = now();
+    let slack = || {
+        post("/hooks/slack", BODY)
+            .header(
+                "x-slack-signature",
+                &format!(
+                    "v0={}",
+                    hex(&hmac256(SECRET, format!("v0:{ts}:{BODY}").as_bytes()))
+                ),
+            )
+            .header("x-slack-request-timestamp", &ts.to_string())
+    };
+    assert!(p.check(slack()).await.allowed());
+    p.check(slack()).await.assert_refused(401, "invalid_token");
+    assert_eq!(last_reason(&p), "replayed");
+}
+
+#[tokio::test]
+async fn github_replays_are_refused_only_within_replay_window_seconds() {
+    let sig = format!("sha256={}", hex(&hmac256(SECRET, BODY.as_bytes())));
+    let delivery = |id: &str| {
+        post("/hooks/gh", BODY)
+            .header("x-hub-signature-256", &sig)
+            .header("x-github-delivery", id)
+    };
+    // GitHub signs no time: by default nothing bounds a window, and a replay passes.
+    let p = server("{preset: github, secrets_env: WEBHOOK_SECRET}").await;
+    assert!(p.check(delivery("d-1")).await.allowed());
+    assert!(p.check(delivery("d-1")).await.allowed());
+    // With a window, the same body is refused, whatever delivery id (unsigned) it claims.
+    let p =
+        server("{preset: github, secrets_env: WEBHOOK_SECRET, replay_window_seconds: 600}").await;
+    assert!(p.check(delivery("d-1")).await.allowed());
+    for id in ["d-1", "d-2"] {
+        p.check(delivery(id))
+            .await
+            .assert_refused(401, "invalid_token");
+        assert_eq!(last_reason(&p), "replayed");
+    }
+    let other = r#"{"action":"closed","number":7}"#;
+    let other_sig = format!("sha256={}", hex(&hmac256(SECRET, other.as_bytes())));
+    assert!(
+        p.check(post("/hooks/gh", other).header("x-hub-signature-256", &other_sig))
+            .await
+            .allowed()
+    );
+}
+
+#[tokio::test]
+async fn a_full_replay_cache_refuses_new_deliveries_until_old_ones_expire() {
+    let p = server(
+        "{preset: stripe, secrets_env: WEBHOOK_SECRET, tolerance_seconds: 1, replay_cache_size: 2}",
+    )
+    .await;
+    let t = now();
+    let send = |body: String| {
+        let p = &p;
+        async move {
+            let h = format!(
+                "t={t},v1={}",
+                hex(&hmac256(SECRET, format!("{t}.{body}").as_bytes()))
+            );
+            p.check(post("/hooks/stripe", &body).header("stripe-signature", &h))
+                .await
+        }
+    };
+    // Forged deliveries are refused before they could take a place.
+    for i in 0..5 {
+        let h = format!(
+            "t={t},v1={}",
+            hex(&hmac256(OTHER, format!("{t}.forged-{i}").as_bytes()))
+        );
+        p.check(post("/hooks/stripe", &format!("forged-{i}")).header("stripe-signature", &h))
+            .await
+            .assert_refused(401, "invalid_signature");
+    }
+    assert!(send("one".into()).await.allowed());
+    assert!(send("two".into()).await.allowed());
+    // Two deliveries in their window fill it: a third cannot be remembered, so it is refused
+    // (the sender retries) rather than a remembered one forgotten early.
+    let full = send("three".into()).await;
+    assert_eq!(full.http, Some(429), "{}", full.json);
+    assert_eq!(
+        full.body,
+        serde_json::json!({"error": "too_many_requests"}).to_string()
+    );
+    assert_eq!(last_reason(&p), "replay cache full");
+    // Once their timestamps leave the tolerance they are forgotten, making room.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let t = now();
+    let h = format!(
+        "t={t},v1={}",
+        hex(&hmac256(SECRET, format!("{t}.three").as_bytes()))
+    );
+    let a = p
+        .check(post("/hooks/stripe", "three").header("stripe-signature", &h))
+        .await;
+    assert!(a.allowed(), "{}", a.json);
+}
+
 #[tokio::test]
 async fn hmac_config_errors_stop_start_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -311,6 +476,27 @@ async fn hmac_config_errors_stop_start_up() {
             "timestamp_header",
         ),
         ("{secrets_env: WEBHOOK_SECRET}".to_string(), "header"),
+        (
+            "{header: x-sig, timestamp_header: x-ts, secrets_env: WEBHOOK_SECRET}".to_string(),
+            "not signed",
+        ),
+        (
+            "{preset: stripe, signed: \"{body}\", secrets_env: WEBHOOK_SECRET}".to_string(),
+            "not signed",
+        ),
+        (
+            "{preset: stripe, secrets_env: WEBHOOK_SECRET, replay_window_seconds: 60}".to_string(),
+            "tolerance_seconds is the window",
+        ),
+        (
+            "{preset: github, secrets_env: WEBHOOK_SECRET, replay_cache_size: 0}".to_string(),
+            "replay_cache_size",
+        ),
+        (
+            "{preset: github, secrets_env: WEBHOOK_SECRET, replay_window_seconds: 999999}"
+                .to_string(),
+            "replay_window_seconds",
+        ),
     ];
     for (block, want) in cases {
         let cfg = format!(

@@ -459,6 +459,30 @@ fn cli_end_to_end_mint_put_decide_tail() {
     let listed = ok(cli(&["keys", "ls", "--gateway", gw, "--token", &root], &[]));
     assert!(!String::from_utf8_lossy(&listed.stdout).contains(&secret));
     assert_eq!(json(&listed)["keys"][0]["id"], id.as_str());
+    assert_eq!(json(&listed)["keys"][0]["last_used_at"], 0, "never used");
+    // Used on the Check path, `keys list` shows when.
+    let used_at = portcullis::jose::clock::now();
+    cli(
+        &[
+            "authorize",
+            "--addr",
+            &server.grpc,
+            "--path",
+            "/keys-only/x",
+            "-H",
+            &format!("x-api-key: {secret}"),
+        ],
+        &[],
+    );
+    let listed = json(&ok(cli(
+        &["keys", "list", "--gateway", gw, "--token", &root],
+        &[],
+    )));
+    let last = listed["keys"][0]["last_used_at"].as_i64().unwrap();
+    assert!(
+        last >= used_at && last <= portcullis::jose::clock::now(),
+        "{listed}"
+    );
     let revoked = json(&ok(cli(
         &["keys", "revoke", &id, "--gateway", gw, "--token", &root],
         &[],

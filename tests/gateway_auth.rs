@@ -88,6 +88,15 @@ async fn api_keys_are_created_exchanged_and_revoked() {
         .into_inner();
     assert_eq!(token.grants.len(), 1);
     assert_eq!(token.grants[0].namespace, "acme");
+    // The listing shows the key's use (it was never used before the exchange).
+    assert_eq!(listed.keys[0].last_used_at, 0);
+    let listed = auth
+        .list_api_keys(req(pb::ListApiKeysRequest {}, &root))
+        .await
+        .unwrap()
+        .into_inner();
+    let used = listed.keys[0].last_used_at;
+    assert!(used > 0 && used <= now() as i64, "{listed:?}");
     let bot = Auth::bearer(&token.token);
     put_policy(&ch, &bot, "acme", "a.rego", "package a\n")
         .await

@@ -1,4 +1,5 @@
-//! The audit log: one JSON line per authentication failure and per minted internal token.
+//! The audit log: one JSON line per authentication failure, per minted internal token, and per
+//! API key use (sampled: at most once a minute per key).
 //!
 //! Events carry the decision id, subject, method, result and reason, token details (`jti`,
 //! `exp`, audience, scope) and the SHA-256 [`thumbprint`] of the credential that was presented —
@@ -56,7 +57,7 @@ impl Sink {
 pub struct AuditEvent(Map<String, Json>);
 
 impl AuditEvent {
-    /// `kind` is `authn_failure` or `token_minted`.
+    /// `kind` is `authn_failure`, `token_minted` or `api_key_used`.
     pub fn new(kind: &str, decision_id: &str) -> Self {
         let mut m = Map::new();
         m.insert(

@@ -1,14 +1,23 @@
-//! HTTP Basic authentication against a users file of argon2id hashes.
+//! HTTP Basic authentication against a users file of argon2id or bcrypt hashes.
+//!
+//! The file's format is told by its content: a JSON object (first non-blank character `{`)
 //!
 //! ```json
 //! {"users": [{"username": "ops", "hash": "$argon2id$v=19$m=19456,t=2,p=1$...", "roles": ["admin"]}]}
 //! ```
 //!
+//! or else Apache `htpasswd` lines, `user:hash` (blank lines and lines starting with `#` are
+//! skipped; such users have no roles or scopes). Either way a hash is argon2id (a PHC string)
+//! or bcrypt (`$2a$`, `$2b$`, `$2y$`) of cost [`MIN_BCRYPT_COST`] to [`MAX_BCRYPT_COST`];
+//! anything else (`htpasswd`'s MD5 `$apr1$`, `{SHA}`, `crypt(3)`, plain text) stops the load
+//! with an error naming the user or the line, never showing the hash.
+//!
 //! - Verification runs on the blocking pool, at most [`MAX_PARALLEL`] at a time, so a flood of
 //!   Basic attempts never stalls the Check runtime's workers; at most [`MAX_WAITING`] more wait
 //!   for a slot, and an attempt beyond that is refused at once ([`BasicError::Busy`], 429).
-//! - An unknown user is verified against a dummy hash made at load time with the parameters of
-//!   the costliest stored hash, so both answers take the same time.
+//! - An unknown user is verified against a dummy hash made at load time like the costliest
+//!   stored hash (of argon2id and bcrypt, whichever took longer to make), so both answers take
+//!   the same time.
 //! - Lockout: after `max_failures` consecutive failures a user name (known or not, so lockout
 //!   reveals nothing either) is refused without verification for `seconds`, doubled at each
 //!   further lockout up to `max_seconds`; a success resets it. An attempt *reserves* its place
@@ -30,12 +39,12 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
 use rand_core::OsRng;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 
 use super::config::Lockout;
 use super::file::WatchedFile;
+use super::limit::Slots;
 
-/// Argon2 verifications running at once.
+/// Password verifications running at once.
 pub const MAX_PARALLEL: usize = 2;
 /// Attempts waiting for a verification slot at once; more are refused (429).
 pub const MAX_WAITING: usize = 64;
@@ -43,21 +52,14 @@ pub const MAX_WAITING: usize = 64;
 pub const MAX_TRACKED: usize = 100_000;
 /// The longest user name verified.
 pub const MAX_USER_BYTES: usize = 256;
+/// The least bcrypt cost accepted (2^10 rounds; lower costs are too cheap to brute-force).
+pub const MIN_BCRYPT_COST: u32 = 10;
+/// The highest bcrypt cost accepted (one verification already takes seconds).
+pub const MAX_BCRYPT_COST: u32 = 16;
 
-/// The verification slots, shared by every `basic` method of the process.
-#[derive(Debug)]
-pub struct Slots {
-    permits: Arc<Semaphore>,
-    waiting: std::sync::atomic::AtomicUsize,
-}
-
-impl Default for Slots {
-    fn default() -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(MAX_PARALLEL)),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
+/// The verification slots shared by every `basic` method of the process.
+pub(crate) fn slots() -> Slots {
+    Slots::new(MAX_PARALLEL, MAX_WAITING)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +79,100 @@ struct UsersFile {
     users: Vec<User>,
 }
 
+/// What verifying a stored hash costs: the hash's own parameters.
+#[derive(Debug, Clone)]
+enum Cost {
+    Argon2(Params),
+    Bcrypt(u32),
+}
+
+/// The cost of an accepted hash, or why it is refused (never showing the hash).
+fn check_hash(hash: &str) -> Result<Cost, String> {
+    if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
+        let parts: bcrypt::HashParts = hash
+            .parse()
+            .map_err(|_| "not a well-formed bcrypt hash".to_string())?;
+        let cost = parts.get_cost();
+        if cost < MIN_BCRYPT_COST {
+            return Err(format!(
+                "bcrypt cost {cost} is below {MIN_BCRYPT_COST}; re-hash the password (htpasswd -B -C 12)"
+            ));
+        }
+        if cost > MAX_BCRYPT_COST {
+            return Err(format!("bcrypt cost {cost} is above {MAX_BCRYPT_COST}"));
+        }
+        return Ok(Cost::Bcrypt(cost));
+    }
+    if hash.starts_with("$argon2") {
+        let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC hash string: {e}"))?;
+        if parsed.algorithm.as_str() != "argon2id" {
+            return Err("only the argon2id variant of argon2 is accepted".into());
+        }
+        let params =
+            Params::try_from(&parsed).map_err(|e| format!("bad argon2 parameters: {e}"))?;
+        if params.m_cost() > 1024 * 1024 || params.t_cost() > 16 {
+            return Err("argon2 parameters too costly".into());
+        }
+        return Ok(Cost::Argon2(params));
+    }
+    let what = if hash.starts_with("$apr1$") {
+        "an Apache MD5 ($apr1$) hash"
+    } else if hash.starts_with("{SHA}") {
+        "a SHA-1 ({SHA}) hash"
+    } else if hash.starts_with("$2x$") {
+        "a legacy bcrypt ($2x$) hash"
+    } else if hash.starts_with('$') {
+        "a crypt(3) hash"
+    } else if hash.len() == 13
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+    {
+        "a crypt(3) DES hash"
+    } else {
+        "plain text or an unknown hash"
+    };
+    Err(format!(
+        "{what} is refused; only argon2id and bcrypt ($2a$, $2b$, $2y$) hashes are accepted (htpasswd -B)"
+    ))
+}
+
+/// `user:hash` lines of an Apache `htpasswd` file.
+fn parse_htpasswd(text: &str) -> Result<Vec<(User, Cost)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let n = i + 1;
+        let Some((user, hash)) = line.split_once(':').filter(|(u, _)| !u.is_empty()) else {
+            return Err(format!("line {n}: expected user:hash"));
+        };
+        let cost = check_hash(hash).map_err(|e| format!("line {n} (user {user:?}): {e}"))?;
+        let user = User {
+            username: user.to_string(),
+            hash: hash.to_string(),
+            roles: Vec::new(),
+            scopes: Vec::new(),
+        };
+        out.push((user, cost));
+    }
+    Ok(out)
+}
+
+/// The users of a JSON users file.
+fn parse_json(text: &str) -> Result<Vec<(User, Cost)>, String> {
+    let file: UsersFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    file.users
+        .into_iter()
+        .map(|u| {
+            let cost = check_hash(&u.hash).map_err(|e| format!("user {:?}: {e}", u.username))?;
+            Ok((u, cost))
+        })
+        .collect()
+}
+
 /// Parsed users and the dummy hash for unknown names.
 #[derive(Debug)]
 pub struct Users {
@@ -86,45 +182,79 @@ pub struct Users {
 
 impl Users {
     fn parse(text: &str) -> Result<Self, String> {
-        let file: UsersFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let json = text.trim_start().starts_with('{');
+        let entries = if json {
+            parse_json(text)?
+        } else if text.trim().is_empty() {
+            return Err("the users file is empty".into());
+        } else {
+            parse_htpasswd(text)?
+        };
         let mut users = HashMap::new();
-        let mut costliest: Option<Params> = None;
-        for u in file.users {
-            let parsed = PasswordHash::new(&u.hash)
-                .map_err(|e| format!("user {:?}: not a PHC hash string: {e}", u.username))?;
-            if parsed.algorithm.as_str() != "argon2id" {
-                return Err(format!(
-                    "user {:?}: only argon2id hashes are accepted",
-                    u.username
-                ));
+        let mut argon2: Option<Params> = None;
+        let mut bcrypt: Option<u32> = None;
+        for (u, cost) in entries {
+            match cost {
+                Cost::Argon2(params) => {
+                    if argon2.as_ref().is_none_or(|c| {
+                        u64::from(params.m_cost()) * u64::from(params.t_cost())
+                            > u64::from(c.m_cost()) * u64::from(c.t_cost())
+                    }) {
+                        argon2 = Some(params);
+                    }
+                }
+                Cost::Bcrypt(c) => bcrypt = bcrypt.max(Some(c)),
             }
-            let params = Params::try_from(&parsed)
-                .map_err(|e| format!("user {:?}: bad argon2 parameters: {e}", u.username))?;
-            if params.m_cost() > 1024 * 1024 || params.t_cost() > 16 {
-                return Err(format!(
-                    "user {:?}: argon2 parameters too costly",
-                    u.username
-                ));
+            if users.contains_key(&u.username) {
+                return Err(format!("user {:?} is listed twice", u.username));
             }
-            if costliest.as_ref().is_none_or(|c| {
-                u64::from(params.m_cost()) * u64::from(params.t_cost())
-                    > u64::from(c.m_cost()) * u64::from(c.t_cost())
-            }) {
-                costliest = Some(params);
-            }
-            if users.insert(u.username.clone(), u).is_some() {
-                return Err("a user name is listed twice".into());
-            }
+            users.insert(u.username.clone(), u);
         }
-        let params = costliest.unwrap_or_default();
-        let mut pw = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut OsRng, &mut pw);
-        let dummy = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password(&pw, &SaltString::generate(&mut OsRng))
-            .map_err(|e| e.to_string())?
-            .to_string();
-        Ok(Self { users, dummy })
+        Ok(Self {
+            users,
+            dummy: dummy_hash(argon2, bcrypt)?,
+        })
     }
+}
+
+/// A hash of a random password that costs as much to verify as the costliest stored one.
+/// Making a hash runs the same function as verifying it, so with both kinds stored the one
+/// that took longer to make is kept.
+fn dummy_hash(argon2: Option<Params>, bcrypt_cost: Option<u32>) -> Result<String, String> {
+    let mut pw = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut OsRng, &mut pw);
+    let make_argon2 = |params: Params| {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(&pw, &SaltString::generate(&mut OsRng))
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
+    };
+    let make_bcrypt = |cost: u32| bcrypt::hash(pw, cost).map_err(|e| e.to_string());
+    let timed = |make: &dyn Fn() -> Result<String, String>| {
+        let started = Instant::now();
+        make().map(|h| (h, started.elapsed()))
+    };
+    match (argon2, bcrypt_cost) {
+        (Some(params), Some(cost)) => {
+            let (a, a_took) = timed(&|| make_argon2(params.clone()))?;
+            let (b, b_took) = timed(&|| make_bcrypt(cost))?;
+            Ok(if b_took > a_took { b } else { a })
+        }
+        (None, Some(cost)) => make_bcrypt(cost),
+        (argon2, None) => make_argon2(argon2.unwrap_or_default()),
+    }
+}
+
+/// Whether `password` matches a hash [`check_hash`] accepted.
+fn verify_hash(password: &str, hash: &str) -> bool {
+    if hash.starts_with("$2") {
+        return bcrypt::verify(password, hash).unwrap_or(false);
+    }
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// Hashes a password for the users file (argon2id, default parameters).
@@ -208,17 +338,6 @@ impl Drop for Attempt<'_> {
     }
 }
 
-/// A place in the queue for a verification slot.
-struct Waiting<'a>(&'a Slots);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0
-            .waiting
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
 /// `(user, password)` from the value after `Basic `.
 pub fn decode(credentials: &str) -> Option<(String, String)> {
     let bytes = base64::engine::general_purpose::STANDARD
@@ -230,7 +349,7 @@ pub fn decode(credentials: &str) -> Option<(String, String)> {
 }
 
 impl BasicAuth {
-    pub fn open(
+    pub(crate) fn open(
         realm: String,
         users: &Path,
         lockout: Lockout,
@@ -316,34 +435,14 @@ impl BasicAuth {
         let hash = found
             .as_ref()
             .map_or_else(|| users.dummy.clone(), |u| u.hash.clone());
-        let slots = &*self.slots;
-        if slots
-            .waiting
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
-            >= MAX_WAITING
-        {
-            slots
-                .waiting
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let Ok(permit) = self.slots.acquire(None).await else {
             // Not a failure of this user's password: give the place back uncounted.
             attempt.abandon();
             return Err(BasicError::Busy);
-        }
-        let waiting = Waiting(slots);
-        let permit = slots
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| BasicError::Unavailable)?;
-        drop(waiting);
+        };
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            PasswordHash::new(&hash).is_ok_and(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
+            verify_hash(&password, &hash)
         })
         .await
         .map_err(|_| BasicError::Unavailable)?;
@@ -374,11 +473,65 @@ mod tests {
     }
 
     #[test]
-    fn only_argon2id() {
+    fn only_argon2id_of_the_argon2_variants() {
         let h = hash_password("x").unwrap();
         assert!(h.starts_with("$argon2id$"));
         let bad = h.replace("$argon2id$", "$argon2i$");
         let text = format!("{{\"users\": [{{\"username\": \"a\", \"hash\": \"{bad}\"}}]}}");
-        assert!(Users::parse(&text).is_err());
+        let e = Users::parse(&text).unwrap_err();
+        assert!(e.contains("\"a\"") && !e.contains(&bad), "{e}");
+    }
+
+    #[test]
+    fn htpasswd_lines_are_told_apart_and_never_echoed() {
+        let bcrypt = bcrypt::hash("pw", 10).unwrap();
+        let users = Users::parse(&format!("# admins\n\nops:{bcrypt}\r\n")).unwrap();
+        assert!(users.users.contains_key("ops"));
+        assert!(users.dummy.starts_with("$2b$10$"), "{}", users.dummy);
+        for (line, want) in [
+            ("bob:$apr1$abc$0123456789abcdefghij", "MD5"),
+            ("bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "SHA-1"),
+            ("bob:rl0ZCtCf3Wbdk", "DES"),
+            ("bob:$6$salt$hash", "crypt(3)"),
+            ("bob:hunter2-plain", "plain text"),
+            (
+                "bob:$2x$10$abcdefghijklmnopqrstuu5Ug5r8X3pB6V1T6H2dQ5a9t8oUgCk1i",
+                "$2x$",
+            ),
+            ("nocolon-hunter2", "expected user:hash"),
+        ] {
+            let e = Users::parse(&format!("ops:{bcrypt}\n{line}\n")).unwrap_err();
+            assert!(e.starts_with("line 2") && e.contains(want), "{line}: {e}");
+            let secret = line.split_once(':').map_or(line, |(_, h)| h);
+            assert!(!e.contains(secret), "the hash is echoed: {e}");
+        }
+        let low = bcrypt::hash("pw", 4).unwrap();
+        let e = Users::parse(&format!("weak:{low}\n")).unwrap_err();
+        assert!(e.contains("\"weak\"") && e.contains("cost 4"), "{e}");
+        assert!(Users::parse(" \n").is_err(), "an empty file is refused");
+        assert!(Users::parse(&format!("ops:{bcrypt}\nops:{bcrypt}\n")).is_err());
+    }
+
+    #[test]
+    fn the_dummy_is_as_costly_as_the_costliest_hash() {
+        let weak_argon2 = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"pw", &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+        let bcrypt = bcrypt::hash("pw", 11).unwrap();
+        let text = serde_json::json!({"users": [
+            {"username": "a", "hash": weak_argon2},
+            {"username": "b", "hash": bcrypt},
+        ]})
+        .to_string();
+        let users = Users::parse(&text).unwrap();
+        assert!(users.dummy.starts_with("$2b$11$"), "{}", users.dummy);
+        assert!(verify_hash("pw", &users.users["a"].hash));
+        assert!(verify_hash("pw", &users.users["b"].hash));
+        assert!(!verify_hash("pW", &users.users["b"].hash));
     }
 }

@@ -11,6 +11,7 @@ use super::custom::CustomMethod;
 use super::hmac::HmacMethod;
 use super::jwks::{KeySource, RemoteJwks};
 use super::jwt::JwtVerifier;
+use super::limit::Slots;
 use super::metrics::AuthnMetrics;
 use super::oauth::OAuthMethod;
 use super::oidc::OidcIssuer;
@@ -33,14 +34,16 @@ impl Authenticator {
         audit: AuditLog,
         env: &dyn Env,
     ) -> Result<Self, BuildError> {
-        let permits = Arc::new(basic::Slots::default());
+        let permits = Arc::new(basic::slots());
         let metrics = Arc::new(AuthnMetrics::default());
         let mut policies = Vec::new();
         for (index, p) in config.policies.iter().enumerate() {
             policies.push(
-                build_policy(index, p, env, &permits, &metrics).map_err(|message| BuildError {
-                    policy: p.name.clone(),
-                    message,
+                build_policy(index, p, env, &permits, &metrics, &audit).map_err(|message| {
+                    BuildError {
+                        policy: p.name.clone(),
+                        message,
+                    }
                 })?,
             );
         }
@@ -75,8 +78,9 @@ fn build_policy(
     index: usize,
     p: &AuthPolicy,
     env: &dyn Env,
-    permits: &Arc<basic::Slots>,
+    permits: &Arc<Slots>,
     metrics: &Arc<AuthnMetrics>,
+    audit: &AuditLog,
 ) -> Result<Policy, String> {
     let jwt = if p.methods.contains(&Method::Jwt) {
         Some(match &p.jwt {
@@ -98,7 +102,9 @@ fn build_policy(
         (Some(c), true) => Some(ApiKeyMethod {
             config: c.clone(),
             store: Arc::new(
-                ApiKeyStore::open(&c.store).map_err(|e| format!("api_key.store: {e}"))?,
+                ApiKeyStore::open(&c.store)
+                    .map_err(|e| format!("api_key.store: {e}"))?
+                    .with_audit(audit.clone(), &p.name),
             ),
         }),
         _ => None,

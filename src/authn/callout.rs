@@ -4,17 +4,112 @@
 //! Every call has a total timeout, follows no redirects (an answer other than 200 refuses), and
 //! reads at most [`MAX_RESPONSE_BYTES`]. Errors are described by their kind, never with the URL
 //! (which could carry user information) or anything the caller sent.
+//!
+//! Each method's endpoint has at most `max_concurrent` calls in flight ([`Limit`]), so a flood
+//! of distinct credentials (each a cache miss) cannot open unbounded connections: as many more
+//! wait up to the call's timeout for a slot, and the rest are refused at once (429
+//! `too_many_requests`, not cached). The URL must be `https` unless its host is loopback or the
+//! method says `allow_insecure_http: true` ([`check_url`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Refused;
+use super::limit::Slots;
+use crate::invalid::Invalid;
+use crate::telemetry::labels::Refusal;
+
 /// Largest answer read from an introspection endpoint or a validator.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// How long a definitive refusal (an inactive token, a validator's "no") is remembered.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// Default `max_concurrent`: calls in flight to one method's endpoint.
+pub(crate) fn default_max_concurrent() -> usize {
+    64
+}
+
+/// The most `max_concurrent` may be.
+const MAX_CONCURRENT: usize = 4096;
+
+/// An http(s) URL without user information (credentials come from the environment or a file),
+/// `https` unless its host is loopback (`localhost`, `127.0.0.0/8`, `[::1]`) or `allow_insecure`
+/// is set: the call carries a credential (a bearer token, a client secret, session headers).
+pub(crate) fn check_url(key: &str, url: &str, allow_insecure: bool) -> Result<(), Invalid> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| Invalid::new(key, format!("not a URL: {e}")))?;
+    let Some(host) = parsed.host_str() else {
+        return Err(Invalid::new(key, "must be an http(s) URL with a host"));
+    };
+    match parsed.scheme() {
+        "https" => {}
+        "http" if allow_insecure || crate::listen::is_loopback_authority(host) => {}
+        "http" => {
+            return Err(Invalid::new(
+                key,
+                "must be https (plain http only to a loopback host, or with allow_insecure_http: true)",
+            ));
+        }
+        _ => return Err(Invalid::new(key, "must be an http(s) URL with a host")),
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Invalid::new(
+            key,
+            "must not carry credentials; use the secret settings",
+        ));
+    }
+    Ok(())
+}
+
+/// A call-out timeout: 1 ms to 60 s.
+pub(crate) fn check_timeout(key: &str, ms: u64) -> Result<(), Invalid> {
+    if ms == 0 || ms > 60_000 {
+        return Err(Invalid::new(key, "between 1 and 60000"));
+    }
+    Ok(())
+}
+
+/// `max_concurrent`: 1 to 4096.
+pub(crate) fn check_max_concurrent(key: &str, n: usize) -> Result<(), Invalid> {
+    if n == 0 || n > MAX_CONCURRENT {
+        return Err(Invalid::new(key, format!("between 1 and {MAX_CONCURRENT}")));
+    }
+    Ok(())
+}
+
+/// The cap on one method's calls in flight: `max` at once, as many more waiting at most
+/// `wait` for a slot.
+#[derive(Debug)]
+pub struct Limit {
+    slots: Slots,
+    wait: Duration,
+}
+
+impl Limit {
+    pub fn new(max: usize, wait: Duration) -> Self {
+        Self {
+            slots: Slots::new(max, max),
+            wait,
+        }
+    }
+
+    /// A slot for one call, held until the permit is dropped; a refusal (429) when none
+    /// frees up in time.
+    pub async fn slot(&self) -> Result<OwnedSemaphorePermit, Refused> {
+        self.slots
+            .acquire(Some(self.wait))
+            .await
+            .map_err(|_| Refused {
+                code: Refusal::TooManyRequests,
+                reason: "too many call-outs in flight".into(),
+            })
+    }
+}
 
 /// A client for authentication call-outs: `timeout` for the whole exchange, no redirects.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {

@@ -280,7 +280,8 @@ impl From<PrefixForm> for OneOrMany {
 pub struct BasicConfig {
     #[serde(default = "default_realm")]
     pub realm: String,
-    /// The users file (JSON, argon2id hashes).
+    /// The users file: JSON (`{"users": [...]}`) or Apache `htpasswd` lines, told apart by
+    /// content; argon2id or bcrypt hashes.
     pub users: PathBuf,
     #[serde(default)]
     pub lockout: Lockout,

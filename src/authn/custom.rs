@@ -15,11 +15,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::Refused;
-use super::callout::{self, AnswerCache, NEGATIVE_TTL, Source};
+use super::callout::{
+    self, AnswerCache, Limit, NEGATIVE_TTL, Source, check_max_concurrent, check_timeout, check_url,
+};
 use super::config::Method;
 use super::identity::Identity;
 use super::jwt::string_list;
-use super::oauth::{check_timeout, check_url};
 use super::request::RequestView;
 use crate::invalid::Invalid;
 use crate::telemetry::labels::Refusal;
@@ -37,6 +38,13 @@ pub struct CustomConfig {
     pub cache_ttl_seconds: u64,
     #[serde(default = "default_cache_size")]
     pub cache_size: usize,
+    /// Calls in flight at once; as many more wait up to `timeout_ms`.
+    #[serde(default = "callout::default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Allows a plain `http` URL to a host that is not loopback (a mesh whose sidecars add
+    /// mTLS; tests).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 fn default_timeout() -> u64 {
@@ -54,7 +62,7 @@ const MAX_SENT_BYTES: usize = 16 * 1024;
 
 impl CustomConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
-        check_url("url", &self.url)?;
+        check_url("url", &self.url, self.allow_insecure_http)?;
         if self.headers.is_empty() || self.headers.iter().any(|h| h.trim().is_empty()) {
             return Err(Invalid::new(
                 "headers",
@@ -62,6 +70,7 @@ impl CustomConfig {
             ));
         }
         check_timeout("timeout_ms", self.timeout_ms)?;
+        check_max_concurrent("max_concurrent", self.max_concurrent)?;
         if self.cache_size == 0 {
             return Err(Invalid::new("cache_size", "must be > 0"));
         }
@@ -77,6 +86,7 @@ pub struct CustomMethod {
     url: String,
     ttl: u64,
     client: reqwest::Client,
+    limit: Limit,
     cache: AnswerCache<Answer>,
 }
 
@@ -100,6 +110,7 @@ impl CustomMethod {
             url: c.url.clone(),
             ttl: c.cache_ttl_seconds,
             client: callout::client(Duration::from_millis(c.timeout_ms))?,
+            limit: Limit::new(c.max_concurrent, Duration::from_millis(c.timeout_ms)),
             cache: AnswerCache::new(c.cache_size),
         })
     }
@@ -172,6 +183,7 @@ impl CustomMethod {
             .header("content-type", "application/json")
             .header("accept", "application/json")
             .body(body.to_string());
+        let _slot = self.limit.slot().await.map_err(|r| (r, false))?;
         let answer = callout::send(req).await.map_err(|e| {
             (
                 refused(Refusal::InvalidToken, format!("validator failed: {e}")),

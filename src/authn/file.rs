@@ -19,7 +19,6 @@ pub struct WatchedFile<T> {
     parse: fn(&str) -> Result<T, String>,
     value: ArcSwap<T>,
     state: Mutex<(Instant, Stamp)>,
-    interval: Duration,
     /// The largest file read.
     max_bytes: u64,
 }
@@ -71,15 +70,8 @@ impl<T> WatchedFile<T> {
             parse,
             value: ArcSwap::from_pointee(value),
             state: Mutex::new((Instant::now(), st)),
-            interval: CHECK_INTERVAL,
             max_bytes,
         })
-    }
-
-    /// Sets how often the file is looked at (tests use zero).
-    pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
-        self
     }
 
     pub fn path(&self) -> &Path {
@@ -109,7 +101,7 @@ impl<T> WatchedFile<T> {
             // Someone else is checking right now.
             return;
         };
-        if !force && st.0.elapsed() < self.interval {
+        if !force && st.0.elapsed() < CHECK_INTERVAL {
             return;
         }
         st.0 = Instant::now();
@@ -132,4 +124,19 @@ impl<T> WatchedFile<T> {
             }
         }
     }
+}
+
+/// `path` opened (created owner-only when missing) and locked exclusively (`flock`) until the
+/// returned file is dropped: how processes sharing a store or list serialise their writes.
+pub(crate) fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    file.lock()?;
+    Ok(file)
 }

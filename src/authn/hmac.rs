@@ -7,12 +7,23 @@
 //! (`X-Slack-Signature: v0=<hex>` over `v0:<ts>:<body>`, the time in
 //! `X-Slack-Request-Timestamp`). A timestamp outside `tolerance_seconds` of now refuses, and so
 //! does a body Envoy did not send whole.
+//!
+//! Replays: once a signature verifies, the SHA-256 of what it signed is remembered until the
+//! delivery's timestamp leaves the tolerance window ([`Seen`]); the same signed message again
+//! in that time is refused (`replayed`). Keying on the signed message rather than on one
+//! signature header means that dropping or reordering the extra signatures of a rotation
+//! (`v1=a,v1=b`) does not make a captured delivery new. Without a timestamp (the `github`
+//! preset: GitHub signs only the body) there is no window to bound the memory, so nothing is
+//! remembered unless `replay_window_seconds` says for how long.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use hmac::Mac as _;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
+use sha2::Digest as _;
 
 use super::Refused;
 use super::config::{Method, OneOrMany};
@@ -58,6 +69,17 @@ pub struct HmacConfig {
     /// `input.identity.subject` (default: the preset's name, else `hmac`).
     #[serde(default)]
     pub subject: Option<String>,
+    /// For signatures without a timestamp: how long an accepted signed message is remembered
+    /// to refuse it again (0, the default: not at all).
+    #[serde(default)]
+    pub replay_window_seconds: u64,
+    /// The most signed messages remembered at once.
+    #[serde(default = "default_replay_cache_size")]
+    pub replay_cache_size: usize,
+}
+
+fn default_replay_cache_size() -> usize {
+    100_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -87,6 +109,12 @@ pub const MIN_SECRET_BYTES: usize = 16;
 
 /// Default `tolerance_seconds`.
 const DEFAULT_TOLERANCE: u64 = 300;
+
+/// The longest `replay_window_seconds`.
+const MAX_REPLAY_WINDOW: u64 = 86_400;
+
+/// The largest `replay_cache_size`.
+const MAX_REPLAY_CACHE: usize = 10_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -120,6 +148,58 @@ pub struct HmacMethod {
     tolerance: i64,
     secrets: SecretSource,
     subject: String,
+    /// How long an accepted message is remembered when it has no timestamp (0: not at all).
+    replay_window: i64,
+    seen: Mutex<Seen>,
+}
+
+/// Signed messages already accepted, by SHA-256, each until its delivery can no longer pass
+/// the timestamp check: at most `max`, the earliest to expire first in line to be forgotten.
+#[derive(Debug)]
+pub struct Seen {
+    until: HashMap<[u8; 32], i64>,
+    by_expiry: BTreeSet<(i64, [u8; 32])>,
+    max: usize,
+}
+
+/// Why [`Seen::record`] refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayError {
+    /// Accepted before, and still within its window.
+    Replayed,
+    /// `max` messages are remembered and none has expired: a new one cannot be told from a
+    /// replay later, so it is refused (the sender retries).
+    Full,
+}
+
+impl Seen {
+    pub fn new(max: usize) -> Self {
+        Self {
+            until: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            max,
+        }
+    }
+
+    /// Remembers `digest` until `until` (seconds), unless it is remembered already.
+    pub fn record(&mut self, digest: [u8; 32], until: i64, now: i64) -> Result<(), ReplayError> {
+        while let Some(&(t, d)) = self.by_expiry.first() {
+            if t >= now {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.until.remove(&d);
+        }
+        if self.until.contains_key(&digest) {
+            return Err(ReplayError::Replayed);
+        }
+        if self.until.len() >= self.max {
+            return Err(ReplayError::Full);
+        }
+        self.until.insert(digest, until);
+        self.by_expiry.insert((until, digest));
+        Ok(())
+    }
 }
 
 fn parse_template(t: &str) -> Result<Vec<Part>, String> {
@@ -191,6 +271,14 @@ impl HmacConfig {
             .or_else(|| ts_header.map(str::to_owned))
             .map(|h| h.to_ascii_lowercase());
         let has_timestamp = timestamp_header.is_some() || format == Format::Stripe;
+        if has_timestamp && !template.contains(&Part::Timestamp) {
+            // An unsigned timestamp can be replaced: it would bound neither the age of a
+            // delivery nor how long a replay is remembered.
+            return Err(Invalid::new(
+                "signed",
+                "a timestamp is read but not signed: put {timestamp} in the template",
+            ));
+        }
         if template.contains(&Part::Timestamp) && !has_timestamp {
             return Err(Invalid::new(
                 "signed",
@@ -200,6 +288,24 @@ impl HmacConfig {
         let tolerance = self.tolerance_seconds.unwrap_or(DEFAULT_TOLERANCE);
         if tolerance == 0 || tolerance > 3600 {
             return Err(Invalid::new("tolerance_seconds", "between 1 and 3600"));
+        }
+        if self.replay_window_seconds > 0 && has_timestamp {
+            return Err(Invalid::new(
+                "replay_window_seconds",
+                "only for signatures without a timestamp; with one, tolerance_seconds is the window",
+            ));
+        }
+        if self.replay_window_seconds > MAX_REPLAY_WINDOW {
+            return Err(Invalid::new(
+                "replay_window_seconds",
+                format!("at most {MAX_REPLAY_WINDOW}"),
+            ));
+        }
+        if self.replay_cache_size == 0 || self.replay_cache_size > MAX_REPLAY_CACHE {
+            return Err(Invalid::new(
+                "replay_cache_size",
+                format!("between 1 and {MAX_REPLAY_CACHE}"),
+            ));
         }
         if self.secrets_env.0.is_empty() == self.secrets_file.is_none() {
             return Err(Invalid::new(
@@ -266,6 +372,8 @@ impl HmacMethod {
             tolerance: i64::try_from(r.tolerance).unwrap_or(300),
             secrets,
             subject: r.subject,
+            replay_window: i64::try_from(config.replay_window_seconds).unwrap_or(0),
+            seen: Mutex::new(Seen::new(config.replay_cache_size)),
         })
     }
 
@@ -357,14 +465,49 @@ impl HmacMethod {
             return Err(invalid_sig("signature is not valid hex or base64"));
         }
         let secrets = self.secrets.get();
-        for (i, secret) in secrets.0.iter().enumerate() {
-            for sig in &decoded {
-                if self.verify_one(secret, req, timestamp.unwrap_or(""), sig) {
-                    return Ok((i, ts));
-                }
-            }
+        let ts_text = timestamp.unwrap_or("");
+        let signer = secrets.0.iter().enumerate().find_map(|(i, secret)| {
+            decoded
+                .iter()
+                .any(|sig| self.verify_one(secret, req, ts_text, sig))
+                .then_some(i)
+        });
+        let Some(i) = signer else {
+            return Err(invalid_sig("signature does not match"));
+        };
+        self.check_replay(req, ts_text, ts, now)?;
+        Ok((i, ts))
+    }
+
+    /// Refuses a signed message accepted before within its window, and remembers this one:
+    /// until its timestamp leaves the tolerance, or for `replay_window_seconds` without one.
+    fn check_replay(
+        &self,
+        req: &RequestView<'_>,
+        ts_text: &str,
+        ts: Option<i64>,
+        now: i64,
+    ) -> Result<(), Refused> {
+        let until = match ts {
+            Some(ts) => ts.saturating_add(self.tolerance),
+            None if self.replay_window > 0 => now.saturating_add(self.replay_window),
+            None => return Ok(()),
+        };
+        let mut digest = sha2::Sha256::new();
+        self.feed(req, ts_text, |b| digest.update(b));
+        let digest: [u8; 32] = digest.finalize().into();
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| invalid_token("replay cache unavailable"))?;
+        match seen.record(digest, until, now) {
+            Ok(()) => Ok(()),
+            Err(ReplayError::Replayed) => Err(invalid_token("replayed")),
+            Err(ReplayError::Full) => Err(Refused {
+                code: Refusal::TooManyRequests,
+                reason: "replay cache full".into(),
+            }),
         }
-        Err(invalid_sig("signature does not match"))
     }
 
     fn decode(&self, s: &str) -> Option<Vec<u8>> {
@@ -477,6 +620,23 @@ fn invalid_token(reason: &str) -> Refused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seen_messages_are_bounded_and_forgotten_when_they_expire() {
+        let mut seen = Seen::new(2);
+        assert_eq!(seen.record([1; 32], 100, 50), Ok(()));
+        assert_eq!(seen.record([1; 32], 100, 60), Err(ReplayError::Replayed));
+        assert_eq!(seen.record([2; 32], 80, 60), Ok(()));
+        // Full of messages still in their window: a new one is refused, none forgotten.
+        assert_eq!(seen.record([3; 32], 120, 70), Err(ReplayError::Full));
+        assert_eq!(seen.record([2; 32], 80, 80), Err(ReplayError::Replayed));
+        // Past its window a message is forgotten, making room.
+        assert_eq!(seen.record([3; 32], 120, 81), Ok(()));
+        assert_eq!(seen.record([2; 32], 130, 81), Err(ReplayError::Full));
+        assert_eq!(seen.record([1; 32], 100, 100), Err(ReplayError::Replayed));
+        assert_eq!(seen.record([2; 32], 130, 101), Ok(()));
+        assert_eq!(seen.until.len(), seen.by_expiry.len());
+    }
 
     #[test]
     fn templates() {

@@ -25,12 +25,13 @@
 //! - [`request`]  what is read from a CheckRequest; policy matching
 //! - [`jwt`], [`jwks`], [`oidc`]  JWT verification, key sources, trusted OIDC issuers
 //! - [`api_key`]  the API key store
-//! - [`basic`]    Basic authentication with argon2id and lockout
+//! - [`basic`]    Basic authentication with argon2id or bcrypt (JSON or htpasswd) and lockout
 //! - [`oauth`]    OAuth 2.0 token introspection (RFC 7662)
 //! - [`hmac`]     webhook signatures (GitHub, Stripe, Slack, or a template)
 //! - [`custom`]   an external validator service
 //! - [`x509`]     the client certificate Envoy forwards
 //! - `callout`    bounded outbound calls and the answer cache they share
+//! - `limit`      slots for costly work (verifications, call-outs) behind a bounded queue
 //! - `secret`     secrets from the environment or owner-only files
 //! - [`revocation`] the token deny-list (by `jti`, by subject), shared through a file
 //! - [`identity`] `input.identity`
@@ -49,6 +50,7 @@ pub mod hmac;
 pub(crate) mod identity;
 pub(crate) mod jwks;
 pub(crate) mod jwt;
+pub(crate) mod limit;
 pub(crate) mod metrics;
 pub mod oauth;
 pub(crate) mod oidc;

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::Refused;
-use super::callout::{self, AnswerCache, NEGATIVE_TTL, Source};
+use super::callout::{
+    self, AnswerCache, Limit, NEGATIVE_TTL, Source, check_max_concurrent, check_timeout, check_url,
+};
 use super::config::{ClaimsMap, Method};
 use super::identity::Identity;
 use super::jwt::{lookup, string_list};
@@ -66,6 +68,13 @@ pub struct OAuthConfig {
     pub claims: ClaimsMap,
     #[serde(default = "default_max_token")]
     pub max_token_bytes: usize,
+    /// Introspection calls in flight at once; as many more wait up to `timeout_ms`.
+    #[serde(default = "callout::default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Allows a plain `http` URL to a host that is not loopback (a mesh whose sidecars add
+    /// mTLS; tests).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// `oauth.auth`: HTTP Basic (`client_secret_basic`) or form fields (`client_secret_post`).
@@ -104,7 +113,11 @@ fn default_max_token() -> usize {
 
 impl OAuthConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
-        check_url("introspection_url", &self.introspection_url)?;
+        check_url(
+            "introspection_url",
+            &self.introspection_url,
+            self.allow_insecure_http,
+        )?;
         if self.client_id.trim().is_empty() {
             return Err(Invalid::new("client_id", "must not be empty"));
         }
@@ -121,6 +134,7 @@ impl OAuthConfig {
             return Err(Invalid::new("header", "must not be empty"));
         }
         check_timeout("timeout_ms", self.timeout_ms)?;
+        check_max_concurrent("max_concurrent", self.max_concurrent)?;
         if self.cache_size == 0 {
             return Err(Invalid::new("cache_size", "must be > 0"));
         }
@@ -129,30 +143,6 @@ impl OAuthConfig {
         }
         Ok(())
     }
-}
-
-/// An http(s) URL without user information (credentials come from the environment or a file).
-pub(crate) fn check_url(key: &str, url: &str) -> Result<(), Invalid> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| Invalid::new(key, format!("not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(Invalid::new(key, "must be an http(s) URL with a host"));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(Invalid::new(
-            key,
-            "must not carry credentials; use the secret settings",
-        ));
-    }
-    Ok(())
-}
-
-/// A call-out timeout: 1 ms to 60 s.
-pub(crate) fn check_timeout(key: &str, ms: u64) -> Result<(), Invalid> {
-    if ms == 0 || ms > 60_000 {
-        return Err(Invalid::new(key, "between 1 and 60000"));
-    }
-    Ok(())
 }
 
 type Answer = Result<Arc<Identity>, Refused>;
@@ -164,6 +154,7 @@ pub struct OAuthMethod {
     config: OAuthConfig,
     secret: SecretSource,
     client: reqwest::Client,
+    limit: Limit,
     cache: AnswerCache<Answer>,
 }
 
@@ -186,13 +177,15 @@ impl OAuthMethod {
             1,
             "oauth.client_secret",
         )?;
-        let client = callout::client(Duration::from_millis(config.timeout_ms))?;
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let client = callout::client(timeout)?;
         Ok(Self {
             header: config.header.to_ascii_lowercase(),
             scheme: config.scheme.clone(),
             config: config.clone(),
             secret,
             client,
+            limit: Limit::new(config.max_concurrent, timeout),
             cache: AnswerCache::new(config.cache_size),
         })
     }
@@ -288,6 +281,7 @@ impl OAuthMethod {
         let req = req
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body);
+        let _slot = self.limit.slot().await.map_err(Failure::Transient)?;
         let answer = callout::send(req)
             .await
             .map_err(|e| transient(format!("introspection failed: {e}")))?;

@@ -360,17 +360,7 @@ impl std::fmt::Debug for Revocations {
 
 /// An exclusive lock on `path` (created owner-only), held until dropped.
 fn lock(path: &Path) -> Result<std::fs::File, String> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(f)
+    super::file::lock_exclusive(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl Revocations {

@@ -293,6 +293,7 @@ fn key_to_pb(r: &ApiKeyRecord) -> pb::ApiKey {
         expires_at: r.expires_at.unwrap_or(0),
         revoked: r.revoked,
         created_at: r.created_at.unwrap_or(0),
+        last_used_at: r.last_used_at.unwrap_or(0),
     }
 }
 

@@ -87,7 +87,7 @@ closed_set! {
         /// The credential was not obtained with the authentication a policy requires
         /// (`require.mfa`, `amr`, `acr`).
         InsufficientAuthentication => "insufficient_authentication",
-        /// Too many Basic attempts waiting for verification.
+        /// Too many attempts waiting: Basic verifications, call-outs, a full replay cache.
         TooManyRequests => "too_many_requests",
     }
 }

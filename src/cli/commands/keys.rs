@@ -25,7 +25,8 @@ pub enum KeysCommand {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
-    /// List API keys (never their secrets).
+    /// List API keys (never their secrets), with when each was last used.
+    #[command(visible_alias = "list")]
     Ls {
         #[command(flatten)]
         gateway: GatewayArgs,
@@ -90,9 +91,10 @@ pub async fn keys(cmd: KeysCommand) -> Result<(), CliError> {
                 Format::Json => output::json_line(&json!({"keys": r.keys.iter().map(|k| json!({
                     "id": k.id, "subject": k.subject, "scopes": k.scopes,
                     "expires_at": k.expires_at, "revoked": k.revoked, "created_at": k.created_at,
+                    "last_used_at": k.last_used_at,
                 })).collect::<Vec<_>>()})),
                 Format::Table => output::text(&output::table(
-                    &["ID", "SUBJECT", "SCOPES", "EXPIRES", "REVOKED"],
+                    &["ID", "SUBJECT", "SCOPES", "EXPIRES", "REVOKED", "LAST USED"],
                     &r.keys
                         .iter()
                         .map(|k| {
@@ -102,6 +104,7 @@ pub async fn keys(cmd: KeysCommand) -> Result<(), CliError> {
                                 k.scopes.join(","),
                                 k.expires_at.to_string(),
                                 k.revoked.to_string(),
+                                k.last_used_at.to_string(),
                             ]
                         })
                         .collect::<Vec<_>>(),
